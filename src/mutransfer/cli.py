@@ -1,0 +1,82 @@
+"""The ``mutransfer`` command line: a thin dispatcher over one module per subcommand.
+
+Each subcommand lives beside the code it drives and exposes ``register(subparsers)``, which adds
+its parser and sets ``func`` (a callable taking the parsed args and returning an exit status).
+Modules are imported lazily so that ``mutransfer --help`` stays fast and optional extras
+(matplotlib, optuna, transformers) are only needed by the commands that use them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand → module that registers it
+COMMANDS: dict[str, str] = {
+    "demo": "mutransfer.demo",
+    "coord-check": "mutransfer.coord_cli",
+    "sweep": "mutransfer.sweep.cli",
+    "transfer": "mutransfer.sweep.cli",
+    "report": "mutransfer.sweep.cli",
+    "train": "mutransfer.training.cli",
+    "plan": "mutransfer.plan_cli",
+}
+
+
+class UserError(Exception):
+    """A problem with what the user asked for: printed as one clear line, exit status 2."""
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mutransfer",
+        description="µP and µTransfer for PyTorch: parametrize, check, sweep, transfer, train.",
+    )
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"mutransfer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = None
+    if argv:
+        wanted = next((a for a in argv if not a.startswith("-")), None)
+    registered: set[str] = set()
+    for name, module_name in COMMANDS.items():
+        if module_name in registered or (wanted in COMMANDS and COMMANDS[wanted] != module_name):
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name is not None and exc.name.startswith("mutransfer"):
+                continue  # command not part of this build
+            raise
+        module.register(sub)
+        registered.add(module_name)
+        del name
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except UserError as exc:
+        print(f"mutransfer {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            f"\nmutransfer {args.command}: interrupted; finished work is saved, "
+            "run the same command again to resume.",
+            file=sys.stderr,
+        )
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

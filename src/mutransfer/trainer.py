@@ -1,0 +1,298 @@
+"""The built-in proxy trainer: one short training run of a reference model, as a pure function.
+
+``train(TrainConfig(...))`` builds the reference GPT (on the shipped text) or MLP (on
+Fashion-MNIST), parametrizes it against its base width, trains it and returns the validation
+loss. The demo and the sweeps call it for every trial; a user's own objective replaces it.
+
+A run is a pure function of its config (seeded data order and init), so a trial can be re-run
+anywhere and give the same number. Divergence (a non-finite loss, or a loss far above the loss at
+initialisation) stops the run early and is reported with its reason rather than as a number.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ArrayDataset, TextCorpus, fashion_mnist, load_text
+from .models import GPT, MLP, GPTConfig, gpt_parametrize_options
+from .plan import Plan, parametrize
+
+ModelName = Literal["gpt", "mlp"]
+Schedule = Literal["constant", "cosine", "linear"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one proxy run; every field can be swept."""
+
+    model: ModelName = "gpt"
+    width: int = 128
+    depth: int = 2
+    base_width: int = 32
+    base_depth: int | None = None
+    n_heads: int = 4
+    seq_len: int = 64
+    batch_size: int = 16
+    steps: int = 200
+    lr: float = 2**-6
+    rules: str = "mup"
+    optimizer: str = "adamw"
+    mode: Literal["absorbed", "explicit"] = "absorbed"
+    init_std: float = 1.0
+    input_multiplier: float = 1.0
+    output_multiplier: float = 1.0
+    attention_multiplier: float = 1.0
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    beta2: float = 0.95
+    warmup_steps: int = 0
+    schedule: Schedule = "constant"
+    tie_embeddings: bool = False
+    zero_init_readout: bool = False
+    zero_init_query: bool = False
+    seed: int = 0
+    data: str = "shakespeare"
+    eval_batches: int = 8
+    eval_batch_size: int = 32
+    divergence_factor: float = 1.5
+    """The run counts as diverged if a (smoothed) training loss exceeds this × the first loss."""
+
+    def __post_init__(self) -> None:
+        for name in ("width", "depth", "base_width", "steps", "batch_size", "seq_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr}")
+        if self.model not in ("gpt", "mlp"):
+            raise ValueError(f"TrainConfig.model must be 'gpt' or 'mlp', got {self.model!r}")
+        if self.schedule not in ("constant", "cosine", "linear"):
+            raise ValueError(
+                f"TrainConfig.schedule must be constant, cosine or linear, got {self.schedule!r}"
+            )
+
+    def with_(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown training option(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    config: TrainConfig
+    val_loss: float
+    """Mean validation loss after training; ``inf`` when the run diverged."""
+    losses: list[float] = field(default_factory=list)
+    diverged: bool = False
+    reason: str | None = None
+    seconds: float = 0.0
+    steps_done: int = 0
+    flops: float = 0.0
+    """Approximate training FLOPs (6 · params · tokens), for compute comparisons."""
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["config"] = self.config.to_dict()
+        data["val_loss"] = None if not math.isfinite(self.val_loss) else self.val_loss
+        data["losses"] = [x if math.isfinite(x) else None for x in self.losses]
+        return data
+
+
+class Diverged(RuntimeError):
+    """Raised inside a run when the loss blows up; caught by ``train``."""
+
+
+def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+    """Multiplier of the base LR at each step: linear warmup, then the schedule (to 10 %)."""
+
+    def factor(step: int) -> float:
+        if config.warmup_steps and step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        decay_steps = max(1, config.steps - config.warmup_steps)
+        progress = min(1.0, (step - config.warmup_steps) / decay_steps)
+        if config.schedule == "cosine":
+            return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+        if config.schedule == "linear":
+            return 1.0 - 0.9 * progress
+        return 1.0
+
+    return factor
+
+
+def build_model(config: TrainConfig) -> tuple[nn.Module, Plan]:
+    """The reference model at ``config.width`` with its plan (base at ``config.base_width``)."""
+    options: dict[str, Any] = {}
+    if config.model == "gpt":
+        gpt_cfg = GPTConfig(
+            width=config.width,
+            depth=config.depth,
+            n_heads=config.n_heads,
+            seq_len=config.seq_len,
+            tie_embeddings=config.tie_embeddings,
+        )
+        base_cfg = gpt_cfg.with_(width=config.base_width, depth=config.base_depth or config.depth)
+        delta_cfg = base_cfg.with_(width=2 * config.base_width)
+        model: nn.Module = GPT(gpt_cfg)
+        with torch.device("meta"):
+            base: nn.Module = GPT(base_cfg)
+            delta: nn.Module = GPT(delta_cfg)
+        options = gpt_parametrize_options(gpt_cfg, zero_init_query=config.zero_init_query)
+    else:
+        model = MLP(width=config.width, depth=config.depth)
+        with torch.device("meta"):
+            base = MLP(width=config.base_width, depth=config.base_depth or config.depth)
+            delta = MLP(width=2 * config.base_width, depth=config.base_depth or config.depth)
+    plan = parametrize(
+        model,
+        base,
+        config.rules,
+        config.optimizer,
+        delta=delta,
+        mode=config.mode,
+        seed=config.seed,
+        init_std=config.init_std,
+        input_multiplier=config.input_multiplier,
+        output_multiplier=config.output_multiplier,
+        attention_multiplier=config.attention_multiplier,
+        zero_init_readout=config.zero_init_readout,
+        **options,
+    )
+    return model, plan
+
+
+def make_optimizer(config: TrainConfig, model: nn.Module, plan: Plan) -> torch.optim.Optimizer:
+    groups = plan.param_groups(
+        config.lr, model=model, weight_decay=config.weight_decay, eps=config.eps
+    )
+    name = config.optimizer.lower()
+    if name in ("adamw", "adam"):
+        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+        return cls(groups, betas=(0.9, config.beta2), foreach=True)
+    if name == "sgd":
+        return torch.optim.SGD(groups, momentum=0.9)
+    raise ValueError(f"the built-in trainer supports adamw, adam and sgd, not {config.optimizer!r}")
+
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _loss(model: nn.Module, batch: Batch) -> torch.Tensor:
+    x, y = batch
+    logits = model(x)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
+
+
+class _Data:
+    """Training batches and the fixed validation batches for one config."""
+
+    def __init__(self, config: TrainConfig, source: TextCorpus | ArrayDataset) -> None:
+        self.config = config
+        self.source = source
+        self.generator = torch.Generator().manual_seed(10_000 + config.seed)
+        eval_gen = torch.Generator().manual_seed(1234)
+        self.eval = [
+            self._batch("val", config.eval_batch_size, eval_gen) for _ in range(config.eval_batches)
+        ]
+
+    def _batch(self, split: str, batch_size: int, generator: torch.Generator) -> Batch:
+        if isinstance(self.source, TextCorpus):
+            return self.source.batch(split, batch_size, self.config.seq_len, generator)
+        return self.source.batch(split, batch_size, generator)
+
+    def next(self) -> Batch:
+        return self._batch("train", self.config.batch_size, self.generator)
+
+
+def load_source(config: TrainConfig) -> TextCorpus | ArrayDataset:
+    """The data a config trains on: text for the GPT, Fashion-MNIST for the MLP."""
+    return load_text(config.data) if config.model == "gpt" else fashion_mnist()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, batches: list[Batch]) -> float:
+    was_training = model.training
+    model.eval()
+    total = sum(_loss(model, b).item() for b in batches) / len(batches)
+    model.train(was_training)
+    return total
+
+
+def train(
+    config: TrainConfig,
+    *,
+    source: TextCorpus | ArrayDataset | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TrainResult:
+    """Train one proxy run; ``on_step(step, loss)`` may raise to stop it (e.g. pruning)."""
+    start = time.perf_counter()
+    data = _Data(config, source if source is not None else load_source(config))
+    model, plan = build_model(config)
+    optimizer = make_optimizer(config, model, plan)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    n_params = sum(p.numel() for p in model.parameters())
+    tokens_per_step = config.batch_size * (config.seq_len if config.model == "gpt" else 1)
+    losses: list[float] = []
+    first: float | None = None
+    smoothed: float | None = None
+    try:
+        for step in range(config.steps):
+            loss = _loss(model, data.next())
+            value = loss.item()
+            losses.append(value)
+            if not math.isfinite(value):
+                raise Diverged(f"loss became {value} at step {step}")
+            first = value if first is None else first
+            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+            if step >= 10 and smoothed > config.divergence_factor * first:
+                raise Diverged(
+                    f"loss {smoothed:.3g} at step {step} exceeds {config.divergence_factor}× "
+                    f"the initial loss {first:.3g}"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            if on_step is not None:
+                on_step(step, value)
+        val_loss = evaluate(model, data.eval)
+        if not math.isfinite(val_loss):
+            raise Diverged(f"validation loss is {val_loss}")
+    except Diverged as exc:
+        return TrainResult(
+            config,
+            math.inf,
+            losses,
+            diverged=True,
+            reason=str(exc),
+            seconds=time.perf_counter() - start,
+            steps_done=len(losses),
+            flops=6.0 * n_params * tokens_per_step * len(losses),
+        )
+    return TrainResult(
+        config,
+        val_loss,
+        losses,
+        seconds=time.perf_counter() - start,
+        steps_done=len(losses),
+        flops=6.0 * n_params * tokens_per_step * len(losses),
+    )
