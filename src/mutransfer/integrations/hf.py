@@ -282,19 +282,21 @@ def _check_attention(plan: Plan, model: nn.Module) -> None:
         for n, m in model.named_modules()
         if type(m).__name__.endswith("Attention") and canonical_name(n) not in plan.attention
     ]
-    if missing or not plan.attention:
+    sp_attention = plan.rules.attention == "sp" and plan.rules.attention_multiplier == 1.0
+    if (missing or not plan.attention) and not sp_attention:
         raise PlanError(
             f"{type(model).__name__}: attention module(s) {missing[:3] or '(none found)'} do not "
             "expose an int `head_dim` and a float `scaling`, so the µP attention scale (1/d_head) "
             "cannot be set without editing the model. transformers >= 5 models do; for others "
-            "set module.head_dim / module.scaling before parametrize_hf, or use rules with "
-            "attention='sp'."
+            "set module.head_dim / module.scaling before parametrize_hf (only SP rules, whose "
+            "1/sqrt(d_head) these models compute themselves, work without them)."
         )
 
 
 def _check_readout(plan: Plan, model: nn.Module) -> None:
     """The output embeddings must be planned as the readout (or tied input + readout)."""
-    head: Any = model.get_output_embeddings()
+    getter: Any = model.get_output_embeddings
+    head = getter()
     if head is None:
         return
     weight = getattr(head, "weight", None)
