@@ -50,7 +50,10 @@ def test_unknown_role_and_layout_names() -> None:
 
 
 def test_unknown_optimizer_family() -> None:
-    with pytest.raises(mt.UnknownOptimizerError, match="'rmsprop'.*known families: adam, sgd"):
+    with pytest.raises(
+        mt.UnknownOptimizerError,
+        match="'rmsprop'.*known families: adafactor, adam, lion, muon, sgd",
+    ):
         mt.parametrize(make_mlp(64), on_meta(make_mlp, 32), optimizer=torch.optim.RMSprop)
 
 

@@ -19,14 +19,18 @@ from .plan import (
 )
 from .roles import LAYOUTS, RoleError, TensorRole, canonical_name, infer_roles
 from .rules import (
+    COMPLETEP,
+    DEPTH_MUP,
     MUP,
     PRESETS,
     ROLES,
     SP,
+    UNIT_MUP,
     RoleRule,
     Rules,
     Scaling,
     UnknownOptimizerError,
+    depth_rules,
     get_rules,
     optimizer_family,
     register_preset,
@@ -35,11 +39,14 @@ from .rules import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "COMPLETEP",
+    "DEPTH_MUP",
     "LAYOUTS",
     "MUP",
     "PRESETS",
     "ROLES",
     "SP",
+    "UNIT_MUP",
     "AttentionPlan",
     "ModuleScale",
     "Plan",
@@ -52,6 +59,7 @@ __all__ = [
     "TensorRole",
     "UnknownOptimizerError",
     "canonical_name",
+    "depth_rules",
     "get_rules",
     "infer_roles",
     "optimizer_family",

@@ -34,15 +34,18 @@ def attention_scale(
     kind: str = "mup",
     multiplier: float = 1.0,
 ) -> float:
-    """The factor on q·k logits: ``α/√d`` (SP) or ``α·√d_base/d`` (µP: 1/d, equal to SP at base).
+    """The factor on q·k logits: ``α/√d`` (SP), ``α·√d_base/d`` (µP: 1/d, SP at the base) or
+    ``α/d`` (``"unit"``: u-µP, no base).
 
     Under µP, q and k become correlated during training, so q·k grows like d rather than √d;
     dividing by d keeps the logits O(1) as the head dimension grows (Tensor Programs V, §4).
     """
     if kind == "sp":
         return multiplier / math.sqrt(head_dim)
+    if kind == "unit":
+        return multiplier / head_dim
     if kind != "mup":
-        raise ValueError(f"attention kind must be 'mup' or 'sp', got {kind!r}")
+        raise ValueError(f"attention kind must be 'mup', 'sp' or 'unit', got {kind!r}")
     base = head_dim if base_head_dim is None else base_head_dim
     return multiplier * math.sqrt(base) / head_dim
 

@@ -257,6 +257,7 @@ class Plan:
         eps: float | None = None,
         no_decay: Sequence[str] = (),
         names: bool = True,
+        roles: Sequence[str] | None = None,
     ) -> list[dict[str, Any]]:
         """Parameter groups for any ``torch.optim`` optimizer, one per distinct set of scales.
 
@@ -268,6 +269,7 @@ class Plan:
         ``eps``: the base Adam ε; scaled per group when the rules scale it (default 1e-8 then).
         ``no_decay``: roles excluded from weight decay, e.g. ``("vector", "scalar")``.
         ``names``: add torch's ``param_names`` key (names in optimizer state dicts).
+        ``roles``: only these roles, e.g. Muon for ``("hidden",)`` beside AdamW for the rest.
         """
         if lr <= 0 or not math.isfinite(lr):
             raise ValueError(f"lr must be a positive finite number, got {lr!r}")
@@ -284,6 +286,8 @@ class Plan:
             if not p.requires_grad:
                 continue
             entry = self[name]
+            if roles is not None and entry.role not in roles:
+                continue
             lr_scale = entry.lr_scale
             wd = 0.0 if entry.role in no_decay else weight_decay * entry.wd_scale
             if self.rules.weight_decay == "independent" and wd:
@@ -308,6 +312,39 @@ class Plan:
             if names:
                 group["param_names"].append(canonical_name(name))
         return list(groups.values())
+
+    def check_optimizer(self, optimizer: torch.optim.Optimizer, lr: float | None = None) -> None:
+        """Raise if an optimizer's per-group LRs no longer carry the plan's ratios.
+
+        Catches what silently breaks µP in practice: a scheduler that sets absolute LRs
+        (``OneCycleLR(max_lr=float)``), param groups built by hand, or torch's Muon with
+        ``adjust_lr_fn="match_rms_adamw"`` (0.2·√max(fan_in, fan_out): not a width rule).
+        ``lr`` is the current base LR (default: inferred from the first group).
+        """
+        for group in optimizer.param_groups:
+            if group.get("adjust_lr_fn") == "match_rms_adamw":
+                raise PlanError(
+                    "Muon(adjust_lr_fn='match_rms_adamw') scales the LR by 0.2·sqrt(max(fan_in, "
+                    "fan_out)), which grows with width and undoes µP; use the default "
+                    "adjust_lr_fn ('original') with the plan's groups"
+                )
+        base: float | None = lr
+        for group in optimizer.param_groups:
+            scale = group.get("lr_scale")
+            if scale is None:
+                raise PlanError(
+                    "an optimizer param group has no 'lr_scale': build the optimizer from "
+                    "plan.param_groups(...) so that every tensor gets its µP learning rate"
+                )
+            current = float(group["lr"]) / float(scale)
+            if base is None:
+                base = current
+            if not math.isclose(current, base, rel_tol=1e-6):
+                raise PlanError(
+                    f"param group LRs lost their µP ratios (base LR {current:.3g} in one group, "
+                    f"{base:.3g} in another); a scheduler probably set absolute LRs. For "
+                    "OneCycleLR pass max_lr=mutransfer.scaled_lrs(optimizer, max_lr)."
+                )
 
     # --------------------------------------------------------------------- serialisation
     def to_dict(self) -> dict[str, Any]:
@@ -441,7 +478,7 @@ def _normal_(p: torch.Tensor, std: float, generator: torch.Generator | None) -> 
         from torch.distributed.tensor import distribute_tensor
 
         dtensor: Any = p
-        full = torch.randn(p.shape, generator=generator, dtype=torch.float32).mul_(std)
+        full = torch.randn(p.shape, generator=generator).to(p.dtype).mul_(std)
         local = dtensor.to_local()
         shard = distribute_tensor(
             full.to(local.device), dtensor.device_mesh, dtensor.placements, src_data_rank=None
@@ -450,7 +487,8 @@ def _normal_(p: torch.Tensor, std: float, generator: torch.Generator | None) -> 
     elif generator is None:
         p.normal_(0.0, std)
     else:
-        p.copy_(torch.randn(p.shape, generator=generator, dtype=torch.float32).mul_(std))
+        # draw in float32 (the same numbers whatever the dtype), scale in the tensor's dtype
+        p.copy_(torch.randn(p.shape, generator=generator).to(p.dtype).mul_(std))
 
 
 def _is_dtensor(p: torch.Tensor) -> bool:
@@ -633,11 +671,15 @@ def _tensor_plan(
     import fnmatch
 
     rule = rules.rule(family, role.role)
-    m = (role.m_in, role.m_out, role.m_depth)
-    init_std = rules.sigma(role.role) / math.sqrt(role.base_fan_in) * rule.init(*m)
-    lr_scale = rule.lr(*m)
+    m = role.scaling_args
+    base_std = 1.0 if rules.init_base == "unit" else 1.0 / math.sqrt(role.base_fan_in)
+    init_std = rules.sigma(role.role) * base_std * rule.init(*m)
+    lr_scale = rule.lr(*m) * rules.lr_multiplier(role.role)
     eps_scale = rule.eps(*m)
-    wd_scale = rule.wd(*m)
+    # the table's wd exponents are for coupled decay; independent decay is the same per step
+    # at every width and depth (and invariant to absorbed multipliers)
+    independent_wd = rules.weight_decay == "independent"
+    wd_scale = 1.0 if independent_wd else rule.wd(*m)
     multiplier = rule.multiplier(*m)
     if role.role == "input":
         multiplier *= rules.input_multiplier
@@ -660,7 +702,9 @@ def _tensor_plan(
         alias_roles: dict[str, str] = role.extra["alias_roles"]
         readout_rule = rules.rule(family, "output")
         # the readout sees the embedding matrix transposed: its fan-in is the embedding's fan-out
-        out_mult = readout_rule.multiplier(role.m_out, 1.0, role.m_depth) * rules.output_multiplier
+        out_mult = rules.output_multiplier * readout_rule.multiplier(
+            role.m_out, 1.0, role.m_depth, role.m_out * role.base_fan_out, 1.0
+        )
         for alias, alias_role in alias_roles.items():
             owner = alias.rpartition(".")[0]
             if alias_role == "output" and out_mult != 1.0:
@@ -675,7 +719,7 @@ def _tensor_plan(
         init_std *= multiplier
         lr_scale *= multiplier**algebra.lr_power
         eps_scale *= multiplier**algebra.eps_power
-        if rules.weight_decay == "coupled":
+        if not independent_wd:
             wd_scale *= multiplier**algebra.wd_power
         multiplier = 1.0
     elif multiplier != 1.0:

@@ -85,6 +85,7 @@ class TensorRole:
     m_out: float
     base_fan_in: int
     m_depth: float = 1.0
+    base_fan_out: int = 1
     aliases: tuple[str, ...] = ()
     tied_roles: tuple[str, ...] = ()
     owner_types: tuple[str, ...] = ()
@@ -97,6 +98,17 @@ class TensorRole:
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    @property
+    def scaling_args(self) -> tuple[float, float, float, float, float]:
+        """(m_in, m_out, m_depth, fan_in, fan_out): the arguments of ``rules.Scaling``."""
+        return (
+            self.m_in,
+            self.m_out,
+            self.m_depth,
+            self.m_in * self.base_fan_in,
+            self.m_out * self.base_fan_out,
+        )
 
 
 def _owner_layout(module: nn.Module | None, tensor_name: str, ndim: int) -> str | None:
@@ -293,6 +305,7 @@ def infer_roles(
             m_out=primary.m_out,
             base_fan_in=primary.base_fan_in,
             m_depth=primary.m_depth,
+            base_fan_out=primary.base_fan_out,
             aliases=tuple(r.name for r in per_alias[1:]),
             tied_roles=tied_roles if len(tied_roles) > 1 else (),
             owner_types=tuple(r.owner_types[0] for r in per_alias),
@@ -400,6 +413,7 @@ def _alias_role(
         m_out=fan_out / base_fan_out,
         base_fan_in=base_fan_in,
         m_depth=depth.depth_multiplier(name),
+        base_fan_out=base_fan_out,
         owner_types=(owner_type,),
     )
 

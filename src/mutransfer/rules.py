@@ -33,14 +33,43 @@ WeightDecayMode = Literal["coupled", "independent"]
 
 @dataclass(frozen=True)
 class Scaling:
-    """Exponents of (m_in, m_out, m_L) for one quantity: ``m_in**a * m_out**b * m_L**c``."""
+    """Exponents for one quantity: ``m_in**a · m_out**b · m_L**c · fan_in**d · fan_out**e``.
+
+    ``m_*`` are ratios to the base (µP, CompleteP: the base width's values are the tuned ones);
+    ``fan_in``/``fan_out`` are absolute sizes, for parametrizations without a base width (u-µP).
+    """
 
     m_in: float = 0.0
     m_out: float = 0.0
     m_depth: float = 0.0
+    fan_in: float = 0.0
+    fan_out: float = 0.0
 
-    def __call__(self, m_in: float, m_out: float, m_depth: float = 1.0) -> float:
-        return float(m_in**self.m_in * m_out**self.m_out * m_depth**self.m_depth)
+    def __call__(
+        self,
+        m_in: float,
+        m_out: float,
+        m_depth: float = 1.0,
+        fan_in: float = 1.0,
+        fan_out: float = 1.0,
+    ) -> float:
+        return float(
+            m_in**self.m_in
+            * m_out**self.m_out
+            * m_depth**self.m_depth
+            * fan_in**self.fan_in
+            * fan_out**self.fan_out
+        )
+
+    def __mul__(self, other: Scaling) -> Scaling:
+        """Combine two scalings (exponents add): e.g. a width rule times a depth correction."""
+        return Scaling(
+            self.m_in + other.m_in,
+            self.m_out + other.m_out,
+            self.m_depth + other.m_depth,
+            self.fan_in + other.fan_in,
+            self.fan_out + other.fan_out,
+        )
 
     @classmethod
     def of(cls, value: Scaling | tuple[float, ...] | float | int) -> Scaling:
@@ -97,16 +126,21 @@ class Rules:
     The constants are the base-width hyperparameters a user tunes on the proxy and transfers:
 
     - ``init_std`` (σ): global init multiplier; a tensor's std at base width is
-      ``σ / sqrt(base_fan_in)`` (one-hot inputs such as embeddings have fan-in 1).
+      ``σ / sqrt(base_fan_in)`` (one-hot inputs such as embeddings have fan-in 1), or σ itself
+      when ``init_base="unit"`` (u-µP).
     - ``input_multiplier`` (α_in), ``output_multiplier`` (α_out): constant forward multipliers on
       input and readout weights; ``attention_multiplier`` (α_attn) on the attention logits.
+    - ``lr_multipliers``: constant LR factors per role (``{"output": 0.5}``), tuned and
+      transferred like the other constants.
     - ``zero_init_readout``: initialise readout weights to zero (recommended by TP5 for long
       runs; at short horizons it costs loss, so it is an option, not the default).
-    - ``weight_decay``: ``"coupled"`` (torch's AdamW: the decay is multiplied by the LR, so a
-      per-tensor LR scale also scales the decay) or ``"independent"`` (decay per step does not
-      depend on the per-tensor LR, nor on the peak LR).
+    - ``weight_decay``: ``"coupled"`` (torch's AdamW: decay per step = LR × λ, so the per-tensor
+      LR scale also scales it; the ``wd`` exponents of the table apply) or ``"independent"``
+      (decay per step = λ × the schedule's factor, whatever the peak or per-tensor LR: width-
+      and depth-independent, so the table's ``wd`` exponents, written for the coupled form, do
+      not apply).
     - ``attention``: ``"mup"`` scales logits by 1/d_head (times √base_d_head, so base width equals
-      SP); ``"sp"`` by 1/√d_head.
+      SP); ``"sp"`` by 1/√d_head; ``"unit"`` by 1/d_head with no base (u-µP).
     - ``residual_depth_exponent``: residual-branch multiplier is ``m_L**exponent``
       (0 for µP, -1 for CompleteP, -0.5 for Depth-µP).
     """
@@ -119,11 +153,13 @@ class Rules:
     attention_multiplier: float = 1.0
     zero_init_readout: bool = False
     weight_decay: WeightDecayMode = "coupled"
-    attention: Literal["mup", "sp"] = "mup"
+    attention: Literal["mup", "sp", "unit"] = "mup"
     residual_depth_exponent: float = 0.0
+    init_base: Literal["base_fan_in", "unit"] = "base_fan_in"
     description: str = ""
     role_init_std: Mapping[str, float] = field(default_factory=dict)
     """Optional per-role σ overriding ``init_std`` (e.g. ``{"input": 0.02}``)."""
+    lr_multipliers: Mapping[str, float] = field(default_factory=dict)
 
     def rule(self, family: str, role: str) -> RoleRule:
         try:
@@ -144,6 +180,9 @@ class Rules:
     def sigma(self, role: str) -> float:
         return float(self.role_init_std.get(role, self.init_std))
 
+    def lr_multiplier(self, role: str) -> float:
+        return float(self.lr_multipliers.get(role, 1.0))
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["families"] = {
@@ -151,6 +190,7 @@ class Rules:
             for fam, table in self.families.items()
         }
         data["role_init_std"] = dict(self.role_init_std)
+        data["lr_multipliers"] = dict(self.lr_multipliers)
         return data
 
     @classmethod
@@ -171,7 +211,8 @@ class UnknownOptimizerError(ValueError):
 
 
 def _mup_adam() -> dict[str, RoleRule]:
-    # Tensor Programs V, Table 8 (Adam), with widths normalised by the base width.
+    # Tensor Programs V, Table 8 (Adam), with widths normalised by the base width. Adam ε is
+    # scaled like the gradients of the hidden weights (∝ 1/m_in), else it dominates √v at width.
     return {
         "input": RoleRule(),
         "hidden": RoleRule.make(init=-0.5, lr=-1, eps=-1),
@@ -193,6 +234,30 @@ def _mup_sgd() -> dict[str, RoleRule]:
     }
 
 
+def _mup_adafactor() -> dict[str, RoleRule]:
+    # torch.optim.Adafactor steps by lr × RMS(W) × (normalised gradient): the step is relative
+    # to the weight's scale. Hidden weights have RMS ∝ m_in^-½, so an extra m_in^-½ in the LR
+    # gives µP's per-entry step ∝ 1/m_in; the readout (explicit form, init const) keeps its LR.
+    return {
+        "input": RoleRule(),
+        "hidden": RoleRule.make(init=-0.5, lr=-0.5),
+        "output": RoleRule.make(multiplier=-1),
+        "vector": RoleRule(),
+        "scalar": RoleRule(),
+    }
+
+
+def _mup_muon() -> dict[str, RoleRule]:
+    # Muon orthogonalises the hidden weights' update; µP in spectral form (Yang, Simon & Bernstein
+    # 2023) wants ‖ΔW‖ ∝ √(fan_out/fan_in). torch's Muon (adjust_lr_fn="original") multiplies the
+    # LR by √max(1, fan_out/fan_in), already width-independent when both dims scale together,
+    # so relative to the base only √(m_out/m_in) remains. Every other role is trained by AdamW
+    # beside Muon (Muon takes 2-D hidden matrices only) and follows µP-Adam.
+    table = _mup_adam()
+    table["hidden"] = RoleRule(init=Scaling(-0.5), lr=Scaling(-0.5, 0.5))
+    return table
+
+
 def _sp() -> dict[str, RoleRule]:
     # Standard parametrization as PyTorch does it: variance 1/fan_in for every weight with a
     # width fan-in, one LR for everything, no multipliers.
@@ -205,21 +270,110 @@ def _sp() -> dict[str, RoleRule]:
     }
 
 
+# How each optimizer family transforms an absorbed forward multiplier (see FamilyAlgebra).
+FAMILY_ALGEBRA.update(
+    {
+        # sign-based: the step is ±lr per entry whatever the gradient's scale, like Adam
+        "lion": FamilyAlgebra(lr_power=1.0, eps_power=0.0, wd_power=-1.0),
+        # relative steps: the step already scales with the weight, so nothing changes
+        "adafactor": FamilyAlgebra(lr_power=0.0, eps_power=0.0, wd_power=0.0),
+        # the orthogonalised update is scale-invariant like Adam; the AdamW side is Adam
+        "muon": FamilyAlgebra(lr_power=1.0, eps_power=-1.0, wd_power=-1.0),
+    }
+)
+
+_SP_FAMILIES = {fam: _sp() for fam in ("adam", "sgd", "lion", "adafactor", "muon")}
+
 SP = Rules(
     name="sp",
-    families={"adam": _sp(), "sgd": _sp()},
+    families=_SP_FAMILIES,
     attention="sp",
     description="Standard parametrization: PyTorch's fan-in init, one LR, 1/sqrt(d) attention.",
 )
 
 MUP = Rules(
     name="mup",
-    families={"adam": _mup_adam(), "sgd": _mup_sgd()},
+    families={
+        "adam": _mup_adam(),
+        "sgd": _mup_sgd(),
+        # Lion's sign update has Adam's per-entry size, so it follows Adam's table (no ε)
+        "lion": {role: dataclasses.replace(r, eps=ONE) for role, r in _mup_adam().items()},
+        "adafactor": _mup_adafactor(),
+        "muon": _mup_muon(),
+    },
     attention="mup",
     description="Maximal Update Parametrization (Tensor Programs V, Table 8), 1/d attention.",
 )
 
-PRESETS: dict[str, Rules] = {"sp": SP, "mup": MUP}
+
+def depth_rules(base: Rules, alpha: float, name: str) -> Rules:
+    """Add the depth corrections of the α-family (CompleteP α=1, Depth-µP α=½) to width rules.
+
+    Residual branches are multiplied by m_L^-α; for Adam-like optimizers the hidden weights and
+    the vectors inside blocks get LR × m_L^(α-1) and the hidden ε × m_L^-α (the gradients of a
+    branch shrink like its multiplier); CompleteP's coupled weight decay grows with m_in so
+    that LR × λ stays width-independent (Dey et al. 2025, Table 1; Bordelon et al. / Yang et al.
+    Tensor Programs VI for α=½). SGD keeps its width table: its depth-µP LR is depth-independent.
+    Tensors outside the repeated blocks (embeddings, readout) have m_L = 1 and are unaffected.
+    """
+    lr_depth = Scaling(m_depth=alpha - 1.0)
+    families: dict[str, dict[str, RoleRule]] = {}
+    for fam, table in base.families.items():
+        new = dict(table)
+        if fam != "sgd":
+            hidden = table.get("hidden", RoleRule())
+            wd = hidden.wd * Scaling(m_in=1.0) if alpha == 1.0 else hidden.wd
+            eps = hidden.eps * Scaling(m_depth=-alpha) if fam in ("adam", "muon") else hidden.eps
+            new["hidden"] = dataclasses.replace(hidden, lr=hidden.lr * lr_depth, eps=eps, wd=wd)
+            vector = table.get("vector", RoleRule())
+            new["vector"] = dataclasses.replace(vector, lr=vector.lr * lr_depth)
+        families[fam] = new
+    return base.with_(
+        name=name,
+        families=families,
+        residual_depth_exponent=-alpha,
+        description=f"{base.description} With depth rules α={alpha:g} (residual × m_L^-{alpha:g}).",
+    )
+
+
+COMPLETEP = depth_rules(MUP, 1.0, "completep")
+DEPTH_MUP = depth_rules(MUP, 0.5, "depth-mup")
+
+
+def _unit_mup(input_lr: Literal["empirical", "mup"] = "empirical") -> dict[str, RoleRule]:
+    # u-µP (Blake et al. 2024), Adam: unit-variance weights, the scales live in the forward ops
+    # (hidden 1/√fan_in, readout 1/fan_in), absolute fans rather than ratios to a base width.
+    # Their empirical input rule scales the embedding LR by 1/√fan_out; "mup" keeps it constant,
+    # which makes u-µP equal to µP up to constants.
+    input_rule = RoleRule(lr=Scaling(fan_out=-0.5)) if input_lr == "empirical" else RoleRule()
+    return {
+        "input": input_rule,
+        "hidden": RoleRule(multiplier=Scaling(fan_in=-0.5), lr=Scaling(fan_in=-0.5)),
+        "output": RoleRule(multiplier=Scaling(fan_in=-1.0)),
+        "vector": RoleRule(lr=Scaling(m_depth=-0.5)),
+        "scalar": RoleRule(),
+    }
+
+
+UNIT_MUP = Rules(
+    name="u-mup",
+    families={"adam": _unit_mup()},
+    attention="unit",
+    init_base="unit",
+    residual_depth_exponent=-0.5,
+    weight_decay="independent",
+    description="Unit-scaled µP (Blake et al. 2024): unit init, scales in the forward ops.",
+)
+
+
+def unit_mup(input_lr: Literal["empirical", "mup"] = "empirical") -> Rules:
+    """u-µP, optionally with µP's constant input LR (then it equals µP up to constants)."""
+    if input_lr == "empirical":
+        return UNIT_MUP
+    return UNIT_MUP.with_(name="u-mup-const-input", families={"adam": _unit_mup("mup")})
+
+
+PRESETS: dict[str, Rules] = {r.name: r for r in (SP, MUP, COMPLETEP, DEPTH_MUP, UNIT_MUP)}
 
 
 def get_rules(rules: str | Rules) -> Rules:
@@ -242,7 +396,8 @@ def register_preset(rules: Rules) -> Rules:
 
 
 # Optimizer classes → family. Matched by class name so that optimizers from other packages with
-# the same algorithm (e.g. apex FusedAdam) are recognised without importing them.
+# the same algorithm (apex FusedAdam, lion-pytorch's Lion, adam-atan2) are recognised without
+# importing them.
 _FAMILY_BY_CLASS = {
     "adam": "adam",
     "adamw": "adam",
@@ -250,14 +405,18 @@ _FAMILY_BY_CLASS = {
     "radam": "adam",
     "adamax": "adam",
     "fusedadam": "adam",
+    "adamatan2": "adam",
     "sgd": "sgd",
+    "lion": "lion",
+    "adafactor": "adafactor",
+    "muon": "muon",
 }
 
 
 def optimizer_family(optimizer: Any) -> str:
     """Map ``"adamw"``, ``torch.optim.AdamW`` or an optimizer instance to its rule family."""
     if isinstance(optimizer, str):
-        key = optimizer.lower()
+        key = optimizer.lower().replace("-", "").replace("_", "")
     else:
         cls = optimizer if isinstance(optimizer, type) else type(optimizer)
         key = cls.__name__.lower()
