@@ -1,0 +1,334 @@
+"""The sweep's configuration: a TOML file (or Python arguments), validated field by field.
+
+One ``SweepSpec`` describes a whole µTransfer sweep: the widths of the proxy, the search space,
+the sampler, the seeds, the objective (the built-in trainer or the user's function), pruning and
+where results are stored. It is plain data (``to_dict``/``from_dict``): it is written into every
+study of the sweep, so ``mutransfer transfer`` and ``mutransfer report`` need nothing but the
+storage and the sweep's name. The file format is documented in docs/sweeps.md::
+
+    [sweep]
+    name = "gpt-lr"
+    widths = [32, 64, 128]
+    sampler = "grid"                    # grid | random | tpe (random/tpe need `trials`)
+    [sweep.space]
+    lr = { log2 = [-10, -4] }           # 2^-10 … 2^-4, one point per octave
+    [train]                             # fixed options of the built-in trainer
+    steps = 200
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from . import _check
+from .errors import ConfigError
+from .space import Space
+
+Sampler = Literal["grid", "random", "tpe"]
+SAMPLERS: tuple[str, ...] = ("grid", "random", "tpe")
+PRUNERS: dict[str, str] = {
+    "median": "MedianPruner",
+    "successive_halving": "SuccessiveHalvingPruner",
+    "hyperband": "HyperbandPruner",
+    "percentile": "PercentilePruner",
+}
+BUILTIN = "builtin"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_SWEEP_KEYS = (
+    "name",
+    "widths",
+    "space",
+    "sampler",
+    "trials",
+    "seeds",
+    "sampler_seed",
+    "pruner",
+    "objective",
+    "storage",
+    "report_every",
+    "heartbeat_interval",
+    "grace_period",
+    "max_retry",
+)
+# Set by the sweep itself for every trial: a fixed value in [train] would be silently overridden.
+_SET_BY_SWEEP = {"width": "sweep.widths", "seed": "sweep.seeds"}
+
+
+@dataclass(frozen=True)
+class PrunerSpec:
+    """An Optuna pruner by short name, with its constructor options."""
+
+    kind: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def build(self) -> Any:
+        import optuna
+
+        cls = getattr(optuna.pruners, PRUNERS[self.kind])
+        try:
+            return cls(**self.options)
+        except TypeError as exc:
+            raise ConfigError(f"sweep.pruner: {exc}") from None
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything that defines one sweep (see the module docstring and docs/sweeps.md)."""
+
+    name: str
+    widths: tuple[int, ...]
+    space: Space
+    sampler: Sampler = "grid"
+    trials: int | None = None
+    """Trials per width for ``random``/``tpe``; a grid runs each of its points once."""
+    seeds: tuple[int, ...] = (0,)
+    """Every trial runs every seed; its value is the mean loss over seeds."""
+    sampler_seed: int = 0
+    pruner: PrunerSpec | None = None
+    objective: str = BUILTIN
+    """``"builtin"`` (mutransfer's trainer), ``"path/to/file.py:function"`` or ``"pkg.mod:fn"``."""
+    train: Mapping[str, Any] = field(default_factory=dict)
+    """Fixed options of the built-in trainer (``TrainConfig`` fields)."""
+    storage: str | None = None
+    """Storage URL or journal file; ``None`` → ``runs/<name>.journal`` in the current folder."""
+    report_every: int = 10
+    """Steps between intermediate losses reported to the pruner (built-in trainer)."""
+    heartbeat_interval: int = 10
+    grace_period: int = 30
+    """Seconds without a heartbeat after which a running trial counts as lost and is retried."""
+    max_retry: int = 3
+    """How often a lost trial (killed worker) is retried before it stays failed."""
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    @property
+    def points_per_width(self) -> int:
+        return len(self.space.grid()) if self.sampler == "grid" else int(self.trials or 0)
+
+    def with_(self, **changes: Any) -> SweepSpec:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form, stored in the studies and passed to worker processes."""
+        return {
+            "name": self.name,
+            "widths": list(self.widths),
+            "space": self.space.to_dict(),
+            "sampler": self.sampler,
+            "trials": self.trials,
+            "seeds": list(self.seeds),
+            "sampler_seed": self.sampler_seed,
+            "pruner": (
+                None if self.pruner is None else {"kind": self.pruner.kind, **self.pruner.options}
+            ),
+            "objective": self.objective,
+            "train": dict(self.train),
+            "storage": self.storage,
+            "report_every": self.report_every,
+            "heartbeat_interval": self.heartbeat_interval,
+            "grace_period": self.grace_period,
+            "max_retry": self.max_retry,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "sweep") -> SweepSpec:
+        return parse_sweep(data, train=data.get("train", {}), where=where)
+
+
+# ------------------------------------------------------------------------------ parsing
+def parse_pruner(value: Any, where: str) -> PrunerSpec | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        kind, options = value, {}
+    else:
+        table = dict(_check.table(value, where))
+        if "kind" not in table:
+            raise _check.fail(f"{where}.kind", f"missing; one of {', '.join(PRUNERS)}")
+        kind, options = table.pop("kind"), table
+    if kind == "none":
+        return None
+    _check.string(kind, f"{where}.kind" if options else where, choices=(*PRUNERS, "none"))
+    return PrunerSpec(kind, options)
+
+
+def parse_sweep(
+    data: Mapping[str, Any],
+    *,
+    train: Mapping[str, Any] | None = None,
+    base_dir: Path | None = None,
+    where: str = "sweep",
+) -> SweepSpec:
+    """Validate the ``[sweep]`` table (and the ``[train]`` table) into a ``SweepSpec``."""
+    data = _check.table(data, where)
+    _check.unknown_keys({k: v for k, v in data.items() if k != "train"}, _SWEEP_KEYS, where)
+    for key in ("name", "widths", "space"):
+        if key not in data:
+            raise _check.fail(f"{where}.{key}", "missing (required)")
+    name = _check.string(data["name"], f"{where}.name")
+    widths = tuple(
+        _check.integer(w, f"{where}.widths[{i}]", minimum=1)
+        for i, w in enumerate(_check.sequence(data["widths"], f"{where}.widths"))
+    )
+    seeds = tuple(
+        _check.integer(s, f"{where}.seeds[{i}]")
+        for i, s in enumerate(_check.sequence(data.get("seeds", [0]), f"{where}.seeds"))
+    )
+    space = Space.of(_check.table(data["space"], f"{where}.space"), where=f"{where}.space")
+    sampler = _check.string(data.get("sampler", "grid"), f"{where}.sampler", choices=SAMPLERS)
+    trials = data.get("trials")
+    if trials is not None:
+        trials = _check.integer(trials, f"{where}.trials", minimum=1)
+    objective = _check.string(data.get("objective", BUILTIN), f"{where}.objective")
+    if objective != BUILTIN and base_dir is not None:
+        objective = resolve_objective_path(objective, base_dir)
+    storage = data.get("storage")
+    if storage is not None:
+        storage = _check.string(storage, f"{where}.storage")
+    return SweepSpec(
+        name=name,
+        widths=widths,
+        space=space,
+        sampler=sampler,  # type: ignore[arg-type]
+        trials=trials,
+        seeds=seeds,
+        sampler_seed=_check.integer(data.get("sampler_seed", 0), f"{where}.sampler_seed"),
+        pruner=parse_pruner(data.get("pruner"), f"{where}.pruner"),
+        objective=objective,
+        train=dict(_check.table(train or {}, "train")),
+        storage=storage,
+        report_every=_check.integer(
+            data.get("report_every", 10), f"{where}.report_every", minimum=1
+        ),
+        heartbeat_interval=_check.integer(
+            data.get("heartbeat_interval", 10), f"{where}.heartbeat_interval", minimum=1
+        ),
+        grace_period=_check.integer(
+            data.get("grace_period", 30), f"{where}.grace_period", minimum=1
+        ),
+        max_retry=_check.integer(data.get("max_retry", 3), f"{where}.max_retry", minimum=0),
+    )
+
+
+def resolve_objective_path(objective: str, base_dir: Path) -> str:
+    """Make ``file.py:function`` absolute (relative to the config file's folder)."""
+    path, sep, func = objective.rpartition(":")
+    if sep and path.endswith(".py") and not Path(path).is_absolute():
+        return f"{(base_dir / path).resolve()}:{func}"
+    return objective
+
+
+def validate(spec: SweepSpec) -> None:
+    """Cross-field checks, shared by the TOML loader and the Python API."""
+    if not _NAME.fullmatch(spec.name):
+        raise _check.fail(
+            "sweep.name",
+            f"{spec.name!r} is not a usable name; use letters, digits, '.', '_' and '-' "
+            "(it names the studies and the default journal file)",
+        )
+    if not spec.widths:
+        raise _check.fail("sweep.widths", "expected a non-empty list")
+    if len(set(spec.widths)) != len(spec.widths):
+        raise _check.fail("sweep.widths", f"a width appears twice: {list(spec.widths)}")
+    if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
+        raise _check.fail("sweep.seeds", f"expected distinct seeds, got {list(spec.seeds)}")
+    if spec.sampler not in SAMPLERS:
+        raise _check.fail("sweep.sampler", f"expected one of {SAMPLERS}, got {spec.sampler!r}")
+    if spec.sampler != "grid" and spec.trials is None:
+        raise _check.fail(
+            "sweep.trials",
+            f"missing; the {spec.sampler} sampler needs a number of trials per width",
+        )
+    if spec.sampler == "grid" and spec.trials is not None:
+        raise _check.fail(
+            "sweep.trials",
+            f"the grid sampler runs its {len(spec.space.grid())} points once per width; "
+            "remove trials, or use sampler = 'random' or 'tpe'",
+        )
+    if spec.objective != BUILTIN and ":" not in spec.objective:
+        raise _check.fail(
+            "sweep.objective",
+            f"expected 'builtin', 'path/to/file.py:function' or 'package.module:function', "
+            f"got {spec.objective!r}",
+        )
+    if spec.objective == BUILTIN:
+        _validate_train(spec)
+    elif spec.train:
+        raise _check.fail(
+            "train", "is only read by the built-in trainer; your objective sets its own options"
+        )
+
+
+def _validate_train(spec: SweepSpec) -> None:
+    """The [train] table and the swept names must be ``TrainConfig`` fields of the right type."""
+    from ..trainer import TrainConfig
+
+    fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    defaults = TrainConfig()
+    for key, value in spec.train.items():
+        where = f"train.{key}"
+        if key in _SET_BY_SWEEP:
+            raise _check.fail(where, f"is set by the sweep ({_SET_BY_SWEEP[key]}); remove it")
+        if key not in fields:
+            raise _check.fail(where, f"unknown training option; known: {', '.join(sorted(fields))}")
+        if key in spec.space.names:
+            raise _check.fail(where, f"is also searched (sweep.space.{key}); remove one of them")
+        _check_type(value, getattr(defaults, key), where)
+    for name in spec.space.names:
+        where = f"sweep.space.{name}"
+        if name in _SET_BY_SWEEP:
+            raise _check.fail(where, f"is set by the sweep ({_SET_BY_SWEEP[name]}), not searched")
+        if name not in fields:
+            raise _check.fail(
+                where,
+                "not an option of the built-in trainer; searchable: lr, init_std, "
+                "input_multiplier, output_multiplier, attention_multiplier, weight_decay, "
+                "warmup_steps (any TrainConfig field)",
+            )
+        dim = spec.space[name]
+        if isinstance(getattr(defaults, name), int) and dim.values is None and not dim.integer:
+            raise _check.fail(where, "is an integer option; add integer = true (or use values)")
+    sample = spec.space.grid()[0]
+    try:
+        TrainConfig.from_dict({**spec.train, **sample, "width": spec.widths[0]})
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"train: {exc}") from None
+
+
+def _check_type(value: Any, default: Any, where: str) -> None:
+    if isinstance(default, bool):
+        _check.boolean(value, where)
+    elif isinstance(default, int) or default is None:
+        _check.integer(value, where)
+    elif isinstance(default, float):
+        _check.number(value, where)
+    elif isinstance(default, str):
+        _check.string(value, where)
+
+
+# ------------------------------------------------------------------------------- files
+def load_config(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep TOML file; errors name the file and the field."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    try:
+        _check.unknown_keys(data, ("sweep", "train"), "")
+        if "sweep" not in data:
+            raise _check.fail("sweep", "missing; the file needs a [sweep] table")
+        return parse_sweep(
+            data["sweep"], train=data.get("train"), base_dir=p.resolve().parent, where="sweep"
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None

@@ -1,0 +1,163 @@
+"""What a trial runs: the user's objective, or mutransfer's built-in proxy trainer.
+
+An objective is any function ``objective(params, width, trial) -> loss``:
+
+* ``params`` — the sampled hyperparameters, e.g. ``{"lr": 0.015625, "init_std": 1.0}``;
+* ``width`` — the proxy width this trial trains at;
+* ``trial`` — a ``TrialHandle``: ``trial.seed`` to seed the run, ``trial.report(step, loss)`` to
+  let the pruner stop a hopeless run early, ``trial.set_attr(key, value)`` to record extras.
+
+It returns the loss to minimise (lower is better). Returning ``nan``/``inf`` or raising
+``mutransfer.sweep.Diverged`` records the trial as *diverged*. With several seeds the objective is
+called once per seed and the trial's value is the mean.
+
+Objectives are named in configs as ``"builtin"``, ``"path/to/file.py:function"`` or
+``"package.module:function"`` so that every worker process (on any machine) can load them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import math
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .config import BUILTIN
+from .errors import Diverged, SweepError
+
+if TYPE_CHECKING:
+    import optuna
+
+
+class TrialHandle:
+    """One trial as the objective sees it: width, seed, pruning, extra attributes."""
+
+    def __init__(
+        self,
+        trial: optuna.Trial,
+        *,
+        width: int,
+        seed: int,
+        seed_index: int = 0,
+        n_seeds: int = 1,
+    ) -> None:
+        self.optuna_trial = trial
+        self.width = width
+        self.seed = seed
+        self.seed_index = seed_index
+        self.n_seeds = n_seeds
+
+    @property
+    def number(self) -> int:
+        return self.optuna_trial.number
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(self.optuna_trial.params)
+
+    def report(self, step: int, loss: float) -> None:
+        """Report an intermediate loss; raises ``optuna.TrialPruned`` if the pruner says stop.
+
+        Only the first seed reports: pruners compare trials at equal steps, and every trial
+        runs its seeds in the same order, so the first seed's curve is the fair comparison.
+        """
+        if self.seed_index != 0 or not math.isfinite(loss):
+            return
+        import optuna
+
+        self.optuna_trial.report(float(loss), int(step))
+        if self.optuna_trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at step {step} (loss {loss:.4g})")
+
+    def set_attr(self, key: str, value: Any) -> None:
+        """Record a JSON-able value on the trial (suffixed by the seed when there are several)."""
+        name = key if self.n_seeds == 1 else f"{key}[seed={self.seed}]"
+        self.optuna_trial.set_user_attr(name, value)
+
+
+class Objective(Protocol):
+    def __call__(self, params: dict[str, Any], width: int, trial: TrialHandle) -> float: ...
+
+
+@dataclass
+class TrainerObjective:
+    """The built-in objective: ``mutransfer.trainer.train`` at the trial's width and seed.
+
+    ``train`` holds the fixed ``TrainConfig`` options; the swept hyperparameters, the width and
+    the seed complete them. The data is loaded once per worker process, not once per trial.
+    """
+
+    train: Mapping[str, Any] = field(default_factory=dict)
+    report_every: int = 10
+    _sources: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+
+    def config(self, params: Mapping[str, Any], width: int, seed: int) -> Any:
+        from ..trainer import TrainConfig
+
+        return TrainConfig.from_dict({**self.train, **params, "width": width, "seed": seed})
+
+    def __call__(self, params: dict[str, Any], width: int, trial: TrialHandle) -> float:
+        from ..trainer import load_source, train
+
+        config = self.config(params, width, trial.seed)
+        key = (config.model, config.data)
+        if key not in self._sources:
+            self._sources[key] = load_source(config)
+        smoothed: list[float] = []
+
+        def on_step(step: int, loss: float) -> None:
+            # Pruners compare single numbers; an average over the last steps is less noisy.
+            smoothed.append(loss if not smoothed else 0.9 * smoothed[-1] + 0.1 * loss)
+            if (step + 1) % self.report_every == 0:
+                trial.report(step + 1, smoothed[-1])
+
+        result = train(config, source=self._sources[key], on_step=on_step)
+        trial.set_attr("train_seconds", round(result.seconds, 3))
+        trial.set_attr("flops", result.flops)
+        if result.diverged:
+            raise Diverged(result.reason or "diverged")
+        return float(result.val_loss)
+
+
+def load_objective(
+    spec: str, *, train: Mapping[str, Any] | None = None, report_every: int = 10
+) -> Callable[..., float]:
+    """Resolve ``"builtin"``, ``"file.py:function"`` or ``"package.module:function"``."""
+    if spec == BUILTIN:
+        return TrainerObjective(dict(train or {}), report_every)
+    target, sep, func_name = spec.rpartition(":")
+    if not sep or not target or not func_name:
+        raise SweepError(
+            f"objective {spec!r}: expected 'builtin', 'path/to/file.py:function' or "
+            "'package.module:function'"
+        )
+    if target.endswith(".py"):
+        module = _load_file(Path(target))
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as exc:
+            raise SweepError(f"objective {spec!r}: cannot import {target!r}: {exc}") from exc
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise SweepError(f"objective {spec!r}: {target} has no function {func_name!r}")
+    return func
+
+
+def _load_file(path: Path) -> Any:
+    if not path.is_file():
+        raise SweepError(f"objective file {str(path)!r} does not exist")
+    name = f"mutransfer_objective_{path.stem}"
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == str(path):
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, path)
+    if module_spec is None or module_spec.loader is None:
+        raise SweepError(f"objective file {str(path)!r} cannot be loaded as Python")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.modules[name] = module
+    module_spec.loader.exec_module(module)
+    return module

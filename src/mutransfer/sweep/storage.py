@@ -1,0 +1,238 @@
+"""Where a sweep's trials live: Optuna storages, and setting up a sweep's studies exactly once.
+
+Three kinds of storage, chosen by the URL:
+
+* a file path (the default, ``runs/<name>.journal``): Optuna's journal file storage. No server,
+  safe for many worker processes on one machine, and every write is an appended line, so a killed
+  worker never corrupts it.
+* ``postgresql://…`` (or ``mysql://…``): a database shared by workers on many machines. Optuna's
+  heartbeats run here (``heartbeat_interval``, ``grace_period``): a trial whose worker stopped
+  beating is failed and queued again.
+* ``sqlite:///…``: a single worker only (SQLite locks the whole file; two workers crash).
+
+A sweep is one study per width (see docs/sweeps.md for why). Studies are created, and grid points
+enqueued, by one process under a lock *before* any worker starts: workers started together race to
+create a study, and a sampler-driven grid hands the same point to two workers. Enqueuing skips
+every point that already has a trial (finished, running, waiting, or failed by diverging), so
+re-running the same command resumes rather than repeats.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from .config import SweepSpec
+from .errors import SweepError
+from .trials import ATTR_SPEC, ATTR_WIDTH, RetryLostTrial, point_of, point_taken
+
+if TYPE_CHECKING:
+    import optuna
+
+StorageKind = Literal["journal", "sqlite", "database"]
+DEFAULT_DIR = "runs"
+
+
+def default_storage(name: str) -> str:
+    """The embedded default: a journal file in ``runs/`` of the current folder."""
+    return str(Path(DEFAULT_DIR) / f"{name}.journal")
+
+
+def storage_url(spec: SweepSpec, override: str | None = None) -> str:
+    return override or spec.storage or default_storage(spec.name)
+
+
+def storage_kind(url: str) -> StorageKind:
+    if "://" not in url:
+        return "journal"
+    scheme = url.split("://", 1)[0].split("+", 1)[0].lower()
+    if scheme == "sqlite":
+        return "sqlite"
+    if scheme in ("postgresql", "postgres", "mysql", "mariadb", "oracle", "mssql"):
+        return "database"
+    raise SweepError(
+        f"storage {redact(url)!r}: unknown scheme {scheme!r}; use a journal file path, "
+        "postgresql://user@host/db or sqlite:///file.db"
+    )
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "://" not in url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    creds, host = rest.rsplit("@", 1)
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}"
+
+
+def study_name(name: str, width: int) -> str:
+    """One study per width: ``<sweep name>-w<width>``."""
+    return f"{name}-w{width}"
+
+
+def open_storage(
+    url: str, *, heartbeat_interval: int = 10, grace_period: int = 30, max_retry: int = 3
+) -> optuna.storages.BaseStorage:
+    """An Optuna storage for ``url`` (a journal file path, or a database URL)."""
+    import optuna
+
+    kind = storage_kind(url)
+    if kind == "journal":
+        path = Path(url)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+    if kind == "database" and url.split("://", 1)[0] in ("postgresql", "postgres"):
+        _require("psycopg2", "psycopg2-binary", "PostgreSQL")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs={"pool_pre_ping": True} if kind == "database" else None,
+                heartbeat_interval=heartbeat_interval,
+                grace_period=grace_period,
+                heartbeat_stale_trial_callback=RetryLostTrial(max_retry),
+            )
+    except Exception as exc:  # connection refused, unknown database, bad driver, ...
+        raise SweepError(f"cannot open storage {redact(url)!r}: {exc}") from exc
+
+
+def _require(module: str, package: str, what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise SweepError(
+            f"{what} storage needs the {package} driver: pip install {package} "
+            "(or pip install 'mutransfer[postgres]')"
+        )
+
+
+@contextlib.contextmanager
+def setup_lock(url: str) -> Iterator[None]:
+    """Serialise sweep set-up across processes (and, for PostgreSQL, across machines)."""
+    kind = storage_kind(url)
+    if kind == "journal":
+        import fcntl
+
+        lock_path = Path(url).with_name(Path(url).name + ".setup.lock")
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_path, "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    if kind == "database" and url.split("://", 1)[0].split("+", 1)[0] in ("postgresql", "postgres"):
+        import sqlalchemy
+
+        key = int.from_bytes(hashlib.sha1(b"mutransfer-sweep-setup").digest()[:7], "big")
+        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                try:
+                    yield
+                finally:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+        finally:
+            engine.dispose()
+        return
+    yield  # SQLite: single worker; MySQL: document "start one worker first"
+
+
+def setup_studies(
+    spec: SweepSpec, storage: optuna.storages.BaseStorage, url: str
+) -> dict[int, optuna.Study]:
+    """Create every width's study once and enqueue its missing grid points (under a lock)."""
+    import optuna
+
+    studies: dict[int, optuna.Study] = {}
+    with setup_lock(url):
+        for width in spec.widths:
+            name = study_name(spec.name, width)
+            study = optuna.create_study(
+                storage=storage, study_name=name, direction="minimize", load_if_exists=True
+            )
+            _check_compatible(study, spec)
+            study.set_user_attr(ATTR_SPEC, spec.to_dict())
+            study.set_user_attr(ATTR_WIDTH, width)
+            if spec.sampler == "grid":
+                enqueue_missing(study, spec, width)
+            studies[width] = study
+    return studies
+
+
+def _check_compatible(study: optuna.Study, spec: SweepSpec) -> None:
+    """Resuming with other seeds or trainer options would mix incomparable losses."""
+    old = study.user_attrs.get(ATTR_SPEC)
+    if not old:
+        return
+    new = spec.to_dict()
+    for key in ("seeds", "train"):
+        if old.get(key) != new.get(key):
+            raise SweepError(
+                f"study {study.study_name!r} was run with {key} = {old.get(key)!r}, not "
+                f"{new.get(key)!r}: its losses would not be comparable. Give the sweep a new "
+                "name (sweep.name), or restore the old setting to resume it."
+            )
+
+
+def enqueue_missing(study: optuna.Study, spec: SweepSpec, width: int) -> int:
+    """Enqueue each grid point that has no trial yet; returns how many were added."""
+    taken = {_key(point_of(t)) for t in study.get_trials(deepcopy=False) if point_taken(t)}
+    added = 0
+    for point in spec.space.grid():
+        if _key(point) not in taken:
+            study.enqueue_trial(point, user_attrs={ATTR_WIDTH: width})
+            added += 1
+    return added
+
+
+def _key(point: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(point.items()))
+
+
+def find_sweep_studies(url: str, name: str) -> dict[int, str]:
+    """``{width: study name}`` of the sweep ``name`` in the storage at ``url``."""
+    import optuna
+
+    if storage_kind(url) == "journal" and not Path(url).is_file():
+        raise SweepError(
+            f"no sweep storage at {url!r}; pass --storage URL, or the sweep's config file "
+            "(run the sweep first with `mutransfer sweep CONFIG.toml`)"
+        )
+    storage = open_storage(url)
+    found: dict[int, str] = {}
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        attrs = summary.user_attrs
+        spec = attrs.get(ATTR_SPEC)
+        if spec and spec.get("name") == name and isinstance(attrs.get(ATTR_WIDTH), int):
+            found[int(attrs[ATTR_WIDTH])] = summary.study_name
+    if not found:
+        names = sorted(
+            {
+                s.user_attrs[ATTR_SPEC]["name"]
+                for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+                if s.user_attrs.get(ATTR_SPEC)
+            }
+        )
+        known = f"; sweeps there: {', '.join(names)}" if names else "; it holds no sweep"
+        raise SweepError(f"no sweep named {name!r} in storage {redact(url)!r}{known}")
+    return dict(sorted(found.items()))
+
+
+def worker_env() -> dict[str, str]:
+    """Environment for worker processes: one thread each (N workers share N cores)."""
+    env = dict(os.environ)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = "1"
+    return env
