@@ -1,0 +1,227 @@
+"""``mutransfer coord-check``: run the coordinate check on a model factory from the shell.
+
+    mutransfer coord-check gpt --widths 64,128,256,512 --steps 4 --seeds 2 --out coord
+    mutransfer coord-check mypkg.models:make_model --rules mup --optimizer sgd --lr 0.1
+    mutransfer coord-check gpt --depths 2,4,8 --width 64 --set residual_depth_exponent=-1
+
+Writes ``coord_check.png`` and ``coord_check.json`` to ``--out``, prints the table, and exits
+with status 1 when a series blows up (also when one vanishes, with ``--strict``), so that it
+can guard a CI job.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, Literal
+
+from .cli import UserError
+
+BUILTINS = ("gpt", "mlp")
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "coord-check",
+        help="check that a model is parametrized right: train a few steps at several widths",
+        description=(
+            "Train FACTORY(width) at several widths for a few steps, fit how every module's "
+            "output and every layer's own update scale with width, and say which (if any) "
+            "blow up. FACTORY is 'gpt', 'mlp' (the reference models), PACKAGE.MODULE:NAME or "
+            "path/to/file.py:NAME, a callable taking the width (the depth with --depths) and "
+            "returning an nn.Module (parametrized here with --rules) or (model, plan)."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("factory", metavar="FACTORY")
+    parser.add_argument("--widths", default="64,128,256,512", help="comma-separated widths")
+    parser.add_argument(
+        "--depths", default=None, help="vary depth instead: comma-separated numbers of blocks"
+    )
+    parser.add_argument("--steps", type=int, default=4, help="optimizer steps (default 4)")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds to average (default 2)")
+    parser.add_argument("--rules", default="mup", help="rules preset or MODULE:NAME of a Rules")
+    parser.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
+    parser.add_argument("--lr", type=float, default=None, help="base LR (adam 1e-2, sgd 0.1)")
+    parser.add_argument("--base-width", type=int, default=None, help="default: smallest size")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a constant of the rules, e.g. output_multiplier=2 (repeatable)",
+    )
+    parser.add_argument("--out", default="coord_check", help="output folder")
+    parser.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
+    parser.add_argument("--strict", action="store_true", help="also fail when a series vanishes")
+    parser.add_argument("--no-plot", action="store_true", help="skip the figure")
+    parser.add_argument("--all", action="store_true", help="print every series, not only bad")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    builtin = parser.add_argument_group("built-in models (gpt, mlp)")
+    builtin.add_argument("--depth", type=int, default=None, help="blocks (gpt 2) / layers (mlp 3)")
+    builtin.add_argument("--width", type=int, default=64, help="width when varying depth")
+    builtin.add_argument("--heads", type=int, default=2, help="gpt attention heads (default 2)")
+    builtin.add_argument("--tie-embeddings", action="store_true", help="gpt: tie wte and lm_head")
+    builtin.add_argument("--zero-init-query", action="store_true", help="gpt: zero-init q (TP5)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .coord import CoordCheckError, coord_check
+
+    vary: Literal["width", "depth"] = "depth" if args.depths else "width"
+    sizes = _int_list(
+        args.depths if args.depths else args.widths, "--depths" if args.depths else "--widths"
+    )
+    constants = _constants(args.set)
+    rules = _rules(args.rules)
+    factory, parametrize_kwargs = _factory(args, vary, sizes)
+    parametrize_kwargs.update(constants)
+    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    try:
+        report = coord_check(
+            factory,
+            sizes if vary == "width" else (64, 128),
+            depths=sizes if vary == "depth" else None,
+            vary=vary,
+            steps=args.steps,
+            seeds=args.seeds,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            rules=rules,
+            base_width=args.base_width,
+            parametrize_kwargs=parametrize_kwargs,
+            device=args.device,
+            progress=progress,
+        )
+    except (CoordCheckError, TypeError, ValueError) as exc:
+        raise UserError(str(exc)) from exc
+    os.makedirs(args.out, exist_ok=True)
+    report.settings["factory"] = args.factory
+    json_path = os.path.join(args.out, "coord_check.json")
+    report.to_json(json_path)
+    print(report.table(only_bad=not args.all))
+    if not args.no_plot:
+        png_path = os.path.join(args.out, "coord_check.png")
+        report.plot(png_path)
+        print(f"figure: {png_path}")
+    print(f"data: {json_path}")
+    if not report.ok:
+        return 1
+    return 1 if args.strict and report.vanishing() else 0
+
+
+# ------------------------------------------------------------------------------- arguments
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} must be comma-separated integers, got {text!r}") from None
+    if len(set(values)) < 2 or min(values) < 1:
+        raise UserError(f"{flag} needs at least two different positive sizes, got {text!r}")
+    return values
+
+
+def _constants(pairs: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise UserError(f"--set takes NAME=VALUE, got {pair!r}")
+        try:
+            out[name.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[name.strip()] = value
+    return out
+
+
+def _rules(spec: str) -> Any:
+    from .rules import Rules, get_rules
+
+    if ":" in spec:
+        obj = _load(spec)
+        if not isinstance(obj, Rules):
+            raise UserError(f"--rules {spec} is a {type(obj).__name__}, not a mutransfer.Rules")
+        return obj
+    try:
+        return get_rules(spec)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _load(spec: str) -> Any:
+    """``package.module:name`` or ``path/to/file.py:name``."""
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise UserError(f"expected MODULE:NAME or FILE.py:NAME, got {spec!r}")
+    try:
+        if where.endswith(".py"):
+            if not os.path.isfile(where):
+                raise UserError(f"no such file: {where}")
+            module_spec = importlib.util.spec_from_file_location("_coord_check_user", where)
+            assert module_spec is not None and module_spec.loader is not None
+            module = importlib.util.module_from_spec(module_spec)
+            sys.path.insert(0, os.path.dirname(os.path.abspath(where)))
+            module_spec.loader.exec_module(module)
+        else:
+            sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(where)
+    except ImportError as exc:
+        raise UserError(f"cannot import {where!r}: {exc}") from exc
+    try:
+        return getattr(module, name)
+    except AttributeError:
+        raise UserError(f"{where!r} has no attribute {name!r}") from None
+
+
+def _factory(
+    args: argparse.Namespace, vary: str, sizes: list[int]
+) -> tuple[Callable[[int], Any], dict[str, Any]]:
+    """The factory and the parametrize() arguments it needs."""
+    if args.factory not in BUILTINS:
+        obj = _load(args.factory)
+        if not callable(obj):
+            raise UserError(f"{args.factory} is not callable")
+        return obj, {}
+    from .plan import _build_on_meta
+
+    build = _builtin(args)
+    kwargs: dict[str, Any] = {}
+    if args.factory == "gpt" and args.zero_init_query:
+        from .models import GPT
+
+        kwargs["zero_init"] = (GPT.query_weights,)
+    if vary == "width":
+        for width in sizes:
+            _check_builtin(args, width)
+        return (lambda width: build(width, args.depth)), kwargs
+    _check_builtin(args, args.width)
+    base_depth = args.base_width or min(sizes)
+    kwargs["delta"] = _build_on_meta(lambda depth: build(2 * args.width, depth), base_depth)
+    return (lambda depth: build(args.width, depth)), kwargs
+
+
+def _builtin(args: argparse.Namespace) -> Callable[[int, int | None], Any]:
+    from .models import GPT, MLP, GPTConfig
+
+    if args.factory == "gpt":
+        return lambda width, depth: GPT(
+            GPTConfig(
+                width=width,
+                depth=depth or 2,
+                n_heads=args.heads,
+                seq_len=64,
+                tie_embeddings=args.tie_embeddings,
+            )
+        )
+    return lambda width, depth: MLP(width=width, depth=depth or 3)
+
+
+def _check_builtin(args: argparse.Namespace, width: int) -> None:
+    if args.factory == "gpt" and width % args.heads:
+        raise UserError(f"width {width} is not divisible by --heads {args.heads}")

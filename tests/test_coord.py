@@ -1,0 +1,293 @@
+"""The coordinate check gives the right verdict and names the faulty layer.
+
+Widths 32–256, 3 steps, 2 seeds, one thread: each check takes well under a second. Robustness
+across many seeds is in test_coord_calibration.py.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import mutransfer as mt
+from mutransfer.coord import CoordCheckError, coord_check, default_batch
+from mutransfer.coord_record import Recorder, attention_logits
+from mutransfer.coord_verdict import (
+    BLOWS_UP,
+    EXPECTED,
+    STABLE,
+    VANISHES,
+    ZERO,
+    CoordReport,
+    Thresholds,
+    fit_slope,
+    judge,
+    series_slope,
+)
+from mutransfer.models import GPT, MLP, GPTConfig
+from mutransfer.rules import RoleRule
+
+WIDTHS = (32, 64, 128, 256)
+
+
+def gpt(width: int) -> GPT:
+    return GPT(GPTConfig(width=width, depth=2, n_heads=2, seq_len=16))
+
+
+def mlp(width: int) -> MLP:
+    return MLP(width=width, depth=3, in_features=16, num_classes=10)
+
+
+def broken(role: str, rule: RoleRule, name: str) -> mt.Rules:
+    """µP with one role's Adam rule replaced: a few lines, as a user would write it."""
+    adam = {**mt.MUP.families["adam"], role: rule}
+    return mt.MUP.with_(name=name, families={**mt.MUP.families, "adam": adam})
+
+
+HIDDEN_LR_UNSCALED = broken("hidden", RoleRule.make(init=-0.5, eps=-1), "hidden-lr-unscaled")
+NO_READOUT_MULTIPLIER = broken("output", RoleRule(), "no-readout-multiplier")
+ATTENTION_SQRT = mt.MUP.with_(name="attention-1/sqrt(d)", attention="sp")
+
+GPT_HIDDEN = {
+    f"blocks.{i}.{m}" for i in range(2) for m in ("attn.q", "attn.k", "attn.v", "attn.o")
+} | {f"blocks.{i}.mlp.{m}" for i in range(2) for m in ("fc", "proj")}
+
+
+def culprit_keys(report: CoordReport) -> set[tuple[str, str]]:
+    return {r.key for r in report.culprits()}
+
+
+# --------------------------------------------------------------------------------- verdicts
+def test_sp_gpt_fails_and_names_every_hidden_layer() -> None:
+    report = coord_check(gpt, WIDTHS, steps=3, seeds=2, rules="sp")
+    assert not report.ok
+    updates = {m for m, q in culprit_keys(report) if q == "update"}
+    assert updates >= GPT_HIDDEN  # every hidden layer's own update grows with width
+    assert all(q in ("update", "logits", "Δlogits") for _, q in culprit_keys(report))
+    assert "At fault: " in report.summary() and "blocks.0.attn.q (update" in report.summary()
+
+
+def test_mup_gpt_passes_with_the_known_shrinkage_explained() -> None:
+    report = coord_check(gpt, WIDTHS, steps=3, seeds=2)
+    assert report.ok, report.table()
+    readout = report.row("lm_head", "out")
+    assert readout.statuses[0] == EXPECTED and readout.verdict == STABLE
+    assert math.isclose(readout.slopes[0] or 0.0, -0.5, abs_tol=0.1)  # 1/√width at init
+    assert report.row("blocks.0.attn", "logits").statuses[0] == EXPECTED
+    assert "explained: " in report.table()
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_mup_mlp_passes(optimizer: str) -> None:
+    report = coord_check(mlp, WIDTHS, steps=3, seeds=2, optimizer=optimizer)
+    assert report.ok, report.table()
+    assert not report.vanishing(), report.table()
+
+
+def test_hidden_lr_not_scaled_is_flagged_at_the_hidden_layers() -> None:
+    report = coord_check(gpt, WIDTHS, steps=3, seeds=2, rules=HIDDEN_LR_UNSCALED)
+    assert not report.ok
+    updates = {m for m, q in culprit_keys(report) if q == "update"}
+    assert updates == GPT_HIDDEN  # exactly the hidden layers: not embeddings, norms, readout
+    report_mlp = coord_check(mlp, WIDTHS, steps=3, seeds=2, rules=HIDDEN_LR_UNSCALED)
+    assert ("body.2", "update") in culprit_keys(report_mlp)
+    assert ("body.0", "update") not in culprit_keys(report_mlp)
+
+
+def test_missing_readout_multiplier_is_flagged_at_the_readout() -> None:
+    report = coord_check(gpt, WIDTHS, steps=3, seeds=2, rules=NO_READOUT_MULTIPLIER)
+    assert not report.ok
+    assert culprit_keys(report) == {("lm_head", "out"), ("lm_head", "update")}
+    assert report.row("lm_head", "out").statuses[0] == BLOWS_UP  # wrong from the start
+
+
+def test_attention_scaled_by_sqrt_d_is_flagged_at_the_attention_logits() -> None:
+    report = coord_check(gpt, WIDTHS, steps=3, seeds=2, rules=ATTENTION_SQRT)
+    assert not report.ok
+    assert culprit_keys(report) == {("blocks.0.attn", "Δlogits"), ("blocks.1.attn", "Δlogits")}
+
+
+# --------------------------------------------------------------------- any model, any form
+class TinyResNet(nn.Module):
+    """A user's own model: an input layer, one pre-norm residual block, a readout."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.stem = nn.Linear(8, width)
+        self.norm = nn.LayerNorm(width)
+        self.up = nn.Linear(width, 2 * width)
+        self.down = nn.Linear(2 * width, width)
+        self.head = nn.Linear(width, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stem(x)
+        h = h + self.down(F.gelu(self.up(self.norm(h))))
+        return self.head(h)
+
+
+def test_custom_model_passes_under_mup_and_fails_under_sp() -> None:
+    assert coord_check(TinyResNet, WIDTHS, steps=3, seeds=2).ok
+    report = coord_check(TinyResNet, WIDTHS, steps=3, seeds=2, rules="sp")
+    assert {("up", "update"), ("down", "update")} <= culprit_keys(report)
+
+
+def test_factory_may_return_model_and_plan() -> None:
+    calls = []
+
+    def factory(width: int):
+        calls.append(width)
+        model = TinyResNet(width)
+        plan = mt.parametrize(model, TinyResNet, "mup", base_width=32, seed=len(calls))
+        return model, plan
+
+    report = coord_check(factory, (32, 64, 128), steps=2, seeds=2)
+    assert report.ok
+    assert calls == [32, 32, 64, 64, 128, 128]  # called again per seed: its own init is checked
+    assert report.settings["rules"] == "mup"
+
+
+def test_depth_mode_flags_the_residual_stream_without_depth_rules() -> None:
+    def by_depth(depth: int) -> GPT:
+        return GPT(GPTConfig(width=32, depth=depth, n_heads=2, seq_len=16))
+
+    with torch.device("meta"):
+        delta = GPT(GPTConfig(width=64, depth=2, n_heads=2, seq_len=16))
+    options = {"delta": delta}
+    plain = coord_check(
+        by_depth, vary="depth", depths=[2, 4, 8], steps=2, seeds=2, parametrize_kwargs=options
+    )
+    # the residual stream (block outputs, pooled across depths) grows with depth
+    assert ("blocks.*", "out") in culprit_keys(plain)
+    assert plain.row("blocks.*", "out").verdict == BLOWS_UP
+    completep = mt.MUP.with_(name="completep", residual_depth_exponent=-1.0)
+    scaled = coord_check(
+        by_depth,
+        vary="depth",
+        depths=[2, 4, 8],
+        steps=2,
+        seeds=2,
+        rules=completep,
+        parametrize_kwargs=options,
+    )
+    assert scaled.ok, scaled.table()
+    branch = scaled.row("blocks.*.mlp", "out")
+    assert branch.statuses[0] == EXPECTED and math.isclose(branch.slopes[0] or 0, -1, abs_tol=0.1)
+
+
+# ----------------------------------------------------------------------------- recording
+def test_update_term_is_delta_w_times_the_current_input() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))
+    x = torch.randn(5, 4)
+    old = [p.detach().clone() for p in model.parameters()]
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p))
+    deltas = {id(p): o - p.detach() for p, o in zip(model.parameters(), old, strict=True)}
+    recorder = Recorder(model)
+    recorder.begin(deltas)
+    model(x)
+    got = recorder.end()
+    recorder.remove()
+    h = torch.tanh(model[0](x))
+    first = model[0]
+    change = F.linear(h, model[2].weight - old[2], model[2].bias - old[3])
+    assert math.isclose(got[("2", "update")], change.pow(2).mean().sqrt().item(), rel_tol=1e-5)
+    change0 = F.linear(x, first.weight - old[0], first.bias - old[1])
+    assert math.isclose(got[("0", "update")], change0.pow(2).mean().sqrt().item(), rel_tol=1e-5)
+    assert not model[0]._forward_hooks  # hooks removed
+
+
+def test_attention_logits_respect_the_causal_mask() -> None:
+    q, k = torch.randn(2, 3, 5, 4), torch.randn(2, 3, 5, 4)
+    logits, valid = attention_logits(q, k, is_causal=True, scale=0.5)
+    assert valid is not None and valid.sum() == 15  # 5 + 4 + ... + 1 positions per head
+    assert torch.allclose(logits, 0.5 * q @ k.transpose(-2, -1))
+
+
+def test_sdpa_is_restored_after_the_check_even_on_error() -> None:
+    original = F.scaled_dot_product_attention
+
+    def failing(width: int) -> GPT:
+        if width > 32:
+            raise RuntimeError("boom")
+        return gpt(width)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        coord_check(failing, (32, 64), steps=1, seeds=1)
+    assert F.scaled_dot_product_attention is original
+
+
+def test_default_data_is_small_and_deterministic() -> None:
+    x, y = default_batch(gpt(32), torch.Generator().manual_seed(0))
+    assert x.shape == (2, 8) and y.shape == (2, 8)
+    x2, _ = default_batch(gpt(64), torch.Generator().manual_seed(0))
+    assert torch.equal(x, x2)  # the same data at every width
+    features, labels = default_batch(mlp(32), torch.Generator().manual_seed(0))
+    assert features.shape == (4, 16) and int(labels.max()) < 10
+
+
+def test_user_rng_state_is_left_alone() -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    coord_check(mlp, (32, 64), steps=1, seeds=1)
+    assert torch.equal(torch.rand(3), expected)
+
+
+# ------------------------------------------------------------------------------- verdicts
+def test_slope_fit_and_special_series() -> None:
+    assert math.isclose(fit_slope([32, 64, 128], [1.0, 2.0, 4.0]), 1.0)
+    sizes = [32, 64, 128]
+    assert series_slope(sizes, [[0.0], [0.0], [0.0]]) == (None, ZERO)
+    assert series_slope(sizes, [[1.0], [math.nan], [1.0]]) == (math.inf, BLOWS_UP)
+    slope, status = series_slope(sizes, [[1.0, 2.0], [2.0, 4.0], [4.0, 8.0]])
+    assert status is None and math.isclose(slope or 0, 1.0)
+
+
+def test_judge_on_synthetic_series() -> None:
+    sizes, seeds = [32, 64, 128, 256], [0]
+    values = {}
+    for i, n in enumerate(sizes):
+        for t in range(2):
+            values.setdefault(("grows", "update"), {})[(t, i, 0)] = float(n)
+            values.setdefault(("flat", "out"), {})[(t, i, 0)] = 1.0
+            values.setdefault(("slow", "update"), {})[(t, i, 0)] = 1.0 / n
+            values.setdefault(("head", "out"), {})[(t, i, 0)] = n**-0.5
+    report = judge(
+        sizes=sizes,
+        seeds=seeds,
+        steps=1,
+        values=values,
+        losses={},
+        order={k: i for i, k in enumerate(values)},
+        context={"roles": {"head": ["output"]}, "vary": "width", "attention": "mup"},
+        settings={"vary": "width"},
+        thresholds=Thresholds(),
+    )
+    verdicts = {r.module: r.verdict for r in report.rows}
+    assert verdicts == {"grows": BLOWS_UP, "flat": STABLE, "slow": VANISHES, "head": STABLE}
+    assert report.row("head").notes  # the readout's 1/√width is explained, not flagged
+    assert [r.module for r in report.culprits()] == ["grows"]
+    clone = CoordReport.from_json(report.to_json())
+    assert clone.rows == report.rows and clone.values == report.values
+
+
+# --------------------------------------------------------------------------------- errors
+def test_bad_arguments_say_what_to_do() -> None:
+    with pytest.raises(CoordCheckError, match="at least two different positive sizes"):
+        coord_check(mlp, [64], steps=1)
+    with pytest.raises(CoordCheckError, match="steps must be at least 1"):
+        coord_check(mlp, WIDTHS, steps=0)
+    with pytest.raises(CoordCheckError, match="needs depths="):
+        coord_check(mlp, vary="depth")
+    with pytest.raises(CoordCheckError, match="must return an nn.Module"):
+        coord_check(lambda w: "not a model", (32, 64), steps=1)
+    with pytest.raises(CoordCheckError, match="pass parametrize_kwargs=\\{'delta'"):
+        coord_check(lambda d: MLP(32, depth=d), vary="depth", depths=[2, 4], steps=1)
+    with pytest.raises(CoordCheckError, match="no default data for a model starting with Conv2d"):
+        coord_check(lambda w: nn.Sequential(nn.Conv2d(3, w, 3), nn.Flatten()), (8, 16), steps=1)
