@@ -1,0 +1,270 @@
+"""The configuration of a training run, read from TOML (or JSON).
+
+The hyperparameters keep the names of the proxy trainer's ``TrainConfig`` (``lr``,
+``init_std``, ``input_multiplier``, ``output_multiplier``, ``attention_multiplier``,
+``weight_decay``, ``warmup_steps``, ``width``, ``base_width``...), so the file ``mutransfer
+transfer`` writes (a ``[train]`` table: the proxy's config at the target width, and a
+``[transfer]`` table saying where it came from) is itself a valid run config. Two ways to use it:
+
+- ``mutransfer train transferred.toml --set steps=20000 ...``: the proxy's whole config, at the
+  target width, with the run's own options changed on the command line;
+- ``mutransfer train run.toml --hparams transferred.toml``: the run file defines the run (model,
+  depth, steps, batch, precision, ...) and takes from the transfer only the transferred values
+  (``TRANSFERRED`` plus whatever the sweep searched over), never the proxy's steps or batch size.
+
+Proxy-only options of ``TrainConfig`` (e.g. ``divergence_factor``) are accepted and ignored, so a
+transfer output never has to be edited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..trainer import TrainConfig
+
+ModelName = Literal["gpt", "gpt2", "llama"]
+Precision = Literal["fp32", "bf16"]
+Parallel = Literal["auto", "none", "ddp", "fsdp2"]
+
+TRANSFERRED: tuple[str, ...] = (
+    "lr",
+    "init_std",
+    "input_multiplier",
+    "output_multiplier",
+    "attention_multiplier",
+    "weight_decay",
+    "warmup_steps",
+    "eps",
+    "beta2",
+    "width",
+    "base_width",
+    "base_depth",
+    "rules",
+    "optimizer",
+    "mode",
+    "zero_init_readout",
+    "zero_init_query",
+)
+"""What ``--hparams`` takes from a transfer output (with the keys the sweep searched over)."""
+
+MODELS: tuple[str, ...] = ("gpt", "gpt2", "llama")
+"""``gpt``: the reference model (``mutransfer.models.GPT``); ``gpt2``/``llama``: HF from config."""
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot run; the message says which key and why."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run needs. Sizes of batches are global (all processes)."""
+
+    # --- model (the target) and its base
+    model: ModelName = "gpt"
+    width: int = 256
+    depth: int = 2
+    base_width: int = 32
+    base_depth: int | None = None
+    n_heads: int = 4
+    seq_len: int = 128
+    tie_embeddings: bool | None = None
+    """``None``: the architecture's default (tied for gpt2, untied for gpt and llama)."""
+    zero_init_query: bool = False
+    zero_init_readout: bool = False
+    hf: Mapping[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the Hugging Face config (gpt2/llama), at the target width."""
+
+    # --- parametrization and transferred hyperparameters
+    rules: str = "mup"
+    optimizer: str = "adamw"
+    mode: Literal["absorbed", "explicit"] = "absorbed"
+    lr: float = 2**-6
+    init_std: float = 1.0
+    input_multiplier: float = 1.0
+    output_multiplier: float = 1.0
+    attention_multiplier: float = 1.0
+    weight_decay: float = 0.0
+    eps: float = 1e-8
+    beta2: float = 0.95
+    warmup_steps: int = 0
+    schedule: Literal["constant", "cosine", "linear"] = "cosine"
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
+
+    # --- the run
+    steps: int = 1000
+    batch_size: int = 32
+    """Sequences per optimizer step, over all processes and accumulation micro-steps."""
+    grad_accum: int = 1
+    seed: int = 0
+    data: str = "shakespeare"
+    precision: Precision = "fp32"
+    compile: bool = False
+    compile_backend: str = "inductor"
+    compile_fullgraph: bool = False
+    parallel: Parallel = "auto"
+    """``auto``: FSDP2 when launched by torchrun with several processes, else one process."""
+    device: str = "auto"
+    """``auto``: the local CUDA device when there is one, else CPU; or any torch device name."""
+
+    # --- evaluation, logging, checkpoints
+    eval_every: int = 0
+    """Validate every N steps (0: only at the end)."""
+    eval_batches: int = 8
+    eval_batch_size: int = 32
+    log_every: int = 10
+    out_dir: str = "runs/train"
+    checkpoint_every: int = 0
+    """Save every N steps (0: only at the end)."""
+    keep_checkpoints: int = 2
+    resume: str = "auto"
+    """``auto``: continue from the latest checkpoint in ``out_dir`` if any; ``never``; or a path."""
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
+        for name in ("width", "depth", "base_width", "n_heads", "seq_len", "steps"):
+            _positive(name, getattr(self, name))
+        for name in ("batch_size", "grad_accum", "eval_batches", "eval_batch_size"):
+            _positive(name, getattr(self, name))
+        for name in ("warmup_steps", "eval_every", "log_every", "checkpoint_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.keep_checkpoints < 1:
+            raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive number, got {self.lr}")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("weight_decay and grad_clip must be >= 0")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.parallel not in ("auto", "none", "ddp", "fsdp2"):
+            raise ConfigError(f"parallel must be auto, none, ddp or fsdp2, got {self.parallel!r}")
+        if self.schedule not in ("constant", "cosine", "linear"):
+            raise ConfigError(f"schedule must be constant, cosine or linear, got {self.schedule!r}")
+        if self.batch_size % self.grad_accum:
+            raise ConfigError(
+                f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
+            )
+        if not isinstance(self.hf, Mapping):
+            raise ConfigError("hf must be a table of Hugging Face config options")
+        if self.hf and self.model == "gpt":
+            raise ConfigError("the [hf] table applies to model = 'gpt2' or 'llama', not 'gpt'")
+
+    # ------------------------------------------------------------------- conversions
+    def with_(self, **changes: Any) -> RunConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["hf"] = dict(self.hf)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunConfig:
+        """Build from a mapping; TrainConfig's proxy-only keys are ignored, others rejected."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        proxy_only = {f.name for f in dataclasses.fields(TrainConfig)} - known
+        unknown = sorted(set(data) - known - proxy_only)
+        if unknown:
+            raise ConfigError(
+                f"unknown training option(s): {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(known))}"
+            )
+        values = {k: v for k, v in data.items() if k in known}
+        if values.get("base_depth") == 0:
+            values["base_depth"] = None
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
+    def proxy_view(self) -> TrainConfig:
+        """This run as the proxy trainer's ``TrainConfig``, to reuse its helpers.
+
+        ``lr_lambda`` (warmup + schedule), ``make_optimizer`` and ``build_model`` (the reference
+        GPT) read only the fields the two configs share; Hugging Face models appear as ``gpt``.
+        """
+        shared = {f.name for f in dataclasses.fields(TrainConfig)} & set(self.to_dict())
+        values = {name: getattr(self, name) for name in shared}
+        values["model"] = "gpt"
+        values["tie_embeddings"] = bool(self.tie_embeddings)
+        return TrainConfig(**values)
+
+
+def _positive(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+
+
+def read_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """A TOML or JSON file as a dict (JSON when the name ends in ``.json``)."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        if p.suffix == ".json":
+            data = json.loads(p.read_text(encoding="utf-8"))
+        else:
+            with p.open("rb") as fh:
+                data = tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a table of options at the top level")
+    return data
+
+
+def unwrap_transfer(data: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(run options, provenance) of a config that may be a ``mutransfer transfer`` output."""
+    values = dict(data)
+    source = values.pop("transfer", None)
+    train = values.pop("train", None)
+    if train is not None:
+        if not isinstance(train, Mapping):
+            raise ConfigError("[train] must be a table of training options")
+        values.update(train)
+    return values, dict(source) if isinstance(source, Mapping) else {}
+
+
+def transferred_values(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The transferred hyperparameters of a transfer output (see ``TRANSFERRED``)."""
+    values, source = unwrap_transfer(data)
+    searched = source.get("params", {})
+    keys = set(TRANSFERRED) | (set(searched) if isinstance(searched, Mapping) else set())
+    return {k: v for k, v in values.items() if k in keys}
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` from the command line; the value is read as TOML (``lr=3e-3``,
+    ``compile=true``, ``model="llama"``), falling back to a bare string (``model=llama``)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects KEY=VALUE, got {text!r}")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip(), value
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    hparams: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> RunConfig:
+    """Read a run config, merge transferred hyperparameters and overrides (later wins)."""
+    data: dict[str, Any] = unwrap_transfer(read_file(path))[0] if path is not None else {}
+    if hparams is not None:
+        data.update(transferred_values(read_file(hparams)))
+    data.update(overrides or {})
+    return RunConfig.from_dict(data)

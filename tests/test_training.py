@@ -1,0 +1,181 @@
+"""The training entry point in one process: config, resume, accumulation, bf16, compile, CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from mutransfer import cli
+from mutransfer.training import ConfigError, RunConfig, checkpoint, load, models, train
+from mutransfer.training.config import parse_override
+
+torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(tmp_path: Path, **kw) -> RunConfig:
+    options = dict(
+        model="gpt",
+        width=64,
+        base_width=32,
+        depth=2,
+        n_heads=2,
+        seq_len=16,
+        batch_size=8,
+        steps=6,
+        warmup_steps=2,
+        data="pydoc",
+        eval_batches=1,
+        eval_batch_size=4,
+        log_every=0,
+        out_dir=str(tmp_path / "run"),
+    )
+    options.update(kw)
+    return RunConfig(**options)
+
+
+# ----------------------------------------------------------------------------------- config
+def test_transfer_output_is_a_run_config_and_hparams_take_only_transferred_values(
+    tmp_path: Path,
+) -> None:
+    transferred = tmp_path / "transferred.toml"
+    transferred.write_text(
+        "[train]\nmodel = 'gpt'\nwidth = 512\nbase_width = 32\nlr = 0.004\nsteps = 200\n"
+        "batch_size = 16\noutput_multiplier = 2.0\nwarmup_steps = 7\ndivergence_factor = 1.5\n"
+        "[transfer]\nfrom_width = 128\nparams = { lr = 0.004, output_multiplier = 2.0 }\n"
+    )
+    whole = load(transferred)
+    assert (whole.width, whole.lr, whole.steps, whole.batch_size) == (512, 0.004, 200, 16)
+    run = tmp_path / "run.toml"
+    run.write_text(
+        "model = 'llama'\nsteps = 9000\nbatch_size = 64\nlr = 1.0\n[hf]\nrope_theta = 1e4\n"
+    )
+    merged = load(run, hparams=transferred, overrides={"precision": "bf16"})
+    assert (merged.model, merged.steps, merged.batch_size) == ("llama", 9000, 64)
+    assert (merged.width, merged.lr, merged.output_multiplier) == (512, 0.004, 2.0)
+    assert merged.warmup_steps == 7 and merged.precision == "bf16"
+    assert dict(merged.hf) == {"rope_theta": 1e4}
+
+
+def test_config_errors_name_the_key(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("widht = 64\n")
+    with pytest.raises(ConfigError, match="widht"):
+        load(bad)
+    with pytest.raises(ConfigError, match="grad_accum"):
+        RunConfig(batch_size=6, grad_accum=4)
+    with pytest.raises(ConfigError, match="precision"):
+        RunConfig(precision="fp16")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="does not exist"):
+        load(tmp_path / "missing.toml")
+    assert parse_override("lr=3e-3") == ("lr", 0.003)
+    assert parse_override("model=llama") == ("model", "llama")
+    assert parse_override("compile=true") == ("compile", True)
+
+
+# ----------------------------------------------------------------------------------- resume
+class Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize("model", ["gpt", "gpt2"])
+def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path: Path, model: str) -> None:
+    if model == "gpt2":
+        pytest.importorskip("transformers")
+    config = tiny(tmp_path, model=model, checkpoint_every=3, grad_accum=2)
+    full = train(config.with_(out_dir=str(tmp_path / "full")), quiet=True)
+
+    def crash(step: int, loss: float) -> None:
+        if step == 4:  # after the step-3 checkpoint, before step 5's
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(config, on_step=crash, quiet=True)
+    assert checkpoint.latest(config.out_dir).name == "step_00000003"
+    resumed = train(config, quiet=True)  # resume = "auto"
+    assert resumed.start_step == 3
+    assert resumed.losses == full.losses[3:]  # bit for bit
+    assert resumed.val_losses == full.val_losses
+    state = checkpoint.read_state(resumed.checkpoint)
+    assert state["step"] == 6 and state["plan"] == resumed.plan.to_dict()
+
+
+def test_resume_refuses_another_plan_or_a_used_folder(tmp_path: Path) -> None:
+    config = tiny(tmp_path, steps=2)
+    train(config, quiet=True)
+    with pytest.raises(ConfigError, match="different plan"):
+        train(config.with_(steps=4, output_multiplier=2.0), quiet=True)
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train(config.with_(resume="never"), quiet=True)
+
+
+def test_exported_weights_rebuild_the_model(tmp_path: Path) -> None:
+    config = tiny(tmp_path, steps=2)
+    result = train(config, quiet=True)
+    out = checkpoint.export_model(result.checkpoint, tmp_path / "model.pt")
+    saved = torch.load(out, weights_only=True)
+    model, _ = models.build(config)
+    model.load_state_dict(saved["model"])
+    x = torch.randint(0, 256, (2, 16))
+    trained, _ = models.build(config)
+    assert not torch.allclose(model(x), trained(x))  # the trained weights, not the init
+    assert saved["plan"] == result.plan.to_dict() and saved["step"] == 2
+
+
+# ---------------------------------------------------------------------- accumulation, bf16
+def test_gradient_accumulation_matches_one_big_batch(tmp_path: Path) -> None:
+    one = train(tiny(tmp_path, steps=4, out_dir=str(tmp_path / "a")), quiet=True)
+    four = train(tiny(tmp_path, steps=4, grad_accum=4, out_dir=str(tmp_path / "b")), quiet=True)
+    assert four.losses == pytest.approx(one.losses, rel=1e-5, abs=1e-6)
+
+
+def test_bf16_autocast_trains_close_to_fp32(tmp_path: Path) -> None:
+    fp32 = train(tiny(tmp_path, steps=4, out_dir=str(tmp_path / "a")), quiet=True)
+    bf16 = train(tiny(tmp_path, steps=4, precision="bf16", out_dir=str(tmp_path / "b")), quiet=True)
+    assert bf16.losses != fp32.losses  # autocast really ran in bf16
+    assert bf16.losses == pytest.approx(fp32.losses, rel=0.05)
+
+
+# ----------------------------------------------------------------------------------- compile
+@pytest.mark.parametrize("model", ["gpt", "gpt2"])
+def test_compile_fullgraph_no_graph_breaks_same_losses(tmp_path: Path, model: str) -> None:
+    if model == "gpt2":
+        pytest.importorskip("transformers")
+    config = tiny(tmp_path, model=model, steps=3)
+    net, _ = models.build(config)
+    explanation = torch._dynamo.explain(net)(torch.randint(0, 256, (2, 16)))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    eager = train(config.with_(out_dir=str(tmp_path / "eager")), quiet=True)
+    compiled = train(
+        config.with_(
+            out_dir=str(tmp_path / "compiled"),
+            compile=True,
+            compile_backend="aot_eager",
+            compile_fullgraph=True,
+        ),
+        quiet=True,
+    )
+    torch._dynamo.reset()
+    assert compiled.losses == pytest.approx(eager.losses, rel=1e-6, abs=1e-6)
+
+
+# --------------------------------------------------------------------------------------- CLI
+def test_example_config_runs_from_the_command_line(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "example"
+    status = cli.main(
+        ["train", str(ROOT / "examples" / "train_gpt.toml"), "--steps", "2", "--out", str(out)]
+    )
+    assert status == 0
+    assert (checkpoint.latest(out) / "plan.json").is_file()
+    printed = capsys.readouterr().out
+    assert "step 2/2" in printed and "val" in printed
+
+
+def test_cli_reports_bad_options_as_user_errors(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "c.toml"
+    config.write_text("model = 'bert'\n")
+    assert cli.main(["train", str(config)]) == 2
+    assert "model must be one of" in capsys.readouterr().err
+    assert cli.main(["train", str(config), "--set", "model=gpt", "--print-config"]) == 0

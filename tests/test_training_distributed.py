@@ -1,0 +1,159 @@
+"""The training entry point with 2 gloo processes: DDP and FSDP2 match one process; resume.
+
+One spawn runs every 2-process scenario (starting processes is the slow part); the references
+run in this process. A last test launches the real command line under torchrun.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from mutransfer.training import RunConfig, checkpoint, train
+
+pytest.importorskip("transformers")
+pytestmark = pytest.mark.distributed
+torch.set_num_threads(1)
+WORLD = 2
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny(out: Path, **kw) -> RunConfig:
+    options = dict(
+        width=64,
+        base_width=32,
+        depth=2,
+        n_heads=2,
+        seq_len=16,
+        batch_size=8,
+        steps=5,
+        warmup_steps=2,
+        data="pydoc",
+        eval_batches=1,
+        eval_batch_size=4,
+        log_every=0,
+        out_dir=str(out),
+    )
+    options.update(kw)
+    return RunConfig(**options)
+
+
+class Stop(Exception):
+    pass
+
+
+def _crash_after_checkpoint(step: int, loss: float) -> None:
+    if step == 4:
+        raise Stop
+
+
+def _worker(rank: int, port: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE=str(WORLD),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    base = Path(tmp)
+    results: dict[str, list[float]] = {}
+    try:
+        results["ddp"] = train(tiny(base / "ddp", model="gpt", parallel="ddp"), quiet=True).losses
+        results["fsdp2"] = train(
+            tiny(base / "fsdp2", model="gpt2", parallel="fsdp2", grad_accum=2), quiet=True
+        ).losses
+        resumable = tiny(base / "llama", model="llama", parallel="fsdp2", steps=6)
+        full = train(resumable.with_(out_dir=str(base / "llama_full")), quiet=True)
+        results["full"] = full.losses
+        with contextlib.suppress(Stop):
+            train(resumable.with_(checkpoint_every=3), on_step=_crash_after_checkpoint, quiet=True)
+        results["resumed"] = train(resumable, quiet=True).losses
+        if rank == 0:
+            (base / "losses.json").write_text(json.dumps(results))
+        dist.barrier()  # no rank tears gloo down while another still talks to it
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _close(a: list[float], b: list[float], tol: float = 1e-5) -> bool:
+    if len(a) != len(b):
+        return False
+    return all(abs(x - y) <= tol * max(1.0, abs(x)) for x, y in zip(a, b, strict=True))
+
+
+def test_two_processes_match_one_and_fsdp2_resumes_exactly(tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    got = json.loads((tmp_path / "losses.json").read_text())
+
+    ddp_ref = train(tiny(tmp_path / "ref_ddp", model="gpt"), quiet=True).losses
+    assert _close(got["ddp"], ddp_ref), (got["ddp"], ddp_ref)
+    fsdp_ref = train(tiny(tmp_path / "ref_fsdp2", model="gpt2"), quiet=True).losses
+    assert _close(got["fsdp2"], fsdp_ref), (got["fsdp2"], fsdp_ref)  # also: grad_accum=2
+
+    # FSDP2 resumed from its step-3 checkpoint: the uninterrupted curve, bit for bit
+    assert got["resumed"] == got["full"][3:]
+    # and the sharded checkpoint loads into one process (resharded by torch.distributed.checkpoint)
+    step3 = checkpoint.checkpoint_dir(tmp_path / "llama", 3)
+    single = train(
+        tiny(tmp_path / "single", model="llama", steps=6, resume=str(step3)), quiet=True
+    ).losses
+    assert _close(single, got["full"][3:]), (single, got["full"])
+
+
+def test_torchrun_command_line_fsdp2_bf16(tmp_path: Path) -> None:
+    overrides = {
+        "width": 64,
+        "base_width": 32,
+        "n_heads": 2,
+        "depth": 2,
+        "seq_len": 16,
+        "batch_size": 4,
+        "eval_batches": 1,
+        "eval_batch_size": 2,
+        "compile": "false",
+        "data": '"pydoc"',
+        "hf": "{num_key_value_heads=2}",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={WORLD}",
+        "-m",
+        "mutransfer.cli",
+        "train",
+        str(ROOT / "examples" / "train_llama.toml"),
+        "--steps",
+        "2",
+        "--out",
+        str(tmp_path / "run"),
+    ]
+    for key, value in overrides.items():
+        command += ["--set", f"{key}={value}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+    assert "2 process(es), fsdp2" in done.stdout and "bf16" in done.stdout
+    assert "step 2/2" in done.stdout
+    saved = checkpoint.latest(tmp_path / "run")
+    assert saved is not None and (saved / "rng_rank1.pt").is_file()
+    assert checkpoint.read_state(saved)["world_size"] == WORLD
