@@ -59,6 +59,36 @@ def test_transfer_output_is_a_run_config_and_hparams_take_only_transferred_value
     assert dict(merged.hf) == {"rope_theta": 1e4}
 
 
+def test_reads_what_mutransfer_transfer_writes(tmp_path: Path) -> None:
+    from mutransfer.sweep.transfer import Transfer
+    from mutransfer.trainer import TrainConfig
+
+    proxy = TrainConfig(width=512, lr=0.004, output_multiplier=2.0, steps=200)
+    written = Transfer(
+        sweep="s",
+        storage="journal",
+        from_width=128,
+        to_width=512,
+        trial=3,
+        loss=2.1,
+        params={"lr": 0.004, "output_multiplier": 2.0},
+        config=proxy.to_dict(),
+    ).write(tmp_path / "transfer")
+    assert load(written["config"]).to_dict() == {
+        **RunConfig().to_dict(),
+        **{k: v for k, v in proxy.to_dict().items() if k in RunConfig().to_dict()},
+    }
+    run = tmp_path / "run.toml"
+    run.write_text("steps = 5000\nbatch_size = 64\n")
+    merged = load(run, hparams=written["config"])
+    assert (merged.steps, merged.width, merged.lr, merged.output_multiplier) == (
+        5000,
+        512,
+        0.004,
+        2.0,
+    )
+
+
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text("widht = 64\n")
