@@ -8,13 +8,13 @@ Quick start::
     print(plan)  # role, init std, LR scale and multiplier of every tensor
 """
 
+from .build import parametrize
 from .plan import (
     AttentionPlan,
     ModuleScale,
     Plan,
     PlanError,
     TensorPlan,
-    parametrize,
     scaled_lrs,
 )
 from .roles import LAYOUTS, RoleError, TensorRole, canonical_name, infer_roles

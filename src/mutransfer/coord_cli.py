@@ -188,7 +188,7 @@ def _factory(
         if not callable(obj):
             raise UserError(f"{args.factory} is not callable")
         return obj, {}
-    from .plan import _build_on_meta
+    from .build import _build_on_meta
 
     build = _builtin(args)
     kwargs: dict[str, Any] = {}

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .build import parametrize
 from .data import ArrayDataset, TextCorpus, fashion_mnist, load_text
 from .models import GPT, MLP, GPTConfig, gpt_parametrize_options
-from .plan import Plan, parametrize
+from .plan import Plan
 
 ModelName = Literal["gpt", "mlp"]
 Schedule = Literal["constant", "cosine", "linear"]

@@ -35,7 +35,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from ..plan import Mode, Plan, PlanError, parametrize
+from ..build import parametrize
+from ..plan import Mode, Plan, PlanError
 from ..roles import canonical_name
 from ..rules import Rules, get_rules
 

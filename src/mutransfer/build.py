@@ -1,0 +1,348 @@
+"""Building a plan: ``parametrize(model, base, rules, optimizer)``.
+
+Infers the roles (``roles.py``), looks up each role's rule (``rules.py``), folds or hooks the
+forward multipliers, finds attention modules and residual branches, and returns the ``Plan``
+(``plan.py``), already attached to the model and (by default) with the model initialised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import math
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from . import ops
+from .plan import AttentionPlan, Mode, ModuleScale, Plan, TensorPlan
+from .roles import (
+    RoleError,
+    Shapes,
+    TensorRole,
+    _check_patterns_used,
+    _DepthMap,
+    canonical_name,
+    infer_roles,
+    named_shapes,
+)
+from .rules import (
+    FAMILY_ALGEBRA,
+    FamilyAlgebra,
+    Rules,
+    UnknownOptimizerError,
+    get_rules,
+    optimizer_family,
+)
+
+
+def _shapes_of(spec: Any, what: str) -> dict[str, tuple[int, ...]]:
+    if isinstance(spec, nn.Module):
+        return named_shapes(spec)
+    if isinstance(spec, Mapping):
+        try:
+            return {canonical_name(str(k)): tuple(int(d) for d in v) for k, v in spec.items()}
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"{what} given as a mapping must map parameter names to shapes (lists of ints)"
+            ) from None
+    raise TypeError(
+        f"{what} must be an nn.Module (e.g. built on device='meta'), a mapping of parameter "
+        "names to shapes, or (for base) a width factory with base_width=; "
+        f"got {type(spec).__name__}"
+    )
+
+
+def _build_on_meta(factory: Callable[[int], nn.Module], width: int) -> nn.Module:
+    with torch.device("meta"):
+        module = factory(width)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"the width factory returned {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def parametrize(
+    model: nn.Module,
+    base: nn.Module | Shapes | Callable[[int], nn.Module],
+    rules: str | Rules = "mup",
+    optimizer: Any = "adam",
+    *,
+    delta: nn.Module | Shapes | None = None,
+    base_width: int | None = None,
+    mode: Mode = "absorbed",
+    roles: Mapping[str, str] | None = None,
+    layouts: Mapping[str, str] | None = None,
+    zero_init: Iterable[str] = (),
+    residual_branches: Iterable[str] = (),
+    base_head_dim: int | None = None,
+    init: bool = True,
+    seed: int | None = None,
+    **constants: Any,
+) -> Plan:
+    """Make ``model`` width-aware: build its plan, install multipliers and (by default) init it.
+
+    Args:
+        model: the model to train (any ``nn.Module``; may be on ``meta``, then ``init=False``).
+        base: the same architecture at base width (and base depth), an ``nn.Module`` — build it
+            on ``device="meta"`` to pay nothing — or its parameter shapes as a mapping, or a
+            width factory ``f(width) -> nn.Module`` together with ``base_width=``.
+        rules: a preset name (``"sp"``, ``"mup"``) or a ``Rules`` object.
+        optimizer: the optimizer family's name, class or instance (``"adam"``, ``torch.optim.SGD``).
+        delta: the architecture at a second width; needed only when ``model`` has base width.
+        mode: ``"absorbed"`` folds forward multipliers into init and per-tensor LR/ε/WD (no
+            change to the model); ``"explicit"`` applies them as forward hooks. Tied
+            embedding/readout multipliers are always explicit.
+        roles / layouts: fnmatch patterns of parameter names → role / layout overrides.
+        zero_init: patterns of parameters to initialise to zero (e.g. ``"*.q.weight"``).
+        residual_branches: patterns of modules whose output is a residual branch; the depth
+            rules scale them by ``m_L**residual_depth_exponent``.
+        base_head_dim: head dimension at base width when ``base`` is given as shapes.
+        init: initialise the model now (skipped automatically on ``meta``).
+        seed: seed for that initialisation.
+        **constants: tunable constants of the rules, e.g. ``output_multiplier=2.0``.
+    """
+    rules_obj = get_rules(rules)
+    if constants:
+        unknown = [k for k in constants if k not in {f.name for f in dataclasses.fields(Rules)}]
+        if unknown:
+            raise TypeError(f"unknown parametrize() argument(s): {', '.join(unknown)}")
+        rules_obj = rules_obj.with_(**constants)
+    family = optimizer_family(optimizer)
+    rules_obj.rule(family, "hidden")  # raises UnknownOptimizerError naming the known families
+    if family not in FAMILY_ALGEBRA:
+        raise UnknownOptimizerError(
+            f"optimizer family {family!r} has rules but no absorption algebra; add it to "
+            "mutransfer.rules.FAMILY_ALGEBRA"
+        )
+    if mode not in ("absorbed", "explicit"):
+        raise ValueError(f"mode must be 'absorbed' or 'explicit', got {mode!r}")
+
+    base_module: nn.Module | None = None
+    if callable(base) and not isinstance(base, nn.Module):
+        if base_width is None:
+            raise TypeError("base given as a width factory needs base_width=")
+        base_module = _build_on_meta(base, base_width)
+        if delta is None:
+            delta = _build_on_meta(base, 2 * base_width)
+    elif isinstance(base, nn.Module):
+        base_module = base
+    base_shapes = _shapes_of(base if base_module is None else base_module, "base")
+    delta_shapes = _shapes_of(delta, "delta") if delta is not None else None
+
+    tensor_roles = infer_roles(model, base_shapes, delta_shapes, roles=roles, layouts=layouts)
+    zero_patterns = list(zero_init)
+    if zero_patterns:
+        _check_patterns_used(
+            "zero_init",
+            {p: True for p in zero_patterns},
+            [n for r in tensor_roles.values() for n in r.names],
+        )
+    modules = {canonical_name(n): m for n, m in model.named_modules()}
+    algebra = FAMILY_ALGEBRA[family]
+    tensors: dict[str, TensorPlan] = {}
+    module_scales: dict[str, ModuleScale] = {}
+    for name, role in tensor_roles.items():
+        tensors[name] = _tensor_plan(
+            role, rules_obj, family, algebra, mode, zero_patterns, modules, module_scales
+        )
+
+    _add_residual_scales(model, base_shapes, rules_obj, residual_branches, module_scales)
+    attention = _attention_plans(model, base_module, rules_obj, base_head_dim)
+    plan = Plan(
+        rules=rules_obj,
+        family=family,
+        mode=mode,
+        tensors=tensors,
+        module_scales=module_scales,
+        attention=attention,
+        base_shapes=dict(base_shapes),
+    )
+    plan._model_ref = weakref.ref(model)
+    plan.attach(model)
+    on_meta = any(p.is_meta for p in model.parameters())
+    if init and not on_meta:
+        plan.init_(model, seed=seed)
+    return plan
+
+
+def _tensor_plan(
+    role: TensorRole,
+    rules: Rules,
+    family: str,
+    algebra: FamilyAlgebra,
+    mode: Mode,
+    zero_patterns: Sequence[str],
+    modules: Mapping[str, nn.Module],
+    module_scales: dict[str, ModuleScale],
+) -> TensorPlan:
+    rule = rules.rule(family, role.role)
+    m = role.scaling_args
+    base_std = 1.0 if rules.init_base == "unit" else 1.0 / math.sqrt(role.base_fan_in)
+    init_std = rules.sigma(role.role) * base_std * rule.init(*m)
+    lr_scale = rule.lr(*m) * rules.lr_multiplier(role.role)
+    eps_scale = rule.eps(*m)
+    # the table's wd exponents are for coupled decay; independent decay is the same per step
+    # at every width and depth (and invariant to absorbed multipliers)
+    independent_wd = rules.weight_decay == "independent"
+    wd_scale = 1.0 if independent_wd else rule.wd(*m)
+    multiplier = rule.multiplier(*m)
+    if role.role == "input":
+        multiplier *= rules.input_multiplier
+    elif role.role == "output":
+        multiplier *= rules.output_multiplier
+
+    init: Literal["normal", "zeros", "ones", "default"] = "normal"
+    leaf = role.name.rpartition(".")[2]
+    if len(role.shape) <= 1:
+        init = "zeros" if leaf == "bias" else "default"
+    if any(fnmatch.fnmatchcase(n, p) for p in zero_patterns for n in role.names):
+        init = "zeros"
+    if role.role == "output" and rules.zero_init_readout and not role.is_tied:
+        init = "zeros"
+
+    absorbed = 1.0
+    if role.is_tied:
+        # One tensor, two uses: embedding (input multiplier) and readout (output multiplier).
+        # Neither can be folded into the shared weight, so both become hooks on their modules.
+        alias_roles: dict[str, str] = role.extra["alias_roles"]
+        readout_rule = rules.rule(family, "output")
+        # the readout sees the embedding matrix transposed: its fan-in is the embedding's fan-out
+        out_mult = rules.output_multiplier * readout_rule.multiplier(
+            role.m_out, 1.0, role.m_depth, role.m_out * role.base_fan_out, 1.0
+        )
+        for alias, alias_role in alias_roles.items():
+            owner = alias.rpartition(".")[0]
+            if alias_role == "output" and out_mult != 1.0:
+                _add_scale(
+                    module_scales, modules, owner, "input", out_mult, "tied readout multiplier"
+                )
+            elif alias_role == "input" and multiplier != 1.0:
+                _add_scale(module_scales, modules, owner, "output", multiplier, "input multiplier")
+        multiplier = 1.0
+    elif multiplier != 1.0 and mode == "absorbed" and init != "default":
+        absorbed = multiplier
+        init_std *= multiplier
+        lr_scale *= multiplier**algebra.lr_power
+        eps_scale *= multiplier**algebra.eps_power
+        if not independent_wd:
+            wd_scale *= multiplier**algebra.wd_power
+        multiplier = 1.0
+    elif multiplier != 1.0:
+        owner = role.name.rpartition(".")[0]
+        kind: Literal["input", "output"] = "output" if role.role == "input" else "input"
+        module = modules.get(owner)
+        if isinstance(module, nn.Embedding | nn.EmbeddingBag):
+            kind = "output"
+        _add_scale(module_scales, modules, owner, kind, multiplier, f"{role.role} multiplier")
+    return TensorPlan(
+        name=role.name,
+        shape=role.shape,
+        role=role.role,
+        m_in=role.m_in,
+        m_out=role.m_out,
+        m_depth=role.m_depth,
+        init_std=init_std,
+        lr_scale=lr_scale,
+        wd_scale=wd_scale,
+        eps_scale=eps_scale,
+        multiplier=multiplier,
+        absorbed=absorbed,
+        init=init,
+        aliases=role.aliases,
+        tied_roles=role.tied_roles,
+    )
+
+
+_HOOKABLE_INPUT = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def _add_scale(
+    module_scales: dict[str, ModuleScale],
+    modules: Mapping[str, nn.Module],
+    owner: str,
+    kind: Literal["input", "output"],
+    multiplier: float,
+    reason: str,
+) -> None:
+    module = modules.get(owner)
+    if module is None:
+        raise RoleError(f"cannot apply a multiplier to {owner!r}: no such module")
+    if kind == "input" and not isinstance(module, _HOOKABLE_INPUT):
+        raise RoleError(
+            f"the {reason} of {owner!r} ({type(module).__name__}) can only be applied as a hook "
+            "on a Linear or Conv module; use mode='absorbed', or apply plan.forward[...] in the "
+            "model with mutransfer.ops.scale"
+        )
+    if owner in module_scales:
+        prev = module_scales[owner]
+        multiplier *= prev.multiplier
+        reason = f"{prev.reason}; {reason}"
+    module_scales[owner] = ModuleScale(owner, kind, multiplier, reason)
+
+
+def _add_residual_scales(
+    model: nn.Module,
+    base_shapes: Shapes,
+    rules: Rules,
+    patterns: Iterable[str],
+    module_scales: dict[str, ModuleScale],
+) -> None:
+    patterns = list(patterns)
+    if not patterns:
+        return
+    names = [canonical_name(n) for n, _ in model.named_parameters(remove_duplicate=False)]
+    depth = _DepthMap.build(names, base_shapes)
+    matched = False
+    for name, module in model.named_modules():
+        key = canonical_name(name)
+        if not any(fnmatch.fnmatchcase(key, p) for p in patterns):
+            continue
+        matched = True
+        m_depth = depth.depth_multiplier(key + ".x")
+        multiplier = m_depth**rules.residual_depth_exponent
+        if multiplier != 1.0:
+            module_scales[key] = ModuleScale(key, "output", multiplier, "residual branch (depth)")
+        del module
+    if not matched:
+        raise RoleError(
+            f"residual_branches patterns {patterns} match no module; use names from "
+            "model.named_modules(), e.g. 'blocks.*.attn'"
+        )
+
+
+def _attention_plans(
+    model: nn.Module, base: nn.Module | None, rules: Rules, base_head_dim: int | None
+) -> dict[str, AttentionPlan]:
+    """Attention modules expose ``head_dim`` and a float ``scaling`` (the HF convention)."""
+    base_modules = (
+        {canonical_name(n): m for n, m in base.named_modules()} if base is not None else {}
+    )
+    plans: dict[str, AttentionPlan] = {}
+    for name, module in model.named_modules():
+        head_dim = getattr(module, "head_dim", None)
+        if not isinstance(head_dim, int) or not isinstance(getattr(module, "scaling", None), float):
+            continue
+        key = canonical_name(name)
+        base_dim = base_head_dim
+        if base_dim is None:
+            base_mod = base_modules.get(key)
+            if base_mod is None and base_modules:
+                # deeper model: use any base attention module of the same type
+                base_mod = next((m for m in base_modules.values() if type(m) is type(module)), None)
+            base_dim = getattr(base_mod, "head_dim", None)
+        if not isinstance(base_dim, int):
+            raise RoleError(
+                f"attention module {key!r} has head_dim={head_dim} but the base head dimension "
+                "is unknown (base given as shapes); pass base_head_dim="
+            )
+        scale = ops.attention_scale(
+            head_dim,
+            base_head_dim=base_dim,
+            kind=rules.attention,
+            multiplier=rules.attention_multiplier,
+        )
+        plans[key] = AttentionPlan(key, head_dim, base_dim, scale)
+    return plans
