@@ -432,9 +432,7 @@ class Plan:
                     "+".join(t.tied_roles) if t.tied_roles else t.role,
                     f"{t.m_in:g}",
                     f"{t.m_out:g}",
-                    "zero"
-                    if t.init == "zeros"
-                    else ("—" if t.init == "default" else f"{t.init_std:.4g}"),
+                    _INIT_LABELS.get(t.init, f"{t.init_std:.4g}"),
                     f"{t.lr_scale:.4g}",
                     f"{t.multiplier:.4g}"
                     + (f" (absorbed {t.absorbed:.4g})" if t.absorbed != 1.0 else ""),
@@ -461,6 +459,10 @@ class Plan:
 
     def __str__(self) -> str:
         return self.table()
+
+
+# how the table shows tensors that are not drawn from N(0, init_std²)
+_INIT_LABELS = {"zeros": "zero", "ones": "one", "default": "—"}
 
 
 def _key(x: float) -> float:
