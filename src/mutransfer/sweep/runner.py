@@ -49,6 +49,8 @@ from .trials import (
     counts_toward_budget,
     fail_and_retry,
     pop_waiting,
+    storage_of,
+    trial_id,
 )
 
 Log = Callable[[str], None]
@@ -151,7 +153,7 @@ class Worker:
                     continue
                 break
             started += 1
-            self._run_trial(studies[claimed[0]], *claimed)
+            self._run_trial_safely(studies[claimed[0]], *claimed)
         return self.stats
 
     def _recover(self, studies: dict[int, optuna.Study]) -> None:
@@ -187,6 +189,23 @@ class Worker:
         return None
 
     # ------------------------------------------------------------------------ trial
+    def _run_trial_safely(self, study: optuna.Study, width: int, trial: optuna.Trial) -> None:
+        """Run a claimed trial; on Ctrl-C/SIGTERM at *any* point before it is told, fail it
+        as interrupted and queue it again, so that no claimed trial is left RUNNING."""
+        try:
+            self._run_trial(study, width, trial)
+        except KeyboardInterrupt:
+            frozen = storage_of(study).get_trial(trial_id(trial))
+            if not frozen.state.is_finished():
+                fail_and_retry(
+                    study,
+                    trial,
+                    INTERRUPTED,
+                    "interrupted (Ctrl-C or SIGTERM)",
+                    self.spec.max_retry,
+                )
+            raise
+
     def _run_trial(self, study: optuna.Study, width: int, trial: optuna.Trial) -> None:
         start = time.perf_counter()
         trial.set_user_attr(ATTR_WORKER, self.here.to_attr())
@@ -216,11 +235,6 @@ class Worker:
             self.stats.diverged += 1
             self.log(f"{head} {format_params(params)} → diverged: {exc}")
             return
-        except KeyboardInterrupt:
-            fail_and_retry(
-                study, trial, INTERRUPTED, "interrupted (Ctrl-C or SIGTERM)", self.spec.max_retry
-            )
-            raise
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
             self._tell(study, trial, TrialState.FAIL, kind=ERROR, reason=reason)

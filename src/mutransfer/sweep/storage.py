@@ -22,10 +22,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import threading
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+
+from optuna.storages.journal._file import BaseJournalFileLock  # the lock interface
 
 from .config import SweepSpec
 from .errors import SweepError
@@ -84,11 +87,12 @@ def open_storage(
 
     kind = storage_kind(url)
     if kind == "journal":
-        path = Path(url)
-        path.parent.mkdir(parents=True, exist_ok=True)
         from optuna.storages.journal import JournalFileBackend
 
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        path = Path(url).resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        backend = JournalFileBackend(str(path), lock_obj=journal_lock(path))
+        return optuna.storages.JournalStorage(backend)
     if kind == "database" and url.split("://", 1)[0] in ("postgresql", "postgres"):
         _require("psycopg2", "psycopg2-binary", "PostgreSQL")
     try:
@@ -103,6 +107,60 @@ def open_storage(
             )
     except Exception as exc:  # connection refused, unknown database, bad driver, ...
         raise SweepError(f"cannot open storage {redact(url)!r}: {exc}") from exc
+
+
+def journal_lock(path: Path) -> Any:
+    """The lock guarding appends to a journal file: ``flock`` where the OS has it.
+
+    Optuna's default lock is a lock *file* (a symlink); a worker killed with ``kill -9`` while it
+    holds it leaves it behind, and every other worker then waits for its grace period — or, with
+    a relative journal path, forever (the stale-lock check follows the link, which dangles, and
+    never fires). An ``flock`` is released by the kernel when its process dies, so a killed
+    worker cannot block the others.
+    """
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # Windows
+        from optuna.storages.journal import JournalFileOpenLock
+
+        return JournalFileOpenLock(str(path))
+    return FlockLock(path.with_name(path.name + ".flock"))
+
+
+class FlockLock(BaseJournalFileLock):
+    """An exclusive ``flock`` on a side file (see ``journal_lock``); one holder at a time,
+    across processes and across threads (each acquisition opens its own descriptor)."""
+
+    def __init__(self, lock_path: Path) -> None:
+        self._path = str(lock_path)
+        self._guard = threading.Lock()
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        self._guard.acquire()
+        fd = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(fd)
+            self._guard.release()
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        import fcntl
+
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
+            self._guard.release()
 
 
 def _require(module: str, package: str, what: str) -> None:
