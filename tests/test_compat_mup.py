@@ -37,6 +37,20 @@ def mlp(lib, width: int) -> nn.Sequential:
     )
 
 
+def cnn(lib, width: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(3, width, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(width, width, 3, padding=1),
+        nn.BatchNorm2d(width),
+        nn.ReLU(),
+        nn.ConvTranspose2d(width, width, 2),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        lib.MuReadout(width, 4),
+    )
+
+
 class Block(nn.Module):
     """Pre-LN block; the attention's 1/d_head is the model's own code, as with mup."""
 
@@ -112,6 +126,8 @@ def batch(kind: str, step: int):
     g = torch.Generator().manual_seed(100 + step)
     if kind == "mlp":
         return torch.randn(16, 6, generator=g), torch.randint(0, 4, (16,), generator=g)
+    if kind == "cnn":
+        return torch.randn(8, 3, 6, 6, generator=g), torch.randint(0, 4, (8,), generator=g)
     tokens = torch.randint(0, VOCAB, (4, SEQ + 1), generator=g)
     return tokens[:, :-1], tokens[:, 1:]
 
@@ -137,9 +153,9 @@ def assert_same_lrs(a: dict, b: dict) -> None:
 
 # -------------------------------------------------------------------------- same numbers
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
-@pytest.mark.parametrize("kind", ["mlp", "lm"])
+@pytest.mark.parametrize("kind", ["mlp", "cnn", "lm"])
 def test_same_init_lrs_and_losses_as_mup(kind: str, opt_name: str) -> None:
-    factory = mlp if kind == "mlp" else LM
+    factory = {"mlp": mlp, "cnn": cnn, "lm": LM}[kind]
     theirs_model, ours_model = build(real, factory), build(ours, factory)
     for (name, p), q in zip(theirs_model.named_parameters(), ours_model.parameters(), strict=True):
         assert torch.equal(p, q), name  # hence equal std per tensor
@@ -171,6 +187,9 @@ def test_optimizer_state_dict_moves_between_mup_and_ours() -> None:
     ours_model.load_state_dict(theirs_model.state_dict())
     ours_opt = ours.MuAdamW(ours_model.parameters(), lr=1e-2)
     ours_opt.load_state_dict(copy.deepcopy(theirs_opt.state_dict()))  # torch shares tensors
+    assert all("lr_scale" not in g for g in theirs_opt.state_dict()["param_groups"])
+    ours.check_optimizer(ours_opt)  # the plan's lr_scale is back after loading mup's groups
+    assert ours.scaled_lrs(ours_opt, 1.0)[0] == 0.25
     assert train(ours_model, ours_opt, "lm", 3) == pytest.approx(
         train(theirs_model, theirs_opt, "lm", 3), rel=1e-5
     )
@@ -425,7 +444,7 @@ def test_name_mismatch_is_explained() -> None:
         ours.set_base_shapes(mlp(ours, 16), {"0.weight": [8, 6]})
 
 
-def test_raw_readout_parameter_warns() -> None:
+def test_readouts_mup_cannot_scale_warn_and_keep_mup_lrs() -> None:
     class RawReadout(nn.Module):
         def __init__(self, lib, width: int) -> None:
             super().__init__()
@@ -435,8 +454,21 @@ def test_raw_readout_parameter_warns() -> None:
         def forward(self, x):
             return F.linear(self.inp(x), self.w_out)
 
-    with pytest.warns(UserWarning, match="'w_out'.* no 1/width multiplier"):
-        build(ours, RawReadout)
+    def conv_decoder(lib, width: int) -> nn.Sequential:
+        return nn.Sequential(nn.Conv2d(3, width, 3), nn.ReLU(), nn.ConvTranspose2d(width, 3, 3))
+
+    cases = [(RawReadout, "'w_out' .RawReadout."), (conv_decoder, "'2.weight' .ConvTranspose2d.")]
+    for factory, name in cases:
+        with pytest.warns(UserWarning, match=f"{name} maps width .* no 1/width output multiplier"):
+            model = build(ours, factory)
+        theirs = build(real, factory)
+        for opt in ("adam", "sgd"):
+            assert_same_lrs(
+                per_param(theirs, OPTIMIZERS[opt](real, theirs.parameters())),
+                per_param(model, OPTIMIZERS[opt](ours, model.parameters())),
+            )
+        for p, q in zip(theirs.parameters(), model.parameters(), strict=True):
+            assert torch.equal(p, q)
 
 
 def test_coord_data_and_plot(tmp_path: Path) -> None:
@@ -456,7 +488,12 @@ def test_coord_data_and_plot(tmp_path: Path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         df = ours.get_coord_data(
-            {w: lazy(w) for w in (32, 64, 128)}, data, optimizer="adam", lr=1e-2, nsteps=3
+            {w: lazy(w) for w in (32, 64, 128)},
+            data,
+            optimizer="adam",
+            lr=1e-2,
+            nsteps=3,
+            show_progress=False,
         )
     assert {"width", "module", "t", "l2", "optimizer", "lr"} <= set(df.columns)
     assert sorted(df["t"].unique()) == [1, 2, 3]
@@ -469,3 +506,16 @@ def test_coord_data_and_plot(tmp_path: Path) -> None:
     assert path.stat().st_size > 10_000
     with pytest.raises(ours.MupCompatError, match="'l2'"):
         ours.plot_coord_data(df, y="l1")
+
+
+def test_migration_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import runpy
+
+    path = Path(__file__).parents[1] / "examples" / "migrate_from_mup.py"
+    result = runpy.run_path(str(path))["main"](steps=40)
+    assert "hidden.weight" in capsys.readouterr().out  # the plan table is printed
+    losses = result["losses"]
+    assert losses[-1] < 0.8 * losses[0]
+    assert result["ema_loss"] < losses[0]
+    hidden, rest = result["lrs"][:2]  # OneCycleLR kept the µP ratio (m = 8) to the end
+    assert hidden == pytest.approx(rest / 8)

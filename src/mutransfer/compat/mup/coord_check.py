@@ -173,7 +173,7 @@ def get_coord_data(
         loss=_loss_fn(kwargs),
         modules=modules,
         device=device,
-        progress=print if kwargs.get("show_progress", False) else None,
+        progress=print if kwargs.get("show_progress", True) else None,
     )
     df = _frame(report, nsteps)
     df["optimizer"] = optimizer

@@ -112,10 +112,9 @@ def rescale_linear_bias(linear: nn.Linear | nn.modules.conv._ConvNd) -> None:
     if linear.bias is None:
         return
     state, name = lookup(linear.weight, "rescale_linear_bias")
-    entry = state.plan("adam")[name]
-    # the plan's fan-in multiplier knows the layout (a ConvTranspose stores (in, out, ...), which
-    # mup reads as (out, in, ...)); a weight tied to an embedding has the embedding's entry
-    m_in = state.infshapes[name][1].width_mult() if entry.tied_roles else entry.m_in
+    # PyTorch's default bias bound is 1/sqrt(fan-in) with fan-in read from weight dim 1 (even
+    # for ConvTranspose, whose dim 1 is the fan-out), so the correction uses that same dim
+    m = state.infshapes[name][1].width_mult()
     with torch.no_grad():
-        linear.bias.mul_(m_in**0.5)
+        linear.bias.mul_(m**0.5)
     setattr(linear, RESCALED, True)

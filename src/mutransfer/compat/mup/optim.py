@@ -16,6 +16,7 @@ Every group also carries ``lr_scale`` (its LR over the optimizer's ``lr=``), whi
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Iterable
 from typing import Any
@@ -124,7 +125,21 @@ def _build(
         params, family, lr=lr, weight_decay=float(kwargs.get("weight_decay", 0.0))
     )
     optimizer: torch.optim.Optimizer = impl(groups, **kwargs)
+    optimizer.register_load_state_dict_post_hook(functools.partial(_restore_lr_scales, family))
     return optimizer
+
+
+def _restore_lr_scales(family: str, optimizer: torch.optim.Optimizer) -> None:
+    """After loading a state dict saved by mup's optimizer (whose groups have no ``lr_scale``:
+    torch keeps the saved group dicts), put the plan's scales back."""
+    for group in optimizer.param_groups:
+        if "lr_scale" in group:
+            continue
+        if not group["params"]:
+            group["lr_scale"] = 1.0  # mup's trailing catch-all group: base LR
+            continue
+        state, name = lookup(group["params"][0], "load_state_dict")
+        group["lr_scale"] = state.plan(family)[name].lr_scale
 
 
 def check_optimizer(optimizer: torch.optim.Optimizer, lr: float | None = None) -> None:

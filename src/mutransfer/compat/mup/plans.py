@@ -13,14 +13,13 @@ microsoft/mup's rules, written as a mutransfer ``Rules`` table (``MUP_COMPAT``):
 Roles come from mutransfer's inference, which reads each weight's layout from the module that
 owns it (mup assumes every weight is ``(fan_out, fan_in)``). For raw ``nn.Parameter`` s of
 custom modules, whose layout no module type tells, the compat layer follows mup's convention
-exactly and says so when that makes a tensor look like a readout mup would mistreat.
+exactly (``set_base_shapes`` warns when one of them is a readout without a multiplier).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import fnmatch
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -104,15 +103,12 @@ def _fallback_roles(
         parent, _, leaf = name.rpartition(".")
         if _owner_layout(modules.get(parent), leaf, len(shape)) is not None:
             continue
-        roles[name] = "hidden" if shape.ninf() >= 2 else "vector"
-        if len(shape) == 2 and shape.ninf() == 1 and shape[1].isinf():
-            warnings.warn(
-                f"{name!r} (shape {shape.shape()}) maps width to a finite size like a readout, "
-                "but it is a raw parameter: like mup, the compat layer gives it no 1/width "
-                "multiplier. Use MuReadout, or mutransfer.parametrize, which applies one.",
-                UserWarning,
-                stacklevel=4,
-            )
+        if shape.ninf() >= 2:
+            roles[name] = "hidden"
+        elif len(shape) == 2:  # mup's convention: (fan_out, fan_in)
+            roles[name] = "input" if shape[0].isinf() else "output"
+        else:
+            roles[name] = "vector"
     return roles
 
 

@@ -13,14 +13,16 @@ Differences from mup, all of them fixes:
   into ``bed.weight`` and no longer matches;
 - a readout sharing an embedding's weight (``MuSharedReadout``) leaves that weight alone,
   where mup scales the embedding's std by √m (issue #55);
-- a Linear weight's role comes from its owner's layout, so ``ConvTranspose`` and Hugging Face
-  ``Conv1D`` weights are read the right way round.
+- roles come from the owning module's layout (mup assumes ``(fan_out, fan_in)`` everywhere), and
+  a readout that is not a ``MuReadout`` (a Conv, a raw parameter) gets a warning instead of
+  silently training without the 1/width multiplier.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -236,6 +238,7 @@ def set_base_shapes(
     _set_readout_multipliers(model, state)
     if do_assert:
         assert_hidden_size_inf(model)
+    _warn_unscaled_readouts(model, state)
     if rescale_params:
         _rescale(model)
     return model
@@ -252,6 +255,27 @@ def _set_readout_multipliers(model: nn.Module, state: MupState) -> None:
                 entry = plan[name]
                 if not entry.tied_roles:  # the plan shows the multiplier MuReadout applies
                     plan.tensors[entry.name] = dataclasses.replace(entry, multiplier=multiplier)
+
+
+def _warn_unscaled_readouts(model: nn.Module, state: MupState) -> None:
+    """Readouts that are not a ``MuReadout`` (a Conv or ConvTranspose from width to a finite
+    number of channels, a raw parameter) train without µP's 1/width multiplier: under mup
+    silently, here with a warning."""
+    plan = state.plan("adam")
+    for name, module in unwrap(model).named_modules():
+        if isinstance(module, MuReadout | nn.Linear):
+            continue  # MuReadout is right; a plain Linear readout is assert_hidden_size_inf's
+        for leaf, _ in module.named_parameters(recurse=False):
+            key = canonical_name(f"{name}.{leaf}" if name else leaf)
+            if plan[key].role == "output":
+                warnings.warn(
+                    f"{key!r} ({type(module).__name__}) maps width to a finite size (a readout) "
+                    "but gets no 1/width output multiplier, as under mup, where only MuReadout "
+                    "(a Linear) applies one. Use MuReadout, scale the readout's input by "
+                    f"1/{plan[key].m_in:g} in the model, or use mutransfer.parametrize.",
+                    UserWarning,
+                    stacklevel=3,
+                )
 
 
 def assert_hidden_size_inf(model: nn.Module) -> None:

@@ -159,11 +159,16 @@ def find(p: torch.Tensor, *, allow_views: bool = False) -> tuple[MupState, str] 
         state = getattr(root, ATTRIBUTE, None) if root is not None else None
         if ref() is p and isinstance(state, MupState):
             return state, name
+    # not indexed: the model's parameters were replaced (to_empty, fully_shard, load_state_dict
+    # with assign=True...). Index every registered model again, once, rather than per miss.
+    found = None
     for root, state in _roots():
         for name, q in root.named_parameters():
-            if q is p:
-                _remember(p, root, canonical_name(name))
-                return state, canonical_name(name)
+            _remember(q, root, canonical_name(name))
+            if q is p and found is None:
+                found = (state, canonical_name(name))
+    if found is not None:
+        return found
     if allow_views:
         for _root, state in _roots():
             for name, q in _root.named_parameters():
