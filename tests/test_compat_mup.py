@@ -519,3 +519,24 @@ def test_migration_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert result["ema_loss"] < losses[0]
     hidden, rest = result["lrs"][:2]  # OneCycleLR kept the µP ratio (m = 8) to the end
     assert hidden == pytest.approx(rest / 8)
+
+
+def test_mup_module_layout_without_mup_or_pandas() -> None:
+    """``from mup.x import y`` becomes ``from mutransfer.compat.mup.x import y``; importing the
+    compat layer needs neither mup nor pandas."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from mutransfer.compat import mup\n"
+        "from mutransfer.compat.mup.optim import MuAdam, MuAdamW, MuSGD\n"
+        "from mutransfer.compat.mup.layer import MuReadout, MuSharedReadout\n"
+        "from mutransfer.compat.mup.shape import set_base_shapes, make_base_shapes\n"
+        "from mutransfer.compat.mup.infshape import InfShape, InfDim\n"
+        "from mutransfer.compat.mup.init import kaiming_normal_\n"
+        "assert 'mup' not in sys.modules and 'pandas' not in sys.modules\n"
+        "from mutransfer.compat.mup.coord_check import get_coord_data, plot_coord_data\n"
+        "assert mup.coord_check.get_coord_data is mup.get_coord_data is get_coord_data\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -21,6 +21,7 @@ docs/migrating-from-mup.md.
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from . import init
@@ -98,8 +99,7 @@ __all__ = [
 
 def __getattr__(attr: str) -> Any:
     # the coordinate check pulls in mutransfer.coord (and pandas when called): load it on use
-    if attr in ("get_coord_data", "plot_coord_data"):
-        from . import coord_check
-
-        return getattr(coord_check, attr)
+    if attr in ("coord_check", "get_coord_data", "plot_coord_data"):
+        module = importlib.import_module(f"{__name__}.coord_check")
+        return module if attr == "coord_check" else getattr(module, attr)
     raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")
