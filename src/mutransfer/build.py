@@ -78,6 +78,7 @@ def parametrize(
     zero_init: Iterable[str] = (),
     residual_branches: Iterable[str] = (),
     base_head_dim: int | None = None,
+    attention: bool = True,
     init: bool = True,
     seed: int | None = None,
     **constants: Any,
@@ -100,6 +101,8 @@ def parametrize(
         residual_branches: patterns of modules whose output is a residual branch; the depth
             rules scale them by ``m_L**residual_depth_exponent``.
         base_head_dim: head dimension at base width when ``base`` is given as shapes.
+        attention: set the logit scale of attention modules (``head_dim`` + ``scaling``);
+            ``False`` leaves attention to the model's own code (e.g. the mup compat layer).
         init: initialise the model now (skipped automatically on ``meta``).
         seed: seed for that initialisation.
         **constants: tunable constants of the rules, e.g. ``output_multiplier=2.0``.
@@ -150,14 +153,16 @@ def parametrize(
         )
 
     _add_residual_scales(model, base_shapes, rules_obj, residual_branches, module_scales)
-    attention = _attention_plans(model, base_module, rules_obj, base_head_dim)
+    attention_plans = (
+        _attention_plans(model, base_module, rules_obj, base_head_dim) if attention else {}
+    )
     plan = Plan(
         rules=rules_obj,
         family=family,
         mode=mode,
         tensors=tensors,
         module_scales=module_scales,
-        attention=attention,
+        attention=attention_plans,
         base_shapes=dict(base_shapes),
     )
     plan._model_ref = weakref.ref(model)

@@ -111,7 +111,7 @@ class TensorRole:
         )
 
 
-def _owner_layout(module: nn.Module | None, tensor_name: str, ndim: int) -> str | None:
+def owner_layout(module: nn.Module | None, tensor_name: str, ndim: int) -> str | None:
     """The layout of a weight, from the type of the module that owns it (None if unknown)."""
     if ndim <= 1:
         return "vector"
@@ -362,7 +362,7 @@ def _alias_role(
     parent, _, leaf = name.rpartition(".")
     owner = modules.get(parent)
     owner_type = type(owner).__name__ if owner is not None else "?"
-    layout = _match(layouts, [name]) or _owner_layout(owner, leaf, len(shape))
+    layout = _match(layouts, [name]) or owner_layout(owner, leaf, len(shape))
     override = _match(roles, [name])
     if layout is None:
         if override is not None or not width_dims:

@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from ... import Plan, TensorPlan, parametrize
-from ...roles import RoleError, _owner_layout, canonical_name
+from ...roles import RoleError, canonical_name, owner_layout
 from ...rules import RoleRule, Rules, Scaling
 from .infshape import InfShape
 from .state import MupCompatError
@@ -101,7 +101,7 @@ def _fallback_roles(
         if shape.ninf() == 0 or any(fnmatch.fnmatchcase(name, p) for p in user_patterns):
             continue
         parent, _, leaf = name.rpartition(".")
-        if _owner_layout(modules.get(parent), leaf, len(shape)) is not None:
+        if owner_layout(modules.get(parent), leaf, len(shape)) is not None:
             continue
         if shape.ninf() >= 2:
             roles[name] = "hidden"
@@ -198,14 +198,8 @@ def _parametrize_quietly(
     family: str,
     **kwargs: Any,
 ) -> Plan:
-    """``parametrize`` without its side effects on attention: mup leaves the attention scale to
-    the user's own code, so any ``scaling`` attribute is put back as it was."""
-    saved = {
-        m: m.scaling
-        for m in model.modules()
-        if isinstance(getattr(m, "head_dim", None), int)
-        and isinstance(getattr(m, "scaling", None), float)
-    }
+    """``parametrize`` without touching attention: mup leaves the attention scale to the
+    user's own code."""
     try:
         plan = parametrize(
             model,
@@ -214,16 +208,12 @@ def _parametrize_quietly(
             family,
             delta=delta,
             init=False,
-            base_head_dim=1,  # unused: the attention plan is dropped below
+            attention=False,
             **kwargs,
         )
     except RoleError as exc:
         raise MupCompatError(
             f"{exc} (set_base_shapes accepts roles= and layouts= as mutransfer.parametrize does)"
         ) from exc
-    finally:
-        for module, scaling in saved.items():
-            module.scaling = scaling
-    plan.attention = {}
     plan._model_ref = None
     return plan
