@@ -23,6 +23,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,9 @@ def recover_lost(
     native = native_heartbeat(study)
     if native:
         # Databases: Optuna fails heartbeat-stale trials and runs the storage's retry callback.
-        optuna.storages.fail_stale_trials(study)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     now = time.time()
     recovered = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

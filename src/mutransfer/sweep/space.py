@@ -110,16 +110,18 @@ class Dim:
             lo = _check.number(bounds[0], f"{where}.log2[0]")
             hi = _check.number(bounds[1], f"{where}.log2[1]")
             return cls.log2(name, lo, hi, step=step, integer=integer)
-        if "low" not in spec or "high" not in spec:
-            missing = "low" if "low" not in spec else "high"
-            raise _check.fail(
-                f"{where}.{missing}",
-                "missing; a dimension is {low = .., high = ..}, {log2 = [lo, hi]} or "
-                "{values = [..]}",
-            )
-        low = _check.number(spec["low"], f"{where}.low", positive=True)
-        high = _check.number(spec["high"], f"{where}.high", positive=True)
-        return cls(name, low=low, high=high, step=step, integer=integer)
+        limits: dict[str, float] = {}
+        for key in ("low", "high"):  # a wrong value is reported before a missing one
+            if key in spec:
+                limits[key] = _check.number(spec[key], f"{where}.{key}", positive=True)
+        for key in ("low", "high"):
+            if key not in limits:
+                raise _check.fail(
+                    f"{where}.{key}",
+                    "missing; a dimension is {low = .., high = ..}, {log2 = [lo, hi]} or "
+                    "{values = [..]}",
+                )
+        return cls(name, low=limits["low"], high=limits["high"], step=step, integer=integer)
 
     # ---------------------------------------------------------------------- queries
     def grid(self) -> list[Choice]:

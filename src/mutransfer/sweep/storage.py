@@ -93,8 +93,8 @@ def open_storage(
         path.parent.mkdir(parents=True, exist_ok=True)
         backend = JournalFileBackend(str(path), lock_obj=journal_lock(path))
         return optuna.storages.JournalStorage(backend)
-    if kind == "database" and url.split("://", 1)[0] in ("postgresql", "postgres"):
-        _require("psycopg2", "psycopg2-binary", "PostgreSQL")
+    shown = redact(url)
+    url = database_url(url) if kind == "database" else url
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -106,7 +106,7 @@ def open_storage(
                 heartbeat_stale_trial_callback=RetryLostTrial(max_retry),
             )
     except Exception as exc:  # connection refused, unknown database, bad driver, ...
-        raise SweepError(f"cannot open storage {redact(url)!r}: {exc}") from exc
+        raise SweepError(f"cannot open storage {shown!r}: {exc}") from exc
 
 
 def journal_lock(path: Path) -> Any:
@@ -163,14 +163,21 @@ class FlockLock(BaseJournalFileLock):
             self._guard.release()
 
 
-def _require(module: str, package: str, what: str) -> None:
+def database_url(url: str) -> str:
+    """Name the PostgreSQL driver explicitly: ``postgresql://`` means psycopg2 in SQLAlchemy
+    2.0 but psycopg 3 in 2.1, so a bare URL breaks with whichever one is not installed."""
     import importlib.util
 
-    if importlib.util.find_spec(module) is None:
-        raise SweepError(
-            f"{what} storage needs the {package} driver: pip install {package} "
-            "(or pip install 'mutransfer[postgres]')"
-        )
+    scheme, rest = url.split("://", 1)
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    for module, driver in (("psycopg2", "psycopg2"), ("psycopg", "psycopg")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}://{rest}"
+    raise SweepError(
+        "PostgreSQL storage needs a driver: pip install psycopg2-binary "
+        "(or pip install 'mutransfer[postgres]')"
+    )
 
 
 @contextlib.contextmanager
@@ -193,7 +200,7 @@ def setup_lock(url: str) -> Iterator[None]:
         import sqlalchemy
 
         key = int.from_bytes(hashlib.sha1(b"mutransfer-sweep-setup").digest()[:7], "big")
-        engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+        engine = sqlalchemy.create_engine(database_url(url), poolclass=sqlalchemy.pool.NullPool)
         try:
             with engine.connect() as conn:
                 conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})

@@ -1,0 +1,124 @@
+"""Sweeps on PostgreSQL, the storage for many machines: two worker processes run the full grid
+without duplicates, and Optuna's heartbeat turns a silent worker's trial into a retry.
+
+These tests need a server: CI's ``.ci/run`` starts one and exports MUTRANSFER_TEST_POSTGRES_URL
+(``source .ci/start_postgres.sh`` does it locally). Without it they FAIL, so that a missing server
+is never mistaken for a pass; set MUTRANSFER_SKIP_POSTGRES=1 to skip them on purpose. Every test
+gets a fresh database, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from optuna.trial import TrialState
+
+from mutransfer.sweep import Sweep
+from mutransfer.sweep.liveness import Owner, recover_lost
+from mutransfer.sweep.storage import open_storage
+from mutransfer.sweep.trials import point_of, pop_waiting, record_heartbeat
+from test_sweep_support import (
+    GRID,
+    assert_full_grid_once,
+    calls,
+    env_for,
+    finish,
+    setup_sweep,
+    start,
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh, empty database on the test server (dropped after the test)."""
+    url = os.environ.get("MUTRANSFER_TEST_POSTGRES_URL")
+    if not url:
+        if os.environ.get("MUTRANSFER_SKIP_POSTGRES") == "1":
+            pytest.skip("PostgreSQL tests skipped on request (MUTRANSFER_SKIP_POSTGRES=1)")
+        pytest.fail(
+            "MUTRANSFER_TEST_POSTGRES_URL is not set: these tests need a PostgreSQL server. "
+            "Start one with `source .ci/start_postgres.sh` (CI's .ci/run does), or set "
+            "MUTRANSFER_SKIP_POSTGRES=1 to skip them explicitly."
+        )
+    import psycopg2
+    import sqlalchemy
+
+    name = f"mt_sweep_{uuid.uuid4().hex[:12]}"
+    admin = psycopg2.connect(url)
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield (
+            sqlalchemy.engine.make_url(url).set(database=name).render_as_string(hide_password=False)
+        )
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        admin.close()
+
+
+def test_two_workers_on_postgres_run_the_full_grid_once(tmp_path: Path, postgres_url: str) -> None:
+    widths = [8, 16]
+    setup_sweep(tmp_path, widths)
+    env = env_for(tmp_path, SWEEP_TEST_BARRIER="2", SWEEP_TEST_SLEEP="0.05")
+    code, out = finish(start(tmp_path, 2, env, "--storage", postgres_url))
+    assert code == 0, out
+    storage = open_storage(postgres_url)  # names the installed driver (psycopg2 or 3)
+    assert_full_grid_once(tmp_path, widths, storage)
+    started = Counter((c["width"], c["lr"]) for c in calls(tmp_path))
+    assert len(started) == 2 * len(GRID) and set(started.values()) == {1}
+    assert len({c["pid"] for c in calls(tmp_path)}) == 2
+    assert "2^-6" in out
+
+
+def test_heartbeat_stale_trial_is_failed_and_retried(tmp_path: Path, postgres_url: str) -> None:
+    def bowl(params: dict[str, Any], width: int, trial: Any) -> float:
+        return (params["lr"] - 0.01) ** 2
+
+    sweep = Sweep(
+        "w",
+        widths=[8],
+        space={"lr": {"log2": [-8, -2]}},
+        objective=bowl,
+        storage=postgres_url,
+        heartbeat_interval=1,
+        grace_period=2,
+    )
+    study = sweep.prepare()[8]
+    # A worker on another machine claims a trial, beats once, then goes silent (its machine died).
+    trial = pop_waiting(study)
+    assert trial is not None
+    trial.set_user_attr("worker", {"host": "gone", "boot": "x", "pid": 1, "started": "1"})
+    record_heartbeat(trial)
+    here = Owner.current()
+    recover_lost(study, grace_period=2, max_retry=3, here=here)
+    assert study.trials[trial.number].state == TrialState.RUNNING  # still within its grace
+    time.sleep(3.5)
+    recover_lost(study, grace_period=2, max_retry=3, here=here)
+    dead = study.trials[trial.number]
+    assert dead.state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == trial.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.WAITING
+    assert point_of(retries[0]) == point_of(dead) and "worker" not in retries[0].user_attrs
+    results = sweep.run(log=None)  # the retry runs like any other point
+    assert sorted(t.params["lr"] for t in results.trials[8] if t.state == "complete") == GRID
+    assert [t.state for t in results.trials[8]].count("failed") == 1
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    from mutransfer.sweep import SweepError
+
+    with pytest.raises(
+        SweepError, match=r"cannot open storage 'postgresql://u:\*\*\*@127.0.0.1:1/x'"
+    ):
+        open_storage("postgresql://u:secret@127.0.0.1:1/x")
