@@ -5,7 +5,7 @@ never the activations themselves. Each hook therefore turns what it sees into a 
 squares at once; memory stays that of plain training and the numbers are read back once per
 step (one device sync per step, not one per module).
 
-Three quantities are recorded, keyed ``(module name, quantity)``:
+Four quantities are recorded, keyed ``(module name, quantity)``:
 
 ``out``
     RMS of the module's output: the activation coordinate size.
@@ -21,7 +21,11 @@ Three quantities are recorded, keyed ``(module name, quantity)``:
     RMS of the attention logits ``scale · q·kᵀ`` (over the positions the mask allows) of every
     ``F.scaled_dot_product_attention`` call made inside the module. Models that call SDPA (the
     reference GPT, Hugging Face's SDPA attention) need no change: the function is wrapped for the
-    duration of the check. The logits are where a 1/√d instead of 1/d attention scale shows.
+    duration of the check (see ``attention_probe``).
+``Δlogits``
+    RMS of the change of those logits due to the module's own last update, at its current input
+    (the module called again with its previous weights). This is where a 1/√d instead of 1/d
+    attention scale shows from the first step: the learned part of q·k grows like d.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -40,6 +45,8 @@ from torch.func import functional_call
 from .roles import canonical_name
 
 Key = tuple[str, str]
+Delta = tuple[torch.Tensor, float]
+"""``(tensor, factor)`` with ``θ_{t−1} − θ_t = factor · tensor``."""
 QUANTITIES = ("out", "update", "logits", "Δlogits")
 ROOT = "<model>"
 """Name under which the model's own top-level forward is recorded (SDPA called there)."""
@@ -101,8 +108,12 @@ class Recorder:
     """Hooks on every module of ``model`` accumulating the recorded quantities for one step.
 
     Use ``begin(deltas)`` before a forward pass and ``end()`` after it; ``end`` returns
-    ``{(module, quantity): rms}``. ``deltas`` maps ``id(param)`` to ``θ_{t−1} − θ_t`` (the sign
-    does not matter for an RMS) for the update terms; ``None`` skips them (step 0).
+    ``{(module, quantity): rms}``. ``deltas`` maps ``id(param)`` to ``(tensor, factor)`` with
+    ``θ_{t−1} − θ_t = factor · tensor`` (the sign does not matter for an RMS): a snapshot
+    difference with factor 1, or, for plain SGD, the gradient and the group's LR, which costs
+    no copy at all. ``None`` skips the update terms (step 0).
+
+    Attention logits are recorded while ``recording()`` is open (see ``attention_probe``).
     """
 
     def __init__(
@@ -118,7 +129,7 @@ class Recorder:
         self._sums: dict[Key, list[Any]] = {}
         self._stack: list[str] = []
         self._saved_args: dict[int, list[tuple[tuple[Any, ...], dict[str, Any]]]] = {}
-        self._deltas: Mapping[int, torch.Tensor] | None = None
+        self._deltas: Mapping[int, Delta] | None = None
         self._paused = False
         self._replay: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
         self._attention_owners: set[str] = set()
@@ -143,7 +154,7 @@ class Recorder:
             )
 
     # ------------------------------------------------------------------------------ steps
-    def begin(self, deltas: Mapping[int, torch.Tensor] | None = None) -> None:
+    def begin(self, deltas: Mapping[int, Delta] | None = None) -> None:
         self._sums = {}
         self._stack = []
         self._saved_args = {}
@@ -180,10 +191,10 @@ class Recorder:
             entry[0] = entry[0] + sumsq
             entry[1] = entry[1] + count
 
-    def _add_tensor(self, key: Key, x: torch.Tensor | None) -> None:
+    def _add_tensor(self, key: Key, x: torch.Tensor | None, factor: float = 1.0) -> None:
         if x is None or not x.is_floating_point() or x.numel() == 0:
             return
-        norm = torch.linalg.vector_norm(x.detach(), dtype=torch.float32)
+        norm = torch.linalg.vector_norm(x.detach(), dtype=torch.float32) * abs(factor)
         self._add(key, norm * norm, x.numel())
 
     def _pre_hook(self, name: str, owns: bool) -> Callable[..., None]:
@@ -243,18 +254,27 @@ class Recorder:
             return
         # buffers are passed as copies so that a second call cannot change running statistics
         buffers = {n: b.clone() for n, b in module.named_buffers(recurse=False)}
+        factor = 1.0
         with torch.no_grad(), self._pause():
             if isinstance(module, _LINEAR_IN_PARAMS):
-                # f(x; θ_old − θ_new) = −ΔW·x exactly; parameters left out (frozen) count as zero
+                # f(x; θ_old − θ_new) = −ΔW·x exactly (frozen parameters count as zero). f is
+                # linear in all its parameters jointly, so a common factor (the LR of plain SGD)
+                # is taken out and applied to the RMS: no pass over the weight
+                main = max(deltas, key=lambda n: deltas[n][0].numel())
+                factor = deltas[main][1]
+                call = {
+                    n: t if f == factor else t * (f / factor if factor else 0.0)
+                    for n, (t, f) in deltas.items()
+                }
                 zeros = {n: torch.zeros_like(p) for n, p in params.items() if n not in deltas}
                 change = first_tensor(
-                    functional_call(module, {**deltas, **zeros, **buffers}, args, kwargs)
+                    functional_call(module, {**call, **zeros, **buffers}, args, kwargs)
                 )
             else:
-                old = {n: params[n] + d for n, d in deltas.items()}
+                old = {n: torch.add(params[n], t, alpha=f) for n, (t, f) in deltas.items()}
                 previous = first_tensor(functional_call(module, {**old, **buffers}, args, kwargs))
                 change = None if previous is None else out.detach() - previous
-        self._add_tensor((self._keys[name], "update"), change)
+        self._add_tensor((self._keys[name], "update"), change, factor)
 
     def _record_logit_update(
         self, name: str, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -269,7 +289,7 @@ class Recorder:
         assert self._deltas is not None
         new = self._new_logits.pop(name)
         old_params = {
-            n: p + self._deltas[id(p)]
+            n: torch.add(p, self._deltas[id(p)][0], alpha=self._deltas[id(p)][1])
             for n, p in module.named_parameters()
             if id(p) in self._deltas
         }
@@ -304,25 +324,59 @@ class Recorder:
             self._new_logits.setdefault(owner, []).append((logits, valid))
 
     @contextlib.contextmanager
-    def attention_logits(self) -> Iterator[None]:
-        """Wrap ``F.scaled_dot_product_attention`` to record logits while the context is open.
-
-        The wrapper is installed on ``torch.nn.functional`` (where models look the function up
-        at call time) and removed on exit, even on error. Not thread-safe: do not run other
-        models in other threads meanwhile.
-        """
-        original = F.scaled_dot_product_attention
-
-        def wrapped(*args: Any, **kwargs: Any) -> torch.Tensor:
-            if self._replay is not None or not self._paused:
-                self._record_logits(_SDPA_SIGNATURE.bind(*args, **kwargs).arguments)
-            return original(*args, **kwargs)
-
-        F.scaled_dot_product_attention = wrapped
+    def recording(self) -> Iterator[None]:
+        """Make this recorder receive the attention logits of SDPA calls in this thread."""
+        previous = getattr(_ACTIVE, "recorder", None)
+        _ACTIVE.recorder = self
         try:
             yield
         finally:
-            F.scaled_dot_product_attention = original
+            _ACTIVE.recorder = previous
+
+    def _on_sdpa(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._replay is not None or not self._paused:
+            self._record_logits(_SDPA_SIGNATURE.bind(*args, **kwargs).arguments)
+
+
+# ---------------------------------------------------------------------- the SDPA probe
+_ACTIVE = threading.local()
+_PROBE_LOCK = threading.Lock()
+_PROBE_USERS = 0
+_ORIGINAL_SDPA: Callable[..., torch.Tensor] | None = None
+
+
+def _probed_sdpa(*args: Any, **kwargs: Any) -> torch.Tensor:
+    recorder = getattr(_ACTIVE, "recorder", None)
+    if recorder is not None:
+        recorder._on_sdpa(args, kwargs)
+    assert _ORIGINAL_SDPA is not None
+    return _ORIGINAL_SDPA(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def attention_probe() -> Iterator[None]:
+    """Route ``F.scaled_dot_product_attention`` through the recorders while the context is open.
+
+    Models look the function up on ``torch.nn.functional`` at call time, so replacing it there
+    reaches them without any change to their code (the reference GPT, Hugging Face's SDPA
+    attention, ``nn.MultiheadAttention``). Calls are passed on unchanged; a call is recorded
+    only in a thread where a recorder is active (``Recorder.recording``), so other code keeps
+    working. Restored on exit, even on error; nested and concurrent uses share one wrapper.
+    """
+    global _PROBE_USERS, _ORIGINAL_SDPA
+    with _PROBE_LOCK:
+        if _PROBE_USERS == 0:
+            _ORIGINAL_SDPA = F.scaled_dot_product_attention
+            F.scaled_dot_product_attention = _probed_sdpa
+        _PROBE_USERS += 1
+    try:
+        yield
+    finally:
+        with _PROBE_LOCK:
+            _PROBE_USERS -= 1
+            if _PROBE_USERS == 0 and _ORIGINAL_SDPA is not None:
+                F.scaled_dot_product_attention = _ORIGINAL_SDPA
+                _ORIGINAL_SDPA = None
 
 
 @torch.no_grad()

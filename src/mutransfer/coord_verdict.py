@@ -61,7 +61,7 @@ class Thresholds:
     """
 
     blow_up: float = 0.25
-    vanish: float = -0.25
+    vanish: float = -0.4
     init_shrink: float = -0.5
     """The shrinkage explained at step 0 (1/√width); tolerated down to ``init_shrink - margin``."""
     margin: float = 0.2
