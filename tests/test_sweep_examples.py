@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from mutransfer.cli import main
-from mutransfer.sweep import Space, Sweep, load_config
+from mutransfer.sweep import CallbackHandle, Space, Sweep, load_config
 from mutransfer.trainer import TrainConfig
 
 torch.set_num_threads(1)
@@ -38,16 +38,7 @@ def test_custom_objective_example_is_a_plain_function() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
 
-    class Handle:  # the smallest trial handle: a seed and a report() that never prunes
-        seed = 0
-
-        def __init__(self) -> None:
-            self.reports: list[tuple[int, float]] = []
-
-        def report(self, step: int, loss: float) -> None:
-            self.reports.append((step, loss))
-
-    handle = Handle()
+    handle = CallbackHandle(width=64, seed=0)  # no Optuna: how Ray Tune or a loop calls it
     good = module.objective({"lr": 2.0**-7}, 64, handle)
     bad = module.objective({"lr": 2.0**-14}, 64, handle)
     assert good < bad  # a sensible LR learns the teacher better than a tiny one

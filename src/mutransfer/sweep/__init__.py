@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .api import Sweep, run_sweep
     from .config import PrunerSpec, SweepSpec, load_config
     from .errors import ConfigError, Diverged, SweepError
-    from .objective import TrainerObjective, TrialHandle
+    from .objective import CallbackHandle, TrainerObjective, TrialHandle
     from .report import Report, make_report
     from .results import SweepResults, TrialRecord
     from .space import Dim, Space
@@ -39,6 +39,7 @@ _EXPORTS = {
     "ConfigError": "errors",
     "Diverged": "errors",
     "SweepError": "errors",
+    "CallbackHandle": "objective",
     "TrainerObjective": "objective",
     "TrialHandle": "objective",
     "Report": "report",
@@ -51,6 +52,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "CallbackHandle",
     "ConfigError",
     "Dim",
     "Diverged",

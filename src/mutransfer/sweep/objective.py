@@ -79,6 +79,35 @@ class TrialHandle:
         self.optuna_trial.set_user_attr(name, value)
 
 
+class CallbackHandle:
+    """A trial handle without Optuna, for driving an objective from elsewhere.
+
+    Ray Tune, a notebook loop or a test can call ``objective(params, width, handle)`` with
+    ``CallbackHandle(width, seed, on_report=...)``: ``report`` forwards to ``on_report(step,
+    loss)`` (which may raise to stop the run), ``set_attr`` stores into ``attrs``.
+    """
+
+    def __init__(
+        self,
+        width: int,
+        seed: int = 0,
+        on_report: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.width = width
+        self.seed = seed
+        self.on_report = on_report
+        self.attrs: dict[str, Any] = {}
+        self.reports: list[tuple[int, float]] = []
+
+    def report(self, step: int, loss: float) -> None:
+        self.reports.append((int(step), float(loss)))
+        if self.on_report is not None:
+            self.on_report(int(step), float(loss))
+
+    def set_attr(self, key: str, value: Any) -> None:
+        self.attrs[key] = value
+
+
 class Objective(Protocol):
     def __call__(self, params: dict[str, Any], width: int, trial: TrialHandle) -> float: ...
 

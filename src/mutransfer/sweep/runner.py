@@ -276,12 +276,17 @@ class Worker:
 
 # ------------------------------------------------------------------------ processes
 def _raise_interrupt(signum: int, frame: Any) -> None:
+    """First Ctrl-C/SIGTERM: stop, requeueing the current trial; ignore repeats meanwhile
+    (a second signal would cut that clean-up short and leave the trial RUNNING)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
 def _worker_main(spec_data: dict[str, Any], objective: Any, storage_url: str, index: int) -> None:
     """Entry point of a worker process (spawned: a fresh interpreter, one CPU thread)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
     try:
         import torch
@@ -347,10 +352,16 @@ def run_processes(
                 if p.exitcode:
                     log(f"worker {procs.index(p)} (pid {p.pid}) exited with status {p.exitcode}")
     except KeyboardInterrupt:
+        # Ctrl-C in a terminal reaches the workers too; a signal sent to this process alone
+        # does not, so pass it on. Each worker requeues its trial and exits.
+        for p in pending:
+            p.join(timeout=2)
+            if p.is_alive():
+                p.terminate()  # SIGTERM: handled like Ctrl-C by the worker
         for p in pending:
             p.join(timeout=30)
             if p.is_alive():
-                p.terminate()
+                p.kill()
                 p.join()
         raise
     return [int(p.exitcode or 0) for p in procs]
