@@ -7,11 +7,15 @@ zero-initialised readout, SGD at lr 0.1 (``MuSGD``), batch size 1, 3 steps, 10 s
 widths 2^7 … 2^13. CIFAR-10 is not available offline, so both get the same single batch of
 one Gaussian 3×32×32 image (``get_coord_data`` uses only the first batch by default anyway).
 
-Both run in this process, alternately, with the same torch thread budget: mup with torch's
-intra-op threads, mutransfer with ``workers`` threads of one intra-op thread each. Each repeat
-runs both; the table reports the best and the median over repeats. mutransfer records more
-(outputs, each layer's own update ΔW·x, attention logits where there are any, one more
-step) and returns a verdict; mup records the mean |output| per module.
+Both run in this process, in rotating order, with the same torch thread budget: mup with
+torch's intra-op threads, mutransfer with ``workers`` threads of one intra-op thread each; the
+table reports the best and the median wall time over repeats, and the CPU seconds used. mup
+records before each update, so its last update is never observed: mutransfer is timed both with
+the same number of updates (one more recorded state) and with the same recorded states (one
+update fewer). mutransfer records more (every module's output and every layer's own update
+ΔW·x) and returns a verdict; mup records the mean |output| per module.
+
+On a machine with more cores, ``--cpus 0,1`` pins the run to two of them.
 
     .venv/bin/python bench/coord_check_speed.py                 # the full example (~minutes)
     .venv/bin/python bench/coord_check_speed.py --seeds 2 --widths 128,256,512 --repeats 1
@@ -28,7 +32,9 @@ import json
 import math
 import os
 import platform
+import resource
 import statistics
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -78,10 +84,9 @@ def mup_models(widths: list[int], base_width: int) -> dict[int, Any]:
     return {w: lazy(w) for w in widths}
 
 
-def run_mup(widths: list[int], seeds: int, steps: int, batch: Any) -> tuple[float, int]:
+def run_mup(widths: list[int], seeds: int, steps: int, batch: Any, device: str) -> int:
     from mup.coord_check import get_coord_data
 
-    started = time.perf_counter()
     frame = get_coord_data(
         mup_models(widths, 256),
         [batch],
@@ -91,20 +96,19 @@ def run_mup(widths: list[int], seeds: int, steps: int, batch: Any) -> tuple[floa
         flatten_input=True,
         nseeds=seeds,
         nsteps=steps,
-        cuda=False,
+        cuda=device == "cuda",
         show_progress=False,
     )
-    return time.perf_counter() - started, len(frame)
+    return len(frame)
 
 
 def run_ours(
-    widths: list[int], seeds: int, steps: int, batch: Any, workers: int
-) -> tuple[float, Any]:
+    widths: list[int], seeds: int, steps: int, batch: Any, workers: int, device: str
+) -> Any:
     from mutransfer.coord import coord_check
 
     x, y = batch
-    started = time.perf_counter()
-    report = coord_check(
+    return coord_check(
         mlp,
         widths,
         steps=steps,
@@ -115,11 +119,27 @@ def run_ours(
         base_width=256,
         parametrize_kwargs={"zero_init_readout": True, "init_std": math.sqrt(2.0)},
         workers=workers,
+        device=device,
     )
-    return time.perf_counter() - started, report
 
 
-def machine() -> dict[str, Any]:
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(fn: Any, device: str) -> tuple[float, float, Any]:
+    """(wall seconds, CPU seconds of all threads, result)."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    wall, cpu = time.perf_counter(), cpu_seconds()
+    result = fn()
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - wall, cpu_seconds() - cpu, result
+
+
+def machine(cores: int) -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as fh:
@@ -131,7 +151,7 @@ def machine() -> dict[str, Any]:
 
     return {
         "cpu": cpu,
-        "cores": os.cpu_count(),
+        "cores": cores,
         "torch": torch.__version__,
         "mup": getattr(mup, "__version__", "1.0.0"),
         "python": platform.python_version(),
@@ -146,35 +166,54 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="mup's example uses 3")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2, help="mutransfer worker threads")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
+    parser.add_argument("--cpus", default=None, help="pin to these CPUs, e.g. 0,1")
+    parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default=str(RESULTS))
     args = parser.parse_args()
 
-    torch.set_num_threads(args.threads)
+    if args.cpus:
+        os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
+    cores = len(os.sched_getaffinity(0))
+    torch.set_num_threads(args.threads or cores)
     widths = [int(w) for w in args.widths.split(",")]
     generator = torch.Generator().manual_seed(20240601)
     batch = (torch.randn(1, 3, 32, 32, generator=generator), torch.tensor([3]))
-    load_before = os.getloadavg()
-    times: dict[str, list[float]] = {"mup": [], "mutransfer": []}
-    report = None
-    rows = 0
+    # warm-up: imports, first-call costs, allocator
+    run_mup(widths[:2], 1, 1, batch, args.device)
+    run_ours(widths[:2], 1, 1, batch, args.workers, args.device)
+    load_before = os.getloadavg()[0]
+    runs = {
+        "mup": lambda: run_mup(widths, args.seeds, args.steps, batch, args.device),
+        "mutransfer": lambda: run_ours(
+            widths, args.seeds, args.steps, batch, args.workers, args.device
+        ),
+        # mup's last update is never observed (it records before each update): with one update
+        # fewer, mutransfer records exactly the states mup records (after 0 … steps−1 updates)
+        "mutransfer_same_states": lambda: run_ours(
+            widths, args.seeds, args.steps - 1, batch, args.workers, args.device
+        ),
+    }
+    wall: dict[str, list[float]] = {k: [] for k in runs}
+    cpu: dict[str, list[float]] = {k: [] for k in runs}
+    results: dict[str, Any] = {}
     for repeat in range(args.repeats):
-        order = ["mup", "mutransfer"] if repeat % 2 == 0 else ["mutransfer", "mup"]
-        for name in order:
-            if name == "mup":
-                seconds, rows = run_mup(widths, args.seeds, args.steps, batch)
-            else:
-                seconds, report = run_ours(widths, args.seeds, args.steps, batch, args.workers)
-            times[name].append(seconds)
-            print(f"repeat {repeat + 1}: {name:10s} {seconds:7.2f} s", flush=True)
-    assert report is not None
-    best = {k: min(v) for k, v in times.items()}
-    median = {k: statistics.median(v) for k, v in times.items()}
+        names = list(runs)
+        names = names[repeat % len(names) :] + names[: repeat % len(names)]  # rotate the order
+        for name in names:
+            seconds, cpu_used, results[name] = timed(runs[name], args.device)
+            wall[name].append(seconds)
+            cpu[name].append(cpu_used)
+            print(f"repeat {repeat + 1}: {name:24s} {seconds:7.2f} s wall {cpu_used:7.2f} s CPU")
+    report = results["mutransfer"]
+    best = {k: min(v) for k, v in wall.items()}
+    median = {k: statistics.median(v) for k, v in wall.items()}
     result = {
         "benchmark": "coord_check_speed",
         "date": datetime.date.today().isoformat(),
-        "machine": machine(),
-        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+        "machine": machine(cores),
+        "device": args.device,
+        "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "setup": {
             "model": "MLP 3072-w-w-10, ReLU, biases, zero-init readout, base width 256",
             "widths": widths,
@@ -184,12 +223,17 @@ def main() -> None:
             "batch": "one Gaussian 3x32x32 image (batch size 1)",
             "mutransfer_workers": args.workers,
         },
-        "seconds": times,
+        "wall_seconds": wall,
+        "cpu_seconds": cpu,
         "best_seconds": best,
         "median_seconds": median,
-        "speedup_best": round(best["mup"] / best["mutransfer"], 2),
-        "speedup_median": round(median["mup"] / median["mutransfer"], 2),
-        "mup_rows": rows,
+        "speedup_best": {
+            k: round(best["mup"] / best[k], 2) for k in ("mutransfer", "mutransfer_same_states")
+        },
+        "speedup_median": {
+            k: round(median["mup"] / median[k], 2) for k in ("mutransfer", "mutransfer_same_states")
+        },
+        "mup_rows": results["mup"],
         "mutransfer_series": len(report.rows),
         "mutransfer_verdict": "PASS" if report.ok else "FAIL",
         "mutransfer_warnings": [r.describe() for r in report.vanishing()],
@@ -197,42 +241,54 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "coord_check_speed.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "coord_check_speed.md").write_text(markdown(result, args))
+    (out / "coord_check_speed.md").write_text(markdown(result, sys.argv[1:]))
     print(json.dumps({k: result[k] for k in ("best_seconds", "speedup_best", "speedup_median")}))
 
 
-def markdown(r: dict[str, Any], args: argparse.Namespace) -> str:
+def markdown(r: dict[str, Any], argv: list[str]) -> str:
     m, s = r["machine"], r["setup"]
-    command = "python bench/coord_check_speed.py" + (
-        ""
-        if args.widths == EXAMPLE_WIDTHS and args.seeds == 10 and args.repeats == 2
-        else f" --widths {args.widths} --seeds {args.seeds} --repeats {args.repeats}"
-    )
+    best, median, cpu = r["best_seconds"], r["median_seconds"], r["cpu_seconds"]
+    rows = [
+        ("mup `get_coord_data`", "mup", f"{s['steps']} updates, {s['steps']} recorded states"),
+        (
+            f"mutransfer `coord_check`, {s['mutransfer_workers']} workers",
+            "mutransfer",
+            f"{s['steps']} updates, {s['steps'] + 1} recorded states",
+        ),
+        (
+            f"mutransfer `coord_check`, {s['mutransfer_workers']} workers",
+            "mutransfer_same_states",
+            f"{s['steps'] - 1} updates, the same {s['steps']} states as mup",
+        ),
+    ]
+    table = ["| | steps | best wall | median wall | CPU (all threads) | speed-up (best) |"]
+    table.append("|---|---|---|---|---|---|")
+    for label, key, steps in rows:
+        speedup = "1×" if key == "mup" else f"{r['speedup_best'][key]}×"
+        table.append(
+            f"| {label} | {steps} | {best[key]:.1f} s | {median[key]:.1f} s | "
+            f"{min(cpu[key]):.1f} s | {speedup} |"
+        )
     return "\n".join(
         [
             "## Coordinate check: mutransfer vs microsoft/mup",
             "",
-            f"Command: `{command}` ({r['date']}; {m['cpu']}, {m['cores']} cores, "
-            f"torch {m['torch']}, mup {m['mup']}, {m['torch_threads']} torch threads for both; "
-            f"load average {r['load_average_before_after'][0]} before, "
-            f"{r['load_average_before_after'][1]} after).",
+            "Command: `python bench/coord_check_speed.py" + "".join(" " + a for a in argv) + "`",
             "",
-            f"Setup: mup's own coord-check example — {s['model']}, widths "
-            f"{', '.join(map(str, s['widths']))}, {s['seeds']} seeds, {s['steps']} steps, "
-            f"{s['optimizer']}, {s['batch']}.",
+            f"Machine ({r['date']}): {m['cpu']}, {m['cores']} cores available, torch "
+            f"{m['torch']}, mup {m['mup']}, device {r['device']}, {m['torch_threads']} torch "
+            f"threads; load average {r['load_average_before_after'][0]} before, "
+            f"{r['load_average_before_after'][1]} after.",
             "",
-            "| | best of repeats | median |",
-            "|---|---|---|",
-            f"| mup `get_coord_data` | {r['best_seconds']['mup']:.1f} s | "
-            f"{r['median_seconds']['mup']:.1f} s |",
-            f"| mutransfer `coord_check` ({s['mutransfer_workers']} workers) | "
-            f"{r['best_seconds']['mutransfer']:.1f} s | "
-            f"{r['median_seconds']['mutransfer']:.1f} s |",
-            f"| speed-up | {r['speedup_best']}× | {r['speedup_median']}× |",
+            f"Setup: mup's own coord-check example — {s['model']}; widths "
+            f"{', '.join(map(str, s['widths']))}; {s['seeds']} seeds; {s['optimizer']}; "
+            f"{s['batch']}.",
             "",
-            f"mutransfer's verdict on this (correct µP) setup: {r['mutransfer_verdict']} "
-            f"({r['mutransfer_series']} series: outputs and each layer's own update, 4 recorded "
-            f"states); mup returned {r['mup_rows']} rows of mean |output| and no verdict.",
+            *table,
+            "",
+            f"mutransfer's verdict on this (correct µP) setup: {r['mutransfer_verdict']}, from "
+            f"{r['mutransfer_series']} series (every module's output and every layer's own "
+            f"update ΔW·x); mup returned {r['mup_rows']} rows of mean |output| and no verdict.",
             "",
         ]
     )

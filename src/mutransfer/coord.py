@@ -562,10 +562,12 @@ def reinit(plan: Plan, model: nn.Module, seed: int) -> None:
     weights, and fills through a temporary tensor; for a width-8192 MLP that doubles the cost
     of the check. Here only modules holding a tensor the plan leaves at its default are reset
     (under the seeded global RNG), and the plan's tensors are drawn in place from a generator
-    seeded with ``seed``: bit for bit what ``plan.init_(model, seed=seed)`` gives them.
+    seeded with ``seed`` on their own device: on CPU, bit for bit what
+    ``plan.init_(model, seed=seed)`` gives them (on a GPU, the same distribution from the
+    GPU's generator, without a trip through host memory).
     """
     plan.retie_(model)
-    generator = torch.Generator(device="cpu").manual_seed(seed)
+    generators: dict[torch.device, torch.Generator] = {}
     keep_default = {
         name.rpartition(".")[0]
         for name, p in model.named_parameters()
@@ -589,10 +591,11 @@ def reinit(plan: Plan, model: nn.Module, seed: int) -> None:
             p.zero_()
         elif entry.init == "ones":
             p.fill_(1.0)
-        elif p.device.type == "cpu":
-            p.normal_(0.0, entry.init_std, generator=generator)
         else:
-            p.copy_(torch.randn(p.shape, generator=generator).mul_(entry.init_std))
+            generator = generators.get(p.device)
+            if generator is None:
+                generator = generators[p.device] = torch.Generator(p.device).manual_seed(seed)
+            p.normal_(0.0, entry.init_std, generator=generator)
     for module in model.modules():
         pad = getattr(module, "padding_idx", None)
         if isinstance(module, nn.Embedding) and pad is not None:

@@ -58,6 +58,9 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--out", default="coord_check", help="output folder")
     parser.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="threads training sizes/seeds at once"
+    )
     parser.add_argument("--strict", action="store_true", help="also fail when a series vanishes")
     parser.add_argument("--no-plot", action="store_true", help="skip the figure")
     parser.add_argument("--all", action="store_true", help="print every series, not only bad")
@@ -97,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
             base_width=args.base_width,
             parametrize_kwargs=parametrize_kwargs,
             device=args.device,
+            workers=args.workers,
             progress=progress,
         )
     except (CoordCheckError, TypeError, ValueError) as exc:
@@ -166,10 +170,10 @@ def _load(spec: str) -> Any:
             module_spec = importlib.util.spec_from_file_location("_coord_check_user", where)
             assert module_spec is not None and module_spec.loader is not None
             module = importlib.util.module_from_spec(module_spec)
-            sys.path.insert(0, os.path.dirname(os.path.abspath(where)))
+            _add_to_path(os.path.dirname(os.path.abspath(where)))  # its own imports
             module_spec.loader.exec_module(module)
         else:
-            sys.path.insert(0, os.getcwd())
+            _add_to_path(os.getcwd())  # as `python -m` would: the user's package in the cwd
             module = importlib.import_module(where)
     except ImportError as exc:
         raise UserError(f"cannot import {where!r}: {exc}") from exc
@@ -177,6 +181,11 @@ def _load(spec: str) -> Any:
         return getattr(module, name)
     except AttributeError:
         raise UserError(f"{where!r} has no attribute {name!r}") from None
+
+
+def _add_to_path(folder: str) -> None:
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
 
 
 def _factory(
