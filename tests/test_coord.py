@@ -243,6 +243,16 @@ def test_default_data_is_small_and_deterministic() -> None:
     assert features.shape == (4, 16) and int(labels.max()) < 10
 
 
+def test_data_as_a_batch_a_callable_or_batches() -> None:
+    x, y = torch.randn(4, 16), torch.randint(0, 10, (4,))
+    as_batch = coord_check(mlp, (32, 64), steps=1, seeds=1, data=(x, y))
+    as_list = coord_check(mlp, (32, 64), steps=1, seeds=1, data=[(x, y), (x + 1, y)])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=4)
+    as_loader = coord_check(mlp, (32, 64), steps=1, seeds=1, data=loader)
+    as_callable = coord_check(mlp, (32, 64), steps=1, seeds=1, data=lambda g: (x, y))
+    assert as_batch.values == as_list.values == as_loader.values == as_callable.values
+
+
 def test_data_and_init_draw_from_different_streams() -> None:
     # same seed for both would make the first input equal the first weight row (up to scale)
     model = mlp(32)

@@ -13,7 +13,9 @@ microsoft/mup's ``get_coord_data`` leaves the reading of a plot to the user; her
 the evidence and the verdict is computed.
 
 Cost: each width's model is built once and re-initialised from its plan for every seed; the
-update term costs one extra call per parameterised module and one copy of the parameters.
+update term costs one extra call per parameterised module per step, plus one copy of the
+parameters unless the optimizer is plain SGD (whose update is lr·grad). ``workers`` threads
+train several sizes or seeds at once.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import dataclasses
 import math
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypeAlias
 
 import torch
@@ -40,7 +42,7 @@ from .rules import Rules, get_rules, optimizer_family
 
 Factory: TypeAlias = Callable[[int], "nn.Module | tuple[nn.Module, Plan]"]
 Batch: TypeAlias = Any
-DataSpec: TypeAlias = "Callable[[torch.Generator], Batch] | Batch | None"
+DataSpec: TypeAlias = "Callable[[torch.Generator], Batch] | Iterable[Batch] | Batch | None"
 LossFn: TypeAlias = Callable[[Any, Batch], torch.Tensor]
 
 DEFAULT_LR = {"adam": 1e-2, "sgd": 0.1}
@@ -89,8 +91,9 @@ def coord_check(
         seeds: number of seeds (``0..n-1``) or the seeds themselves; slopes are averaged.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a ``torch.optim`` optimizer class.
         lr: base learning rate (the plan scales it per tensor); default 1e-2 (Adam), 0.1 (SGD).
-        data: a batch, or a callable ``data(generator) -> batch`` called once per seed; the
-            same batch is used at every step. A batch is ``(inputs, targets)``
+        data: a batch, a callable ``data(generator) -> batch`` called once per seed, or
+            batches (a list, a DataLoader) of which the first is used; the same batch is used
+            at every step. A batch is ``(inputs, targets)``
             (``model(inputs)``) or a dict (``model(**batch)``). Keep it small (a few vectors or
             a few dozen tokens): see ``default_batch``. Default: 2 windows of 8 tokens of the
             shipped text (random bytes without it) for models starting with an Embedding, 4
@@ -154,7 +157,6 @@ def coord_check(
         include=include,
         rename=rename,
         updates=updates,
-        attention_logits=attention_logits,
         device=target,
         progress=progress,
     )
@@ -314,7 +316,6 @@ class _Runner:
     include: Callable[[str, nn.Module], bool]
     rename: Callable[[str], str] | None
     updates: bool
-    attention_logits: bool
     device: torch.device
     progress: Callable[[str], None] | None
     n_sizes: int = 0
@@ -631,8 +632,17 @@ def _batch(data: DataSpec, model: nn.Module, generator: torch.Generator) -> Batc
     """
     if data is None:
         return default_batch(model, generator)
-    if callable(data) and not isinstance(data, torch.Tensor):
+    if isinstance(data, torch.Tensor | dict):
+        return data
+    if isinstance(data, tuple | list) and data and isinstance(data[0], torch.Tensor):
+        return data  # one batch: (inputs, targets)
+    if callable(data):
         return data(generator)
+    if isinstance(data, Iterable):
+        try:  # batches (a list, a DataLoader): the first one, as mup's fix_data does
+            return next(iter(data))
+        except StopIteration:
+            raise CoordCheckError("data= holds no batch") from None
     return data
 
 

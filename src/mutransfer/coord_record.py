@@ -63,6 +63,15 @@ _LINEAR_IN_PARAMS: tuple[type[nn.Module], ...] = (
     nn.RMSNorm,
     nn.modules.batchnorm._NormBase,
 )
+
+
+def _linear_in_params(module: nn.Module) -> bool:
+    # Hugging Face GPT-2's Conv1D (x @ W + b) is matched by name: transformers is optional
+    return isinstance(module, _LINEAR_IN_PARAMS) or (
+        type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+    )
+
+
 # Containers only pass their children's outputs on: recording them would duplicate rows.
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict, nn.Identity)
 
@@ -256,7 +265,7 @@ class Recorder:
         buffers = {n: b.clone() for n, b in module.named_buffers(recurse=False)}
         factor = 1.0
         with torch.no_grad(), self._pause():
-            if isinstance(module, _LINEAR_IN_PARAMS):
+            if _linear_in_params(module):
                 # f(x; θ_old − θ_new) = −ΔW·x exactly (frozen parameters count as zero). f is
                 # linear in all its parameters jointly, so a common factor (the LR of plain SGD)
                 # is taken out and applied to the RMS: no pass over the weight
