@@ -112,7 +112,7 @@ def test_heartbeat_stale_trial_is_failed_and_retried(tmp_path: Path, postgres_ur
     assert point_of(retries[0]) == point_of(dead) and "worker" not in retries[0].user_attrs
     results = sweep.run(log=None)  # the retry runs like any other point
     assert sorted(t.params["lr"] for t in results.trials[8] if t.state == "complete") == GRID
-    assert [t.state for t in results.trials[8]].count("failed") == 1
+    assert [t.state for t in results.trials[8]].count("lost") == 1
 
 
 def test_unreachable_database_is_a_clear_error() -> None:

@@ -85,6 +85,11 @@ def test_heartbeat_decides_for_trials_on_other_machines() -> None:
     assert reason is not None and "no heartbeat" in reason
     # a remote trial is never judged by a local pid check
     assert lost_reason(trial, here, now + 10, grace_period=5, check_heartbeat=False) is None
+    # a live local worker keeps its trial even if its heartbeat is late (a starved thread)
+    local = optuna.trial.create_trial(
+        state=TrialState.RUNNING, user_attrs={"worker": here.to_attr(), "heartbeat": now - 60}
+    )
+    assert lost_reason(local, here, now, grace_period=5, check_heartbeat=True) is None
 
 
 def test_a_journal_lock_held_by_a_killed_worker_does_not_block_the_others(

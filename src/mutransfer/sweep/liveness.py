@@ -115,8 +115,12 @@ def lost_reason(
         if now - started > grace_period:
             return f"no worker recorded {now - started:.0f} s after the trial started"
         return None
-    if owner.same_machine(here) and owner.pid != here.pid and not owner.alive():
-        return f"worker {owner} is gone (killed or crashed)"
+    if owner.same_machine(here):
+        # The process table is authoritative here: a live but busy worker whose heartbeat
+        # thread was starved must not lose its trial.
+        if owner.pid != here.pid and not owner.alive():
+            return f"worker {owner} is gone (killed or crashed)"
+        return None
     if check_heartbeat:
         beat = trial.user_attrs.get(ATTR_HEARTBEAT)
         if not isinstance(beat, int | float):

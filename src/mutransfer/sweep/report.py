@@ -102,7 +102,7 @@ def summary_text(
         lines.append("")
     failures = results.failures()
     if failures:
-        lines.append("## Failed trials" if markdown else "Failed trials:")
+        lines.append("## Failed and lost trials" if markdown else "Failed and lost trials:")
         lines.append("")
         for t in failures[:20]:
             lines.append(

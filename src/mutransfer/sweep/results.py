@@ -16,7 +16,7 @@ from .config import SweepSpec
 from .errors import SweepError
 from .runner import format_value
 from .storage import find_sweep_studies, open_storage, redact
-from .trials import ATTR_FAIL_KIND, ATTR_SPEC, DIVERGED, fail_reason, point_of
+from .trials import ATTR_FAIL_KIND, ATTR_SPEC, DIVERGED, RETRIED_KINDS, fail_reason, point_of
 
 if TYPE_CHECKING:
     import optuna
@@ -32,7 +32,8 @@ class TrialRecord:
     width: int
     number: int
     state: str
-    """``complete``, ``pruned``, ``diverged``, ``failed``, ``running`` or ``waiting``."""
+    """``complete``, ``pruned``, ``diverged``, ``lost`` (worker killed or run interrupted; the
+    point was queued again), ``failed`` (the objective raised), ``running`` or ``waiting``."""
     value: float | None
     params: dict[str, Any]
     reason: str = ""
@@ -94,6 +95,7 @@ class SweepResults:
                 "complete": counts["complete"],
                 "pruned": counts["pruned"],
                 "diverged": counts["diverged"],
+                "lost": counts["lost"],
                 "failed": counts["failed"],
                 "pending": counts["running"] + counts["waiting"],
                 "best loss": None if best is None else best.value,
@@ -133,7 +135,8 @@ class SweepResults:
         return make_report(self, out_dir)
 
     def failures(self) -> list[TrialRecord]:
-        return [t for w in self.widths for t in self.trials[w] if t.state in ("diverged", "failed")]
+        bad = ("diverged", "lost", "failed")
+        return [t for w in self.widths for t in self.trials[w] if t.state in bad]
 
 
 def _cell(header: str, value: Any) -> str:
@@ -154,8 +157,10 @@ def record(width: int, trial: optuna.trial.FrozenTrial) -> TrialRecord:
         TrialState.WAITING: "waiting",
     }.get(trial.state)
     if state is None:
-        diverged = trial.user_attrs.get(ATTR_FAIL_KIND) == DIVERGED
-        state = "diverged" if diverged else "failed"
+        kind = trial.user_attrs.get(ATTR_FAIL_KIND)
+        # No kind: failed by Optuna's heartbeat check (databases), i.e. lost.
+        lost = kind is None or kind in RETRIED_KINDS
+        state = "diverged" if kind == DIVERGED else "lost" if lost else "failed"
     seconds = trial.user_attrs.get("seconds")
     return TrialRecord(
         width=width,
@@ -163,6 +168,6 @@ def record(width: int, trial: optuna.trial.FrozenTrial) -> TrialRecord:
         state=state,
         value=trial.value if trial.state == TrialState.COMPLETE else None,
         params=point_of(trial),
-        reason=fail_reason(trial) if state in ("diverged", "failed") else "",
+        reason=fail_reason(trial) if state in ("diverged", "lost", "failed") else "",
         seconds=float(seconds) if isinstance(seconds, int | float) else None,
     )
