@@ -9,6 +9,7 @@ Quick start::
 """
 
 from .build import parametrize
+from .coord import CoordCheckError, CoordReport, coord_check
 from .plan import (
     AttentionPlan,
     ModuleScale,
@@ -48,6 +49,8 @@ __all__ = [
     "SP",
     "UNIT_MUP",
     "AttentionPlan",
+    "CoordCheckError",
+    "CoordReport",
     "ModuleScale",
     "Plan",
     "PlanError",
@@ -59,6 +62,7 @@ __all__ = [
     "TensorRole",
     "UnknownOptimizerError",
     "canonical_name",
+    "coord_check",
     "depth_rules",
     "get_rules",
     "infer_roles",
