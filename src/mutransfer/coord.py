@@ -557,50 +557,15 @@ def _plain_sgd(opt: torch.optim.Optimizer) -> bool:
 
 @torch.no_grad()
 def reinit(plan: Plan, model: nn.Module, seed: int) -> None:
-    """``plan.init_(model, seed)`` without its wasted work, for one model re-used over seeds.
+    """``plan.init_(model, seed)`` with the global RNG seeded as well.
 
-    ``Plan.init_`` first runs every module's ``reset_parameters`` and then overwrites the
-    weights, and fills through a temporary tensor; for a width-8192 MLP that doubles the cost
-    of the check. Here only modules holding a tensor the plan leaves at its default are reset
-    (under the seeded global RNG), and the plan's tensors are drawn in place from a generator
-    seeded with ``seed`` on their own device: on CPU, bit for bit what
-    ``plan.init_(model, seed=seed)`` gives them (on a GPU, the same distribution from the
-    GPU's generator, without a trip through host memory).
+    The tensors the plan leaves at their default are set by the modules' own
+    ``reset_parameters``, which draw from the global RNG; seeding it under a lock makes a
+    width's init a function of ``seed`` alone, also when worker threads check widths in parallel.
     """
-    plan.retie_(model)
-    generators: dict[torch.device, torch.Generator] = {}
-    keep_default = {
-        name.rpartition(".")[0]
-        for name, p in model.named_parameters()
-        if plan[name].init == "default"
-    }
     with _GLOBAL_RNG:
         torch.manual_seed(seed)
-        for name, module in model.named_modules():
-            reset = getattr(module, "reset_parameters", None)
-            if (
-                canonical_name(name) in keep_default
-                and callable(reset)
-                and not isinstance(module, nn.MultiheadAttention)
-            ):
-                reset()
-    for name, p in model.named_parameters():
-        entry = plan[name]
-        if entry.init == "default":
-            continue
-        if entry.init == "zeros" or entry.init_std == 0.0:
-            p.zero_()
-        elif entry.init == "ones":
-            p.fill_(1.0)
-        else:
-            generator = generators.get(p.device)
-            if generator is None:
-                generator = generators[p.device] = torch.Generator(p.device).manual_seed(seed)
-            p.normal_(0.0, entry.init_std, generator=generator)
-    for module in model.modules():
-        pad = getattr(module, "padding_idx", None)
-        if isinstance(module, nn.Embedding) and pad is not None:
-            module.weight[pad].zero_()
+        plan.init_(model, seed=seed)
 
 
 def _make_optimizer(
