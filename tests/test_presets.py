@@ -184,3 +184,30 @@ def test_adam_atan2_absorbed_equals_explicit_without_eps() -> None:
     assert max(rel) < 1e-9
     assert losses["absorbed"][-1] < losses["absorbed"][0]
     assert math.isfinite(losses["absorbed"][-1])
+
+
+def test_depth_coord_check_mup_grows_completep_and_depth_mup_stay_flat() -> None:
+    """Depths 2 → 16 at fixed width: the residual stream blows up under µP alone only."""
+    from mutransfer.models import GPT, GPTConfig
+
+    def by_depth(depth: int) -> GPT:
+        return GPT(GPTConfig(width=32, depth=depth, n_heads=2, seq_len=16))
+
+    delta = on_meta(GPT, GPTConfig(width=64, depth=2, n_heads=2, seq_len=16))
+    reports = {
+        rules: mt.coord_check(
+            by_depth,
+            vary="depth",
+            depths=[2, 4, 8, 16],
+            steps=2,
+            seeds=2,
+            rules=rules,
+            parametrize_kwargs={"delta": delta},
+        )
+        for rules in ("mup", "completep", "depth-mup")
+    }
+    assert not reports["mup"].ok
+    assert reports["mup"].row("blocks.*", "out").verdict == "blows up"
+    for rules in ("completep", "depth-mup"):
+        assert reports[rules].ok, reports[rules].table()
+        assert reports[rules].row("blocks.*", "out").verdict != "blows up"
