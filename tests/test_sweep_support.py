@@ -107,7 +107,10 @@ def studies(tmp_path: Path, widths: list[int], storage: Any = None) -> dict[int,
 
 def calls(tmp_path: Path) -> list[dict[str, Any]]:
     path = tmp_path / "calls.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    if not path.exists():
+        return []
+    complete = path.read_text().split("\n")[:-1]  # a line still being written is left out
+    return [json.loads(line) for line in complete]
 
 
 def wait_for(predicate: Any, timeout: float = 60, what: str = "condition") -> Any:
@@ -128,7 +131,16 @@ def running_trial(tmp_path: Path, widths: list[int], min_complete: int, storage:
     except (KeyError, FileNotFoundError, ValueError):
         return None
     done = sum(t.state == TrialState.COMPLETE for t in all_trials)
-    running = [t for t in all_trials if t.state == TrialState.RUNNING and "worker" in t.user_attrs]
+    # ... and whose objective has started (it logged its call), so that the kill lands in it
+    started = {(c["pid"], c["width"], c["lr"]) for c in calls(tmp_path)}
+    running = [
+        t
+        for t in all_trials
+        if t.state == TrialState.RUNNING
+        and "worker" in t.user_attrs
+        and (t.user_attrs["worker"]["pid"], t.user_attrs.get("width"), point_of(t).get("lr"))
+        in started
+    ]
     return running[0] if done >= min_complete and running else None
 
 
