@@ -79,4 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # Run the imported module's main, not this __main__ copy: exceptions such as UserError
+    # raised by subcommands are the classes of `mutransfer.cli`, which this copy's differ from.
+    from mutransfer.cli import main as _main
+
+    raise SystemExit(_main())
