@@ -9,11 +9,12 @@ possible"): training a parametrized model costs the same per step as training it
 - the extra ``param_names``/``lr_scale`` keys in each group;
 - in explicit mode, forward hooks (one multiply on the readout's input, in Python).
 
-Four variants of the same model, same batch, are timed round-robin in one process
+Five variants of the same model, same batch, are timed round-robin in one process
 (``common.interleave``): ``plain`` (default init, one group), ``plain-copy`` (an identical second
-copy: the A/A control that shows the noise floor — two identical models differ by a few per cent
-on a shared CPU through memory placement alone), ``absorbed`` (mutransfer's default mode:
-multipliers folded into init/LR/ε) and ``explicit`` (multipliers applied by hooks). For each
+copy: the A/A control that shows the noise floor), ``mup-1group`` (the µP-initialised model with
+a plain one-group AdamW: it separates what the µP *values* cost — different gradients, e.g. more
+dead ReLUs — from what the *groups* cost), ``absorbed`` (mutransfer's default mode: multipliers
+folded into init/LR/ε) and ``explicit`` (multipliers applied by hooks). For each
 AdamW implementation available on this device — the per-tensor loop (torch's CPU default),
 ``foreach=True`` and ``fused=True`` — both the full training step (forward, backward,
 ``step``, ``zero_grad``) and ``optimizer.step()`` alone are timed.
@@ -49,7 +50,7 @@ from common import (
 from mutransfer.models import GPT, MLP, GPTConfig, gpt_parametrize_options
 
 NAME = "step_overhead"
-VARIANTS = ("plain", "plain-copy", "absorbed", "explicit")
+VARIANTS = ("plain", "plain-copy", "mup-1group", "absorbed", "explicit")
 IMPLS: dict[str, dict[str, Any]] = {
     "for-loop": {"foreach": False, "fused": False},
     "foreach": {"foreach": True, "fused": False},
@@ -72,6 +73,10 @@ class Workload:
     number_opt: int
     seq: int = 0
     depth: int = 0
+    instances: int = 1
+    """Copies of each variant, timed and averaged: a memory-bound optimizer step runs a few
+    per cent faster or slower depending on where its tensors happen to sit in memory, fixed for
+    the life of an instance, so one copy per variant mistakes placement for overhead."""
 
     def factory(self) -> Callable[[int], nn.Module]:
         if self.name == "mlp":
@@ -99,13 +104,24 @@ class Workload:
 def workloads(quick: bool) -> list[Workload]:
     if quick:
         return [
-            Workload("mlp", "MLP 784-256-256-10", 256, 64, 64, 3, 3, 2, depth=3),
+            Workload("mlp", "MLP 784-256-256-10", 256, 64, 64, 3, 3, 2, depth=3, instances=2),
             Workload("gpt", "GPT depth 2, width 64, batch 2x16", 64, 32, 2, 3, 3, 2, 16, 2),
         ]
     return [
-        Workload("mlp", "MLP 784-1024-1024-10, batch 256", 1024, 128, 256, 40, 100, 10, depth=3),
         Workload(
-            "gpt", "GPT depth 6, width 512, 8 heads, batch 4x64", 512, 128, 4, 15, 30, 3, 64, 6
+            "mlp",
+            "MLP 784-1024-1024-10, batch 256",
+            1024,
+            128,
+            256,
+            20,
+            30,
+            10,
+            depth=3,
+            instances=4,
+        ),
+        Workload(
+            "gpt", "GPT depth 6, width 512, 8 heads, batch 4x64", 512, 128, 4, 12, 20, 3, 64, 6
         ),
     ]
 
@@ -122,7 +138,7 @@ def fused_available() -> str | None:
 
 
 def build(work: Workload, variant: str, impl: str) -> tuple[nn.Module, torch.optim.Optimizer]:
-    """The model and optimizer of one variant; same seed, same shapes for all three."""
+    """The model and optimizer of one variant; same seed, same shapes for all."""
     torch.manual_seed(0)
     factory = work.factory()
     model = factory(work.width)
@@ -133,7 +149,11 @@ def build(work: Workload, variant: str, impl: str) -> tuple[nn.Module, torch.opt
         plan = mutransfer.parametrize(
             model, factory, base_width=work.base_width, mode=mode, seed=0, **work.options()
         )
-        groups = plan.param_groups(LR, weight_decay=WEIGHT_DECAY)
+        groups = (
+            model.parameters()
+            if variant == "mup-1group"
+            else plan.param_groups(LR, weight_decay=WEIGHT_DECAY)
+        )
     opt = torch.optim.AdamW(groups, lr=LR, weight_decay=WEIGHT_DECAY, **IMPLS[impl])
     return model, opt
 
@@ -147,38 +167,96 @@ def train_step(
 
 
 def measure(work: Workload, impl: str, clock: Callable[[], float]) -> dict[str, Any]:
-    """Full-step and optimizer-only timings of every variant for one AdamW implementation."""
+    """Full-step and optimizer-only timings of every variant for one AdamW implementation.
+
+    Each variant has ``work.instances`` copies; a round's time for a variant is the mean over
+    its copies, and ratios are taken within rounds.
+    """
     batch, loss_fn = work.batch_and_loss()
-    built = {v: build(work, v, impl) for v in VARIANTS}
-    steps = {v: (lambda m=m, o=o: train_step(m, o, batch, loss_fn)) for v, (m, o) in built.items()}
+    keys = [(v, i) for i in range(work.instances) for v in VARIANTS]
+    built = {k: build(work, k[0], impl) for k in keys}
+    steps = {
+        f"{v}#{i}": (lambda m=m, o=o: train_step(m, o, batch, loss_fn))
+        for (v, i), (m, o) in built.items()
+    }
     step_samples = interleave(steps, repeats=work.repeats_step, warmup=2, clock=clock)
     for model, opt in built.values():  # gradients present for the optimizer-only timing
         opt.zero_grad(set_to_none=True)
         loss_fn(model, batch).backward()
     opt_samples = interleave(
-        {v: o.step for v, (_, o) in built.items()},
+        {f"{v}#{i}": o.step for (v, i), (_, o) in built.items()},
         repeats=work.repeats_opt,
         warmup=2,
         number=work.number_opt,
         clock=clock,
     )
+    first = {v: built[(v, 0)] for v in VARIANTS}
     result: dict[str, Any] = {
-        "param_groups": {v: len(o.param_groups) for v, (_, o) in built.items()},
+        "instances": work.instances,
+        "param_groups": {v: len(o.param_groups) for v, (_, o) in first.items()},
         "hooks": {
             v: sum(len(mod._forward_pre_hooks) + len(mod._forward_hooks) for mod in m.modules())
-            for v, (m, _) in built.items()
+            for v, (m, _) in first.items()
         },
+        # exact zeros in the gradients the optimizer-only timing steps with (dead ReLUs...)
+        "zero_grad_fraction": {v: _zero_fraction(m) for v, (m, _) in first.items()},
     }
-    for what, samples in (("step", step_samples), ("opt_step", opt_samples)):
+    for what, raw in (("step", step_samples), ("opt_step", opt_samples)):
+        per_instance = {k: summarize(xs)["median"] for k, xs in raw.items()}
+        samples = {
+            v: [
+                sum(vals) / len(vals)
+                for vals in zip(*(raw[f"{v}#{i}"] for i in range(work.instances)), strict=True)
+            ]
+            for v in VARIANTS
+        }
         result[what] = {
-            "seconds": {v: summarize(s) for v, s in samples.items()},
+            "seconds": {v: summarize(xs) for v, xs in samples.items()},
             "ratio_vs_plain": {v: paired_ratio(samples[v], samples["plain"]) for v in VARIANTS[1:]},
             # the fastest sample of each: the least disturbed by other processes on a shared CPU
             "ratio_of_minima": {v: min(samples[v]) / min(samples["plain"]) for v in VARIANTS[1:]},
+            # the groups alone: same µP values, mutransfer's groups vs one group
+            "ratio_vs_mup_1group": {
+                v: paired_ratio(samples[v], samples["mup-1group"]) for v in ("absorbed", "explicit")
+            },
+            # how much identical copies differ (placement): max/min of their medians
+            "instance_spread": {
+                v: max(per_instance[f"{v}#{i}"] for i in range(work.instances))
+                / min(per_instance[f"{v}#{i}"] for i in range(work.instances))
+                for v in VARIANTS
+            },
         }
     del built, steps
     gc.collect()
     return result
+
+
+def _zero_fraction(model: nn.Module) -> float:
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    zeros = sum(int((g == 0).sum()) for g in grads)
+    return zeros / max(1, sum(g.numel() for g in grads))
+
+
+def sqrt_zero_cost(clock: Callable[[], float], quick: bool) -> dict[str, Any]:
+    """``torch.sqrt`` on 1M floats with and without 30 % exact zeros.
+
+    Adam takes ``sqrt(exp_avg_sq)`` every step and ``exp_avg_sq`` is exactly zero wherever the
+    gradient has always been zero; on some CPU builds that input is much slower. Measured here
+    because it explains a value-dependent (not group-dependent) difference between variants.
+    """
+    g = torch.Generator().manual_seed(0)
+    dense = torch.rand(1_000_000, generator=g) + 0.5
+    sparse = dense.clone()
+    sparse[torch.rand(1_000_000, generator=g) < 0.3] = 0.0
+    samples = interleave(
+        {"no_zeros": lambda: dense.sqrt(), "zeros_30pct": lambda: sparse.sqrt()},
+        repeats=3 if quick else 20,
+        warmup=1,
+        number=5,
+        clock=clock,
+    )
+    out = {k: summarize(v)["median"] for k, v in samples.items()}
+    return {"seconds": out, "ratio": out["zeros_30pct"] / out["no_zeros"]}
 
 
 def group_cost(impl: str, quick: bool, clock: Callable[[], float]) -> dict[str, Any]:
@@ -231,7 +309,7 @@ def render(payload: dict[str, Any]) -> str:
     for work in payload["workloads"]:
         for impl, res in work["impls"].items():
             if "skipped" in res:
-                rows.append([work["description"], impl, "skipped: " + res["skipped"]] + ["—"] * 6)
+                rows.append([work["description"], impl, "skipped: " + res["skipped"]] + ["—"] * 7)
                 continue
             for what, label in (("step", "fwd+bwd+step"), ("opt_step", "optimizer.step")):
                 sec, ratio = res[what]["seconds"], res[what]["ratio_vs_plain"]
@@ -244,8 +322,9 @@ def render(payload: dict[str, Any]) -> str:
                         _ms(sec["absorbed"]),
                         _ratio(ratio["plain-copy"]),
                         _ratio(ratio["absorbed"]),
-                        f"{res[what]['ratio_of_minima']['absorbed']:.3f}",
                         _ratio(ratio["explicit"]),
+                        _ratio(ratio["mup-1group"]),
+                        _ratio(res[what]["ratio_vs_mup_1group"]["absorbed"]),
                     ]
                 )
     table = markdown_table(
@@ -257,8 +336,9 @@ def render(payload: dict[str, Any]) -> str:
             "absorbed ms",
             "A/A: copy ÷ plain",
             "absorbed ÷ plain",
-            "absorbed min ÷ plain min",
             "explicit ÷ plain",
+            "values: mup-1group ÷ plain",
+            "groups: absorbed ÷ mup-1group",
         ],
         rows,
     )
@@ -270,6 +350,7 @@ def render(payload: dict[str, Any]) -> str:
                 [
                     work["description"],
                     f"{work['parameters'] / 1e6:.1f} M",
+                    str(work["instances"]),
                     *(str(res["param_groups"][v]) for v in VARIANTS),
                     *(str(res["hooks"][v]) for v in ("absorbed", "explicit")),
                 ]
@@ -278,6 +359,7 @@ def render(payload: dict[str, Any]) -> str:
         [
             "model",
             "parameters",
+            "copies per variant",
             *(f"groups: {v}" for v in VARIANTS),
             "hooks: absorbed",
             "hooks: explicit",
@@ -295,11 +377,16 @@ def render(payload: dict[str, Any]) -> str:
         [
             "## Per-step overhead of mutransfer's parameter groups",
             f"Command: `{payload['command']}`  \nMachine: {machine_line(payload['machine'])}",
-            "Four variants of the same model and batch, timed round-robin in one process: "
-            "`plain` = `AdamW(model.parameters())`; `plain-copy` = an identical second copy (A/A "
-            "control: its ratio is the noise floor); `absorbed` = "
-            "`AdamW(plan.param_groups(...))`, mutransfer's default mode; `explicit` = the same "
-            "with forward hooks for the multipliers. Ratios are medians of per-round ratios, "
+            "Five variants of the same model and batch, timed round-robin in one process (each "
+            "as several identical copies where the table below says so, averaged per round, "
+            "since a copy's memory placement alone moves a memory-bound step by a few per cent): "
+            "`plain` = `AdamW(model.parameters())` on the default init; `plain-copy` = an "
+            "identical second copy (A/A control: its ratio is the noise floor); `mup-1group` = "
+            "the µP-initialised model with that same one-group AdamW (so `mup-1group ÷ plain` "
+            "is what the µP *values* cost and `absorbed ÷ mup-1group` what the *groups* cost); "
+            "`absorbed` = `AdamW(plan.param_groups(...))`, mutransfer's default mode; "
+            "`explicit` = the same with forward hooks for the multipliers. Ratios are medians "
+            "of per-round ratios, "
             f"quartiles in brackets; target ≤ {TARGET_RATIO}. Clock: {payload['clock']}. "
             "`for-loop` is "
             "`foreach=False, fused=False`, what AdamW picks by default for CPU tensors.",
@@ -307,6 +394,7 @@ def render(payload: dict[str, Any]) -> str:
             groups_table,
             "Fixed cost of a parameter group, measured on tiny tensors:",
             cost_table,
+            zero_text(payload),
             payload.get("reading", "").strip(),
         ]
     )
@@ -343,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         payload["workloads"].append(entry)
     for impl in impls:
         payload["group_cost"][impl] = group_cost(impl, args.quick, clock)
+    payload["sqrt_zero_cost"] = sqrt_zero_cost(clock, args.quick)
     payload["reading"] = reading(payload)
     json_path, md_path = write_results(NAME, payload, render(payload), args.out_dir)
     print(render(payload))
@@ -350,34 +439,72 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def zero_text(payload: dict[str, Any]) -> str:
+    """Gradient zeros per variant and what ``torch.sqrt`` pays for zeros on this machine."""
+    parts, close = [], []
+    for w in payload["workloads"]:
+        res = next((r for r in w["impls"].values() if "zero_grad_fraction" in r), None)
+        if res is not None:
+            z = res["zero_grad_fraction"]
+            parts.append(
+                f"{w['name']}: {z['plain']:.1%} (plain) vs {z['mup-1group']:.1%} (µP init)"
+            )
+            close.append(abs(z["plain"] - z["mup-1group"]) < 0.02)
+    sq = payload.get("sqrt_zero_cost")
+    sqrt_text = (
+        f" `torch.sqrt` over 1M floats takes {sq['ratio']:.1f}× as long here when 30 % of them "
+        "are exact zeros (AdamW takes `sqrt(exp_avg_sq)` every step), so optimizer time "
+        "depends on the gradient values"
+        + (
+            "; the zero counts are about equal, though, so they alone do not explain the "
+            "values column."
+            if close and all(close)
+            else "."
+        )
+        if sq
+        else ""
+    )
+    return (
+        "Exact zeros in the gradients at the optimizer-only timing: "
+        + "; ".join(parts)
+        + "."
+        + sqrt_text
+    )
+
+
+def _cells(payload: dict[str, Any], what: str) -> list[tuple[dict[str, Any], str]]:
+    return [
+        (res[what], f"{w['name']}/{impl}")
+        for w in payload["workloads"]
+        for impl, res in w["impls"].items()
+        if what in res
+    ]
+
+
 def reading(payload: dict[str, Any]) -> str:
     """The interpretation, computed from this run's numbers (so it cannot go stale)."""
     lines = ["Reading (generated from the numbers above):", ""]
     for what, label in (("step", "Full training step"), ("opt_step", "`optimizer.step()` alone")):
-        cells = [
-            (res[what]["ratio_vs_plain"], f"{w['name']}/{impl}")
-            for w in payload["workloads"]
-            for impl, res in w["impls"].items()
-            if what in res
-        ]
+        cells = _cells(payload, what)
         if not cells:
             continue
-        worst_ratio, where = max((r["absorbed"]["median"], at) for r, at in cells)
-        worst_aa = max(abs(r["plain-copy"]["median"] - 1) for r, _ in cells)
-        worst_hooks = max((r["explicit"]["median"], at) for r, at in cells)
-        worst_min = max(
-            (res[what]["ratio_of_minima"]["absorbed"], f"{w['name']}/{impl}")
-            for w in payload["workloads"]
-            for impl, res in w["impls"].items()
-            if what in res
-        )
-        verdict = "within" if worst_ratio <= TARGET_RATIO else "above"
+
+        def worst(get: Callable[[dict[str, Any]], float], cells: Any = cells) -> tuple[float, str]:
+            return max((get(r), at) for r, at in cells)
+
+        total = worst(lambda r: r["ratio_vs_plain"]["absorbed"]["median"])
+        groups = worst(lambda r: r["ratio_vs_mup_1group"]["absorbed"]["median"])
+        values = worst(lambda r: r["ratio_vs_plain"]["mup-1group"]["median"])
+        hooks = worst(lambda r: r["ratio_vs_plain"]["explicit"]["median"])
+        aa = worst(lambda r: abs(r["ratio_vs_plain"]["plain-copy"]["median"] - 1))
+        verdict = "within" if total[0] <= TARGET_RATIO else "above"
         lines.append(
-            f"- {label}: worst absorbed ÷ plain {worst_ratio:.3f} ({where}), {verdict} the "
-            f"{TARGET_RATIO} target; the A/A control moved by up to {worst_aa:.1%} in the same "
-            f"run, so differences smaller than that are not resolved. Fastest against fastest "
-            f"sample: worst {worst_min[0]:.3f} ({worst_min[1]}). Explicit mode (hooks): worst "
-            f"{worst_hooks[0]:.3f} ({worst_hooks[1]})."
+            f"- {label}: worst absorbed ÷ plain {total[0]:.3f} ({total[1]}), {verdict} the "
+            f"{TARGET_RATIO} target; explicit mode (hooks) worst {hooks[0]:.3f} ({hooks[1]}). "
+            f"Split: the groups alone (absorbed ÷ mup-1group) worst {groups[0]:.3f} "
+            f"({groups[1]}); the µP values alone (mup-1group ÷ plain) worst {values[0]:.3f} "
+            f"({values[1]}). The A/A control moved by up to {aa[0]:.1%} in the same run: "
+            "differences smaller than that are not resolved."
         )
     for w in payload["workloads"]:
         for impl, res in w["impls"].items():

@@ -44,18 +44,19 @@ def test_step_overhead_quick(tmp_path: Path) -> None:
     payload, md = run_quick("step_overhead.py", tmp_path)
     check_machine(payload)
     assert [w["name"] for w in payload["workloads"]] == ["mlp", "gpt"]
-    variants = {"plain", "plain-copy", "absorbed", "explicit"}
+    variants = {"plain", "plain-copy", "mup-1group", "absorbed", "explicit"}
     for work in payload["workloads"]:
         assert work["parameters"] > 0
         for impl in ("for-loop", "foreach"):
             res = work["impls"][impl]
             assert set(res["param_groups"]) == variants
-            assert res["param_groups"]["plain"] == 1
+            assert res["param_groups"]["plain"] == res["param_groups"]["mup-1group"] == 1
             assert res["hooks"]["absorbed"] == 0 < res["hooks"]["explicit"]
             for what in ("step", "opt_step"):
                 assert set(res[what]["seconds"]) == variants
                 assert all(s["median"] > 0 for s in res[what]["seconds"].values())
                 assert set(res[what]["ratio_vs_plain"]) == variants - {"plain"}
+                assert set(res[what]["ratio_vs_mup_1group"]) == {"absorbed", "explicit"}
     for impl, cost in payload["group_cost"].items():
         assert impl in ("for-loop", "foreach", "fused")
         assert cost["one_group_s"]["median"] > 0
