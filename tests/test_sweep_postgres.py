@@ -1,5 +1,6 @@
 """Sweeps on PostgreSQL, the storage for many machines: two worker processes run the full grid
-without duplicates, and Optuna's heartbeat turns a silent worker's trial into a retry.
+(and each stage of an independent search) without duplicates, and Optuna's heartbeat turns a
+silent worker's trial into a retry.
 
 These tests need a server: CI's ``.ci/run`` starts one and exports MUTRANSFER_TEST_POSTGRES_URL
 (``source .ci/start_postgres.sh`` does it locally). Without it they FAIL, so that a missing server
@@ -79,6 +80,25 @@ def test_two_workers_on_postgres_run_the_full_grid_once(tmp_path: Path, postgres
     assert len(started) == 2 * len(GRID) and set(started.values()) == {1}
     assert len({c["pid"] for c in calls(tmp_path)}) == 2
     assert "2^-6" in out
+
+
+def test_two_workers_on_postgres_run_each_independent_stage_once(
+    tmp_path: Path, postgres_url: str
+) -> None:
+    """The next stage is queued under PostgreSQL's advisory lock: once, by one of the workers."""
+    from test_sweep_stages_workers import assert_every_stage_point_once, key
+    from test_sweep_stages_workers import calls as stage_calls
+    from test_sweep_stages_workers import setup as setup_independent
+
+    widths = [8, 16]
+    setup_independent(tmp_path, widths)
+    env = env_for(tmp_path, SWEEP_TEST_BARRIER="2", SWEEP_TEST_SLEEP="0.05")
+    code, out = finish(start(tmp_path, 2, env, "--storage", postgres_url))
+    assert code == 0, out
+    assert_every_stage_point_once(tmp_path, widths, open_storage(postgres_url))
+    started = Counter(key(c["width"], c["params"]) for c in stage_calls(tmp_path))
+    assert set(started.values()) == {1} and len(started) == 12
+    assert out.count("stage 2 at lr=2^-6: queued 2 out") == 2
 
 
 def test_heartbeat_stale_trial_is_failed_and_retried(tmp_path: Path, postgres_url: str) -> None:

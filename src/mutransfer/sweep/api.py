@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .config import BUILTIN, PrunerSpec, SweepSpec, load_config, parse_pruner
 from .errors import SweepError
 from .objective import load_objective
+from .progress import Progress, storage_counter
 from .results import SweepResults
 from .runner import Log, Worker, WorkerStats, _print, run_processes
 from .space import Space
@@ -38,7 +39,9 @@ class Sweep:
     ``objective`` is ``"builtin"`` (mutransfer's trainer; set its options with ``train=``), a
     function ``objective(params, width, trial) -> loss``, or a ``"file.py:function"`` /
     ``"package.module:function"`` string (needed to run it on other machines). The remaining
-    arguments are the fields of ``SweepSpec`` (see docs/sweeps.md).
+    arguments are the fields of ``SweepSpec`` (see docs/sweeps.md); ``strategy="independent"``
+    runs u-µP's independent search (the LR first, then each other hyperparameter alone at the
+    best LR, then their combination) instead of the whole grid.
     """
 
     def __init__(
@@ -49,6 +52,7 @@ class Sweep:
         objective: str | Callable[..., float] = BUILTIN,
         *,
         sampler: str = "grid",
+        strategy: str = "grid",
         trials: int | None = None,
         seeds: list[int] | tuple[int, ...] = (0,),
         sampler_seed: int = 0,
@@ -65,6 +69,7 @@ class Sweep:
             widths=tuple(widths),
             space=Space.of(space),
             sampler=sampler,  # type: ignore[arg-type]
+            strategy=strategy,  # type: ignore[arg-type]
             trials=trials,
             seeds=tuple(seeds),
             sampler_seed=sampler_seed,
@@ -137,13 +142,19 @@ class Sweep:
         return worker.run(max_trials=max_trials)
 
     def run(
-        self, workers: int = 1, *, processes: bool | None = None, log: Log | None = _print
+        self,
+        workers: int = 1,
+        *,
+        processes: bool | None = None,
+        log: Log | None = _print,
+        progress: bool | None = False,
     ) -> SweepResults:
         """Prepare the sweep, run ``workers`` workers until it is done, return the results.
 
         With one worker it runs in this process (``processes=False``); with more, each worker
         is a separate single-threaded process. Re-running resumes: finished trials are kept and
-        lost ones retried.
+        lost ones retried. ``progress`` draws a bar of finished trials with an ETA (tqdm; ``None``:
+        when stderr is a terminal); the log lines are then printed above it.
         """
         if workers < 1:
             raise SweepError(f"workers must be >= 1, got {workers}")
@@ -153,30 +164,38 @@ class Sweep:
                 "default journal file for several workers on one machine, or PostgreSQL"
             )
         use_processes = workers > 1 if processes is None else processes
+        if workers > 1 and not use_processes:
+            raise SweepError("several workers need processes=True")
         self.load_objective()  # fail here, before any worker starts, if it cannot be loaded
         self.prepare()
-        if not use_processes:
-            if workers > 1:
-                raise SweepError("several workers need processes=True")
-            self.work(log=log)
-        else:
-            codes = run_processes(
-                self.spec, self.objective, self.storage_url, workers, log=log or (lambda m: None)
-            )
-            failed = [(i, c) for i, c in enumerate(codes) if c != 0]
-            if failed and self.unfinished() == 0:
-                # The survivors finished the work (and retried the dead workers' trials).
-                (log or _print)(
-                    f"note: {len(failed)} worker(s) stopped early; the others finished the sweep"
+        bar = Progress(storage_counter(self.studies, self.spec), enabled=progress)
+        say: Log = bar.write if log is not None and bar.active else log or (lambda m: None)
+        try:
+            if not use_processes:
+                Worker(self.spec, self.load_objective(), self.storage_url, log=say).run(
+                    on_trial=bar.refresh
                 )
-            elif failed:
-                detail = ", ".join(f"worker {i}: status {c}" for i, c in failed)
-                raise SweepError(
-                    f"{len(failed)} of {workers} worker(s) stopped with an error ({detail}); "
-                    "finished trials are saved — fix the problem and run the same command to "
-                    "resume"
+            else:
+                codes = run_processes(
+                    self.spec, self.objective, self.storage_url, workers, log=say, progress=bar
                 )
+                self._check_exit_codes(codes, workers, say)
+        finally:
+            bar.close()
         return self.results()
+
+    def _check_exit_codes(self, codes: list[int], workers: int, log: Log) -> None:
+        failed = [(i, c) for i, c in enumerate(codes) if c != 0]
+        if failed and self.unfinished() == 0:
+            # The survivors finished the work (and retried the dead workers' trials).
+            log(f"note: {len(failed)} worker(s) stopped early; the others finished the sweep")
+        elif failed:
+            detail = ", ".join(f"worker {i}: status {c}" for i, c in failed)
+            raise SweepError(
+                f"{len(failed)} of {workers} worker(s) stopped with an error ({detail}); "
+                "finished trials are saved — fix the problem and run the same command to "
+                "resume"
+            )
 
     def studies(self) -> dict[int, optuna.Study]:
         """The sweep's studies, one per width (they must exist: run or prepare first)."""
@@ -194,21 +213,17 @@ class Sweep:
             ) from None
 
     def unfinished(self) -> int:
-        """Trials still to run: waiting, running, grid points not yet covered, unspent budget."""
-        from optuna.trial import TrialState
+        """Trials still to run: waiting, running, grid points not yet covered, unspent budget,
+        or what an independent search still needs (counting its later stages in full)."""
+        from .progress import left_in
 
-        from .trials import point_of, point_taken
+        return sum(left_in(study, self.spec) for study in self.studies().values())
 
-        left = 0
-        for study in self.studies().values():
-            trials = study.get_trials(deepcopy=False)
-            left += sum(t.state in (TrialState.WAITING, TrialState.RUNNING) for t in trials)
-            taken = [point_of(t) for t in trials if point_taken(t)]
-            if self.spec.sampler == "grid":
-                left += sum(point not in taken for point in self.spec.space.grid())
-            else:
-                left += max(0, self.spec.points_per_width - len(taken))
-        return left
+    def progress(self) -> tuple[int, int]:
+        """(finished trials, total trials) over every width, as the progress bar shows it."""
+        from .progress import storage_counter
+
+        return storage_counter(self.studies, self.spec)()
 
     def results(self) -> SweepResults:
         return SweepResults.load(self.spec.name, self.storage_url)

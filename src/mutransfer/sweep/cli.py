@@ -38,6 +38,12 @@ def register(subparsers: Any) -> None:
         "--workers", type=int, default=1, help="worker processes on this machine (default 1)"
     )
     sweep.add_argument("--storage", help=_STORAGE_HELP)
+    sweep.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a progress bar of finished trials with an ETA (default: when stderr is a terminal)",
+    )
     sweep.set_defaults(func=cmd_sweep)
 
     tr = subparsers.add_parser(
@@ -100,13 +106,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     sweep = Sweep.from_config(args.config, storage=args.storage)
     spec = sweep.spec
     per_width = spec.points_per_width
+    if spec.strategy == "independent":
+        what = f"≤ {per_width} trials (independent search: {spec.space.names[0]} first)"
+    elif spec.sampler == "grid":
+        what = f"{per_width} grid points"
+    else:
+        what = f"{per_width} {spec.sampler} trials"
     print(
-        f"sweep {spec.name!r}: widths {list(spec.widths)} × {per_width} "
-        f"{'grid points' if spec.sampler == 'grid' else spec.sampler + ' trials'} × "
+        f"sweep {spec.name!r}: widths {list(spec.widths)} × {what} × "
         f"{len(spec.seeds)} seed(s); storage {sweep.storage_url}",
         flush=True,
     )
-    results = sweep.run(workers=args.workers, processes=True)
+    results = sweep.run(workers=args.workers, processes=True, progress=args.progress)
     print()
     print(results.table())
     print()

@@ -10,6 +10,7 @@ storage and the sweep's name. The file format is documented in docs/sweeps.md::
     name = "gpt-lr"
     widths = [32, 64, 128]
     sampler = "grid"                    # grid | random | tpe (random/tpe need `trials`)
+    strategy = "grid"                   # or "independent": u-µP's one-dimension-at-a-time search
     [sweep.space]
     lr = { log2 = [-10, -4] }           # 2^-10 … 2^-4, one point per octave
     [train]                             # fixed options of the built-in trainer
@@ -32,6 +33,8 @@ from .space import Space
 
 Sampler = Literal["grid", "random", "tpe"]
 SAMPLERS: tuple[str, ...] = ("grid", "random", "tpe")
+Strategy = Literal["grid", "independent"]
+STRATEGIES: tuple[str, ...] = ("grid", "independent")
 PRUNERS: dict[str, str] = {
     "median": "MedianPruner",
     "successive_halving": "SuccessiveHalvingPruner",
@@ -45,6 +48,7 @@ _SWEEP_KEYS = (
     "widths",
     "space",
     "sampler",
+    "strategy",
     "trials",
     "seeds",
     "sampler_seed",
@@ -85,6 +89,10 @@ class SweepSpec:
     widths: tuple[int, ...]
     space: Space
     sampler: Sampler = "grid"
+    strategy: Strategy = "grid"
+    """``"grid"``: the whole search space at once (with the sampler); ``"independent"``: the
+    first dimension (the LR) alone, then each other dimension alone at the best LR, then the
+    combination (see ``stages.py``)."""
     trials: int | None = None
     """Trials per width for ``random``/``tpe``; a grid runs each of its points once."""
     seeds: tuple[int, ...] = (0,)
@@ -106,10 +114,19 @@ class SweepSpec:
     """How often a lost trial (killed worker) is retried before it stays failed."""
 
     def __post_init__(self) -> None:
+        if self.strategy == "independent" and self.objective == BUILTIN:
+            # Store the trainer's defaults with the sweep: the stages hold them fixed.
+            object.__setattr__(self, "space", _with_trainer_defaults(self.space))
         validate(self)
 
     @property
     def points_per_width(self) -> int:
+        """Trials per width: the grid's points, the random/TPE budget, or for the independent
+        search the sum of the 1-D grids plus the combination (at most; shared points run once)."""
+        if self.strategy == "independent":
+            from .stages import stage_budget
+
+            return stage_budget(self.space)
         return len(self.space.grid()) if self.sampler == "grid" else int(self.trials or 0)
 
     def with_(self, **changes: Any) -> SweepSpec:
@@ -122,6 +139,7 @@ class SweepSpec:
             "widths": list(self.widths),
             "space": self.space.to_dict(),
             "sampler": self.sampler,
+            "strategy": self.strategy,
             "trials": self.trials,
             "seeds": list(self.seeds),
             "sampler_seed": self.sampler_seed,
@@ -183,6 +201,7 @@ def parse_sweep(
     )
     space = Space.of(_check.table(data["space"], f"{where}.space"), where=f"{where}.space")
     sampler = _check.string(data.get("sampler", "grid"), f"{where}.sampler", choices=SAMPLERS)
+    strategy = _check.string(data.get("strategy", "grid"), f"{where}.strategy", choices=STRATEGIES)
     trials = data.get("trials")
     if trials is not None:
         trials = _check.integer(trials, f"{where}.trials", minimum=1)
@@ -197,6 +216,7 @@ def parse_sweep(
         widths=widths,
         space=space,
         sampler=sampler,  # type: ignore[arg-type]
+        strategy=strategy,  # type: ignore[arg-type]
         trials=trials,
         seeds=seeds,
         sampler_seed=_check.integer(data.get("sampler_seed", 0), f"{where}.sampler_seed"),
@@ -241,6 +261,10 @@ def validate(spec: SweepSpec) -> None:
         raise _check.fail("sweep.seeds", f"expected distinct seeds, got {list(spec.seeds)}")
     if spec.sampler not in SAMPLERS:
         raise _check.fail("sweep.sampler", f"expected one of {SAMPLERS}, got {spec.sampler!r}")
+    if spec.strategy not in STRATEGIES:
+        raise _check.fail("sweep.strategy", f"expected one of {STRATEGIES}, got {spec.strategy!r}")
+    if spec.strategy == "independent":
+        _validate_independent(spec)
     if spec.sampler != "grid" and spec.trials is None:
         raise _check.fail(
             "sweep.trials",
@@ -264,6 +288,56 @@ def validate(spec: SweepSpec) -> None:
         raise _check.fail(
             "train", "is only read by the built-in trainer; your objective sets its own options"
         )
+
+
+def _validate_independent(spec: SweepSpec) -> None:
+    """The independent search runs 1-D grids: the first dimension first, the others held at
+    their defaults until their own turn."""
+    if spec.sampler != "grid":
+        raise _check.fail(
+            "sweep.sampler",
+            f"strategy = 'independent' runs one-dimensional grids; {spec.sampler!r} does not "
+            "apply (remove sampler and trials, or use strategy = 'grid')",
+        )
+    names = spec.space.names
+    if "lr" in names and names[0] != "lr":
+        raise _check.fail(
+            "sweep.space",
+            "strategy = 'independent' searches the first hyperparameter first, with the others "
+            f"at their defaults; that should be the learning rate: list lr first (got {names[0]})",
+        )
+    for dim in spec.space.dims[1:]:
+        if dim.default is None:
+            raise _check.fail(
+                f"sweep.space.{dim.name}.default",
+                f"missing; strategy = 'independent' holds {dim.name} at its default while "
+                f"{names[0]} is searched, e.g. {dim.name} = {{ log2 = [-2, 2], default = 1.0 }}",
+            )
+
+
+def _with_trainer_defaults(space: Space) -> Space:
+    """The space with each missing ``default`` taken from ``TrainConfig``'s defaults (the
+    first dimension is searched first and needs none)."""
+    from ..trainer import TrainConfig
+
+    defaults = TrainConfig()
+    dims = [space.dims[0]]
+    for dim in space.dims[1:]:
+        if dim.default is None and hasattr(defaults, dim.name):
+            value = getattr(defaults, dim.name)
+            in_range = dim.values is None or value in dim.values
+            if dim.values is None and dim.low is not None and dim.high is not None:
+                in_range = isinstance(value, int | float) and dim.low <= value <= dim.high
+            if not in_range:
+                raise _check.fail(
+                    f"sweep.space.{dim.name}.default",
+                    f"missing, and the trainer's default {dim.name} = {value!r} is not in the "
+                    "searched range; give default = ... (strategy = 'independent' holds "
+                    f"{dim.name} there while the other hyperparameters are searched)",
+                )
+            dim = dim.with_default(value)
+        dims.append(dim)
+    return Space(tuple(dims))
 
 
 def _validate_train(spec: SweepSpec) -> None:

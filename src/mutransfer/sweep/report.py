@@ -11,6 +11,9 @@ best of the wide model. The report shows exactly that, from the sweep's own tria
   picture (flat = transfers).
 * ``report.md`` — the per-width table (trial counts, best loss, best point), the drift of each
   optimum in octaves between the narrowest and the widest width, and the failures with reasons.
+
+An independent search (``strategy = "independent"``) gets ``stages.png`` instead of the
+``loss_vs_*`` profiles, and a section on its stages (see ``report_stages.py``).
 """
 
 from __future__ import annotations
@@ -58,10 +61,16 @@ def make_report(results: SweepResults, out_dir: str | Path) -> Report:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, Path] = {}
-    for dim in results.spec.space.dims:
-        path = out / f"loss_vs_{dim.name}.png"
-        if plot_loss_vs(results, dim, path):
-            files[f"loss_vs_{dim.name}"] = path
+    if results.spec.strategy == "independent":
+        from .report_stages import plot_stages
+
+        if plot_stages(results, out / "stages.png"):
+            files["stages"] = out / "stages.png"
+    else:
+        for dim in results.spec.space.dims:
+            path = out / f"loss_vs_{dim.name}.png"
+            if plot_loss_vs(results, dim, path):
+                files[f"loss_vs_{dim.name}"] = path
     path = out / "best_vs_width.png"
     if plot_best_vs_width(results, path):
         files["best_vs_width"] = path
@@ -83,8 +92,15 @@ def summary_text(
     lines: list[str] = []
     title = f"Sweep {spec.name!r}"
     lines += [f"# {title}" if markdown else title, ""]
+    independent = spec.strategy == "independent"
+    if independent:
+        from . import report_stages
+
+        method = report_stages.describe(results) + "; over "
+    else:
+        method = f"{spec.sampler} sampler over "
     lines.append(
-        f"{spec.sampler} sampler over "
+        method
         + "; ".join(d.describe() for d in spec.space.dims)
         + f"; seeds {list(spec.seeds)}; objective {spec.objective}; "
         f"storage {redact(results.storage)}"
@@ -92,6 +108,8 @@ def summary_text(
     lines.append("")
     lines.append(results.table(markdown=markdown))
     lines.append("")
+    if independent:
+        lines += report_stages.section(results, markdown=markdown)
     moves = drift(results)
     if moves:
         ws = [w for w in results.widths if results.best(w) is not None]

@@ -16,12 +16,21 @@ from .config import SweepSpec
 from .errors import SweepError
 from .runner import format_value
 from .storage import find_sweep_studies, open_storage, redact
-from .trials import ATTR_FAIL_KIND, ATTR_SPEC, DIVERGED, RETRIED_KINDS, fail_reason, point_of
+from .trials import (
+    ATTR_FAIL_KIND,
+    ATTR_SPEC,
+    ATTR_STAGE,
+    DIVERGED,
+    RETRIED_KINDS,
+    fail_reason,
+    point_of,
+)
 
 if TYPE_CHECKING:
     import optuna
 
     from .report import Report
+    from .stages import Stages
     from .transfer import Transfer
 
 
@@ -38,6 +47,9 @@ class TrialRecord:
     params: dict[str, Any]
     reason: str = ""
     seconds: float | None = None
+    stage: str | None = None
+    """Independent search: the stage that queued the trial (``"1:lr"``, ``"2:init_std"``,
+    ``"3:combined"``); ``None`` for grid, random and TPE sweeps."""
 
 
 @dataclass
@@ -77,6 +89,12 @@ class SweepResults:
         done = [t for t in self.completed(width) if t.value is not None]
         return min(done, key=lambda t: (t.value, t.number)) if done else None
 
+    def stages(self, width: int) -> Stages:
+        """Independent search: where the search at ``width`` stands, what each stage chose."""
+        from .stages import outcome_of_record, plan
+
+        return plan(self.spec.space, (outcome_of_record(t) for t in self.trials.get(width, [])))
+
     def counts(self, width: int) -> Counter[str]:
         return Counter(t.state for t in self.trials.get(width, []))
 
@@ -101,6 +119,8 @@ class SweepResults:
                 "best loss": None if best is None else best.value,
                 "trial": None if best is None else best.number,
             }
+            if self.spec.strategy == "independent":
+                row["stage"] = None if best is None else best.stage
             for name in self.param_names:
                 row[name] = None if best is None else best.params.get(name)
             rows.append(row)
@@ -170,4 +190,5 @@ def record(width: int, trial: optuna.trial.FrozenTrial) -> TrialRecord:
         params=point_of(trial),
         reason=fail_reason(trial) if state in ("diverged", "lost", "failed") else "",
         seconds=float(seconds) if isinstance(seconds, int | float) else None,
+        stage=stage if isinstance(stage := trial.user_attrs.get(ATTR_STAGE), str) else None,
     )

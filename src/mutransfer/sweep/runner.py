@@ -3,7 +3,9 @@
 A worker is a plain loop over Optuna's storage — no scheduler of our own: claim a waiting trial
 (an enqueued grid point or a retry) or, for random/TPE, ask the sampler for a new one while the
 width's budget lasts; run the objective; tell the result. Before each claim it looks for trials
-whose worker died (``liveness.recover_lost``) and queues them again. When nothing is left to
+whose worker died (``liveness.recover_lost``) and queues them again; in an independent search it
+also queues the next stage of every width whose current stage is complete (``stages.py``, under
+the set-up lock, so the stage is queued once whichever worker gets there). When nothing is left to
 claim but other workers are still running trials, it waits: one of them may die and its trial
 would need a home. Every worker, on any machine, runs exactly this loop against the same storage;
 ``mutransfer sweep --workers N`` starts N of them here, each with one CPU thread.
@@ -37,6 +39,7 @@ from .config import SweepSpec
 from .errors import Diverged, SweepError
 from .liveness import Heartbeat, Owner, recover_lost
 from .objective import TrialHandle, load_objective
+from .progress import Progress
 from .storage import open_storage, study_name
 from .trials import (
     ATTR_FAIL_KIND,
@@ -125,7 +128,11 @@ class Worker:
         self.stats = WorkerStats()
 
     # ------------------------------------------------------------------------- loop
-    def run(self, max_trials: int | None = None) -> WorkerStats:
+    def run(
+        self, max_trials: int | None = None, on_trial: Callable[[], None] | None = None
+    ) -> WorkerStats:
+        """Claim and run trials until none is left (or ``max_trials``); ``on_trial`` is called
+        after each (the progress bar's refresh)."""
         storage = open_storage(
             self.storage_url,
             heartbeat_interval=self.spec.heartbeat_interval,
@@ -144,6 +151,8 @@ class Worker:
         started = 0
         while max_trials is None or started < max_trials:
             self._recover(studies)
+            if self.spec.strategy == "independent":
+                self._advance(studies)  # queue the next stage of widths whose stage is complete
             claimed = self._claim(studies)
             if claimed is None:
                 running = (TrialState.RUNNING,)
@@ -154,7 +163,40 @@ class Worker:
                 break
             started += 1
             self._run_trial_safely(studies[claimed[0]], *claimed)
+            if on_trial is not None:
+                on_trial()
+        if self.spec.strategy == "independent" and (max_trials is None or started < max_trials):
+            self._report_blocked(studies)
         return self.stats
+
+    def _advance(self, studies: dict[int, optuna.Study]) -> bool:
+        """Queue the next stage of every width whose current stage is complete.
+
+        Checked without the lock first (it is nearly always "nothing to do"), then again under
+        the set-up lock, where reading the trials and enqueueing are one step: two workers
+        finishing a stage at the same moment queue its successor once.
+        """
+        from .stages import enqueue_stage, study_stages
+        from .storage import setup_lock
+
+        queued = False
+        for width, study in studies.items():
+            if not study_stages(study, self.spec).to_enqueue(rerun=False):
+                continue
+            with setup_lock(self.storage_url):
+                added = enqueue_stage(study, self.spec, width, rerun=False)
+            if added:
+                queued = True
+                self.log(f"[worker {self.index}] w={width} {_describe_stage(added)}")
+        return queued
+
+    def _report_blocked(self, studies: dict[int, optuna.Study]) -> None:
+        from .stages import study_stages
+
+        for width, study in studies.items():
+            reason = study_stages(study, self.spec).blocked
+            if reason:
+                self.log(f"[worker {self.index}] w={width}: independent search stopped: {reason}")
 
     def _recover(self, studies: dict[int, optuna.Study]) -> None:
         for width, study in studies.items():
@@ -274,6 +316,27 @@ class Worker:
         return True
 
 
+def _describe_stage(added: list[tuple[str, dict[str, Any]]]) -> str:
+    """``stage 2 at lr=2^-6: queued 3 init_std, 4 output_multiplier``."""
+    from .stages import parse_label
+
+    parsed = [(parse_label(stage), point) for stage, point in added]
+    numbers = sorted({p[0] for p, _ in parsed if p is not None})
+    if numbers == [3]:
+        return f"stage 3: queued the combination {format_params(added[0][1])}"
+    if numbers == [2]:
+        counts: dict[str, int] = {}
+        for p, _ in parsed:
+            assert p is not None
+            counts[p[1]] = counts.get(p[1], 0) + 1
+        first = parsed[0][1]
+        lead = next(iter(first))
+        return f"stage 2 at {lead}={format_value(first[lead])}: queued " + ", ".join(
+            f"{n} {name}" for name, n in counts.items()
+        )
+    return f"queued {len(added)} point(s) of stage {'/'.join(map(str, numbers))}"
+
+
 # ------------------------------------------------------------------------ processes
 def _raise_interrupt(signum: int, frame: Any) -> None:
     """First Ctrl-C/SIGTERM: stop, requeueing the current trial; ignore repeats meanwhile
@@ -283,7 +346,30 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _worker_main(spec_data: dict[str, Any], objective: Any, storage_url: str, index: int) -> None:
+class _PipeLog:
+    """A worker process's log: each line goes to the parent, which prints it above its progress
+    bar. Falls back to printing if the parent is gone, so a worker outliving it still logs."""
+
+    MAX_BYTES = 3000  # one pipe write (< PIPE_BUF) is atomic: a kill -9 cannot tear a line
+
+    def __init__(self, conn: multiprocessing.connection.Connection) -> None:
+        self.conn = conn
+
+    def __call__(self, message: str) -> None:
+        text = message.encode()[: self.MAX_BYTES].decode(errors="ignore")
+        try:
+            self.conn.send(text)
+        except (OSError, ValueError):
+            print(message, flush=True)
+
+
+def _worker_main(
+    spec_data: dict[str, Any],
+    objective: Any,
+    storage_url: str,
+    index: int,
+    conn: multiprocessing.connection.Connection | None = None,
+) -> None:
     """Entry point of a worker process (spawned: a fresh interpreter, one CPU thread)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
@@ -297,8 +383,9 @@ def _worker_main(spec_data: dict[str, Any], objective: Any, storage_url: str, in
     spec = SweepSpec.from_dict(spec_data)
     if isinstance(objective, str):
         objective = load_objective(objective, train=spec.train, report_every=spec.report_every)
+    log: Log = _PipeLog(conn) if conn is not None else _print
     try:
-        Worker(spec, objective, storage_url, index=index).run()
+        Worker(spec, objective, storage_url, index=index, log=log).run()
     except KeyboardInterrupt:
         sys.exit(130)
 
@@ -310,8 +397,14 @@ def run_processes(
     workers: int,
     *,
     log: Log = _print,
+    progress: Progress | None = None,
 ) -> list[int]:
-    """Start ``workers`` worker processes here and wait for them; returns their exit codes."""
+    """Start ``workers`` worker processes here and wait for them; returns their exit codes.
+
+    Each worker sends its log lines through its own pipe (no lock shared between workers, which
+    a killed worker could leave held); they are printed here with ``log``, above the progress
+    bar when there is one, which is refreshed while the workers run.
+    """
     if not isinstance(objective, str):
         try:
             pickle.dumps(objective)
@@ -322,10 +415,11 @@ def run_processes(
                 f"pickling failed: {exc}"
             ) from None
     ctx = multiprocessing.get_context("spawn")
+    pipes = [ctx.Pipe(duplex=False) for _ in range(workers)]
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(spec.to_dict(), objective, storage_url, i),
+            args=(spec.to_dict(), objective, storage_url, i, pipes[i][1]),
             name=f"mutransfer-sweep-worker-{i}",
         )
         for i in range(workers)
@@ -341,16 +435,28 @@ def run_processes(
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        for _, writer in pipes:
+            writer.close()  # the workers hold their own copies
+    readers = {procs[i]: reader for i, (reader, _) in enumerate(pipes)}
     log(f"started {workers} worker process(es): pids {', '.join(str(p.pid) for p in procs)}")
     pending = list(procs)
+    timeout = progress.interval if progress is not None and progress.active else None
     try:
         while pending:
-            ready = multiprocessing.connection.wait([p.sentinel for p in pending])
+            waitables: list[Any] = [p.sentinel for p in pending]
+            waitables += [readers[p] for p in pending if p in readers]
+            ready = multiprocessing.connection.wait(waitables, timeout=timeout)
+            for p in list(pending):
+                if p in readers and readers[p] in ready:
+                    _drain(readers, p, log, until_empty=False)
             for p in [p for p in pending if p.sentinel in ready]:
                 p.join()  # reap at once: a zombie would look alive to the other workers
+                _drain(readers, p, log, until_empty=True)
                 pending.remove(p)
                 if p.exitcode:
                     log(f"worker {procs.index(p)} (pid {p.pid}) exited with status {p.exitcode}")
+            if progress is not None:
+                progress.refresh()
     except KeyboardInterrupt:
         # Ctrl-C in a terminal reaches the workers too; a signal sent to this process alone
         # does not, so pass it on. Each worker requeues its trial and exits.
@@ -363,5 +469,32 @@ def run_processes(
             if p.is_alive():
                 p.kill()
                 p.join()
+        for p in procs:
+            _drain(readers, p, log, until_empty=True)
         raise
     return [int(p.exitcode or 0) for p in procs]
+
+
+def _drain(
+    readers: dict[Any, multiprocessing.connection.Connection],
+    proc: Any,
+    log: Log,
+    *,
+    until_empty: bool,
+) -> None:
+    """Print what a worker sent. After it exited (``until_empty``), read what is left and close
+    the pipe without waiting for an end-of-file that a lingering grandchild (a data-loader
+    process holding the inherited pipe) could withhold."""
+    conn = readers.get(proc)
+    if conn is None:
+        return
+    try:
+        while conn.poll(0):
+            log(conn.recv())
+            if not until_empty:
+                break
+    except (EOFError, OSError):
+        until_empty = True
+    if until_empty:
+        conn.close()
+        del readers[proc]

@@ -13,6 +13,7 @@ from the storage alone.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Iterable, Mapping
@@ -40,6 +41,10 @@ class Dim:
     """Grid spacing in octaves (log2 units): 1 → ×2 per point, 0.5 → ×√2."""
     integer: bool = False
     values: tuple[Choice, ...] | None = None
+    default: Choice | None = None
+    """The value this hyperparameter keeps while others are searched (``strategy =
+    "independent"``); it must be one of ``values`` or lie in ``[low, high]``. The grid strategy
+    does not use it."""
 
     def __post_init__(self) -> None:
         where = f"sweep.space.{self.name}"
@@ -50,6 +55,11 @@ class Dim:
                 raise _check.fail(f"{where}.values", "expected a non-empty list")
             if len(set(self.values)) != len(self.values):
                 raise _check.fail(f"{where}.values", f"values repeat: {list(self.values)}")
+            if self.default is not None and self.default not in self.values:
+                raise _check.fail(
+                    f"{where}.default",
+                    f"{self.default!r} is not one of the values {list(self.values)}",
+                )
             return
         if self.low is None or self.high is None:
             raise _check.fail(where, "give low and high (or log2 = [lo, hi], or values = [...])")
@@ -64,6 +74,21 @@ class Dim:
                 f"an integer log-scale range must start at 1 or more, got {self.low}; "
                 "to include 0 use values = [0, ...]",
             )
+        if self.default is not None:
+            value = _check.number(self.default, f"{where}.default")
+            if not self.low * (1 - _EPS) <= value <= self.high * (1 + _EPS):
+                raise _check.fail(
+                    f"{where}.default",
+                    f"{self.default} lies outside the searched range [{self.low:g}, "
+                    f"{self.high:g}]; widen the range or use values = [...] (e.g. to include 0)",
+                )
+            if self.integer and not isinstance(self.default, int):
+                raise _check.fail(f"{where}.default", f"expected an integer, got {self.default!r}")
+            if not self.integer:
+                object.__setattr__(self, "default", value)  # 1 → 1.0, as the grid's points
+
+    def with_default(self, default: Choice | None) -> Dim:
+        return dataclasses.replace(self, default=default)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -88,10 +113,15 @@ class Dim:
         if isinstance(spec, Dim):
             return spec
         spec = _check.table(spec, where)
-        _check.unknown_keys(spec, ("low", "high", "log2", "step", "integer", "values"), where)
+        _check.unknown_keys(
+            spec, ("low", "high", "log2", "step", "integer", "values", "default"), where
+        )
         integer = _check.boolean(spec.get("integer", False), f"{where}.integer")
+        default = spec.get("default")
+        if default is not None and not isinstance(default, bool | int | float | str):
+            raise _check.fail(f"{where}.default", f"expected a number or a string, got {default!r}")
         if "values" in spec:
-            if set(spec) - {"values"}:
+            if set(spec) - {"values", "default"}:
                 raise _check.fail(where, "values cannot be combined with low/high/log2/step")
             values = _check.sequence(spec["values"], f"{where}.values")
             for i, v in enumerate(values):
@@ -99,7 +129,7 @@ class Dim:
                     raise _check.fail(
                         f"{where}.values[{i}]", f"expected a number or a string, got {v!r}"
                     )
-            return cls(name, values=tuple(values))
+            return cls(name, values=tuple(values), default=default)
         step = _check.number(spec.get("step", 1.0), f"{where}.step", positive=True)
         if "log2" in spec:
             if "low" in spec or "high" in spec:
@@ -109,7 +139,7 @@ class Dim:
                 raise _check.fail(f"{where}.log2", f"expected [lo, hi], got {bounds!r}")
             lo = _check.number(bounds[0], f"{where}.log2[0]")
             hi = _check.number(bounds[1], f"{where}.log2[1]")
-            return cls.log2(name, lo, hi, step=step, integer=integer)
+            return cls.log2(name, lo, hi, step=step, integer=integer).with_default(default)
         limits: dict[str, float] = {}
         for key in ("low", "high"):  # a wrong value is reported before a missing one
             if key in spec:
@@ -121,7 +151,14 @@ class Dim:
                     "missing; a dimension is {low = .., high = ..}, {log2 = [lo, hi]} or "
                     "{values = [..]}",
                 )
-        return cls(name, low=limits["low"], high=limits["high"], step=step, integer=integer)
+        return cls(
+            name,
+            low=limits["low"],
+            high=limits["high"],
+            step=step,
+            integer=integer,
+            default=default,
+        )
 
     # ---------------------------------------------------------------------- queries
     def grid(self) -> list[Choice]:
@@ -151,20 +188,25 @@ class Dim:
         return FloatDistribution(self.low, self.high, log=True)
 
     def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any]
         if self.values is not None:
-            return {"values": list(self.values)}
-        out: dict[str, Any] = {"low": self.low, "high": self.high, "step": self.step}
-        if self.integer:
-            out["integer"] = True
+            out = {"values": list(self.values)}
+        else:
+            out = {"low": self.low, "high": self.high, "step": self.step}
+            if self.integer:
+                out["integer"] = True
+        if self.default is not None:
+            out["default"] = self.default
         return out
 
     def describe(self) -> str:
+        default = "" if self.default is None else f", default {self.default}"
         if self.values is not None:
-            return f"{self.name} ∈ {list(self.values)}"
+            return f"{self.name} ∈ {list(self.values)}{default}"
         assert self.low is not None and self.high is not None
         return (
             f"{self.name} ∈ 2^[{math.log2(self.low):.3g}, {math.log2(self.high):.3g}]"
-            f" (grid step {self.step:g} octave{'s' if self.step != 1 else ''})"
+            f" (grid step {self.step:g} octave{'s' if self.step != 1 else ''}{default})"
         )
 
 

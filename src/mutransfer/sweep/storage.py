@@ -217,7 +217,8 @@ def setup_lock(url: str) -> Iterator[None]:
 def setup_studies(
     spec: SweepSpec, storage: optuna.storages.BaseStorage, url: str
 ) -> dict[int, optuna.Study]:
-    """Create every width's study once and enqueue its missing grid points (under a lock)."""
+    """Create every width's study once and enqueue its missing grid points (under a lock);
+    for the independent search, the points its current stage still needs."""
     import optuna
 
     studies: dict[int, optuna.Study] = {}
@@ -230,7 +231,11 @@ def setup_studies(
             _check_compatible(study, spec)
             study.set_user_attr(ATTR_SPEC, spec.to_dict())
             study.set_user_attr(ATTR_WIDTH, width)
-            if spec.sampler == "grid":
+            if spec.strategy == "independent":
+                from .stages import enqueue_stage
+
+                enqueue_stage(study, spec, width, rerun=True)
+            elif spec.sampler == "grid":
                 enqueue_missing(study, spec, width)
             studies[width] = study
     return studies

@@ -35,6 +35,8 @@ ATTR_WORKER = "worker"
 ATTR_HEARTBEAT = "heartbeat"
 ATTR_FAIL_KIND = "fail_kind"
 ATTR_FAIL_REASON = "fail_reason"
+ATTR_STAGE = "stage"
+"""Independent search only: the stage a trial belongs to, e.g. ``"2:output_multiplier"``."""
 
 DIVERGED = "diverged"
 LOST = "lost"
@@ -42,7 +44,7 @@ INTERRUPTED = "interrupted"
 ERROR = "error"
 RETRIED_KINDS = (LOST, INTERRUPTED)
 
-_KEEP_ON_RETRY = (ATTR_WIDTH,)
+_KEEP_ON_RETRY = (ATTR_WIDTH, ATTR_STAGE)
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
