@@ -1,0 +1,432 @@
+"""The demo's outputs for people: the SP | µP figure, the terminal table and ``report.md``.
+
+Everything here reads the summary dict written to ``summary.json`` (see ``mutransfer.demo``), so
+a figure or a report can be re-drawn from a finished run without training anything:
+``mutransfer.report.write_outputs(json.load(open("runs/demo/summary.json")), "runs/demo")``.
+
+matplotlib is imported inside the plotting function: the rest of the library does not need it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+FIGURE_NAME = "lr_transfer.png"
+REPORT_NAME = "report.md"
+TITLES = {"sp": "SP (standard parametrization)", "mup": "µP (maximal update parametrization)"}
+SHORT = {"sp": "SP", "mup": "µP"}
+
+
+def _name(rules: str) -> str:
+    return SHORT.get(rules, rules)
+
+
+def _fmt_lr(x: float | None) -> str:
+    return "—" if x is None else f"{x:g}"
+
+
+def _fmt_loss(x: float | None, digits: int = 3) -> str:
+    return "diverged" if x is None else f"{x:.{digits}f}"
+
+
+def _fmt_pct(x: float | None) -> str:
+    return "diverged" if x is None else f"{x:.2f} %"
+
+
+# ----------------------------------------------------------------------------- figure
+def y_range(sweeps: Sequence[dict[str, Any]]) -> tuple[float, float]:
+    """One y-range for both panels: from the best loss up to a cap that keeps the basins visible.
+
+    Losses at very bad LRs (near ln 256 = 5.5) would squash the interesting part, so the top is
+    the lower of the worst finite loss and the worst *optimum* plus twice the optima's spread
+    (at least 0.6 nats); curves that leave the range are clipped at the top edge.
+    """
+    finite = [v for s in sweeps for row in s["loss"] for v in row if v is not None]
+    best = [b for s in sweeps for b in s["best_loss"] if b is not None]
+    if not finite:
+        return 0.0, 1.0
+    low, high = min(finite), max(finite)
+    top = min(high, max(best) + max(0.6, 2 * (max(best) - min(best)))) if best else high
+    pad = 0.04 * max(top - low, 1e-3)
+    return low - pad, top + pad
+
+
+def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
+    """Validation loss vs log2 LR, one curve per width, SP | µP side by side (TP5, Fig. 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    sweeps = [summary["sweeps"][r] for r in summary["rules"]]
+    low, high = y_range(sweeps)
+    fig, axes = plt.subplots(1, len(sweeps), figsize=(5.6 * len(sweeps), 4.9), sharey=True)
+    axes = list(axes) if len(sweeps) > 1 else [axes]
+    cmap = plt.get_cmap("viridis")
+    n_seeds = len(sweeps[0]["seeds"])
+    diverged_any = False
+    for ax, sweep in zip(axes, sweeps, strict=True):
+        widths, lrs = sweep["widths"], sweep["log2_lrs"]
+        any_diverged = False
+        for i, width in enumerate(widths):
+            color = cmap(0.9 * i / max(1, len(widths) - 1))
+            row = sweep["loss"][i]
+            xs = [x for x, v in zip(lrs, row, strict=True) if v is not None]
+            ys = [v for v in row if v is not None]
+            ax.plot(xs, ys, "-o", color=color, ms=3.5, lw=1.6, label=f"width {width}")
+            if n_seeds > 1:
+                _seed_spread(ax, lrs, sweep["seed_loss"][i], color)
+            j = sweep["best_log2_lr"][i]
+            if j is not None:
+                ax.plot([j], [sweep["best_loss"][i]], "*", color=color, ms=15, mec="black", mew=0.8)
+            div = [x for x, v in zip(lrs, row, strict=True) if v is None]
+            if div:
+                any_diverged = True
+                top = high - 0.015 * (high - low) * (1 + i)
+                ax.plot(div, [top] * len(div), "x", color=color, ms=7, mew=2)
+        _mark_transfer(ax, summary["transfer"].get(sweep["rules"]))
+        subtitle = "optimum moves " + _octaves(sweep["drift_octaves"])
+        ax.set_title(f"{TITLES.get(sweep['rules'], sweep['rules'])}\n{subtitle}", fontsize=11)
+        ax.set_xlabel("log2 learning rate")
+        ax.set_xticks(lrs)
+        ax.grid(alpha=0.3)
+        ax.set_ylim(low, high)
+        diverged_any = diverged_any or any_diverged
+    handles, labels = axes[0].get_legend_handles_labels()
+    handles.append(Line2D([], [], ls="", marker="*", color="gray", ms=12, mec="black"))
+    labels.append("optimum of a width")
+    if diverged_any:
+        handles.append(Line2D([], [], ls="", marker="x", color="gray", ms=7, mew=2))
+        labels.append("diverged (no loss)")
+    fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
+    axes[0].set_ylabel("validation loss (nats per byte)")
+    config = summary["config"]
+    seeds = f"{n_seeds} seeds (mean)" if n_seeds > 1 else "1 seed"
+    fig.suptitle(
+        f"GPT depth {config['depth']} on {summary['data']['name']}, {config['steps']} steps of "
+        f"{config['batch_size']}×{config['seq_len']} bytes, Adam, {seeds}",
+        fontsize=10,
+    )
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    path = Path(path)
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return path
+
+
+def _octaves(drift: float | None) -> str:
+    return "—" if drift is None else f"{drift:g} octave{'' if drift == 1 else 's'}"
+
+
+def _mark_transfer(ax: Any, transfer: dict[str, Any] | None) -> None:
+    """A dotted line at the proxy's best LR and, in words, what it costs the widest model."""
+    if not transfer or transfer["proxy_log2_lr"] is None:
+        return
+    ax.axvline(transfer["proxy_log2_lr"], color="gray", ls=":", lw=1.2, zorder=0)
+    regret = transfer["regret_percent"]
+    cost = "diverges" if regret is None else f"loss +{regret:.1f} %"
+    ax.text(
+        0.5,
+        0.97,
+        f"best LR of width {transfer['proxy_width']} (dotted) used at width "
+        f"{transfer['target_width']}: {cost}",
+        transform=ax.transAxes,
+        ha="center",
+        va="top",
+        fontsize=8.5,
+        bbox={"boxstyle": "round", "fc": "white", "ec": "lightgray", "alpha": 0.9},
+    )
+
+
+def _seed_spread(
+    ax: Any, lrs: list[float], seed_rows: list[list[float | None]], color: Any
+) -> None:
+    """Shade the min–max range across seeds where every seed finished."""
+    xs, lo, hi = [], [], []
+    for x, values in zip(lrs, seed_rows, strict=True):
+        if values and all(v is not None for v in values):
+            finite = [float(v) for v in values if v is not None]
+            xs.append(x)
+            lo.append(min(finite))
+            hi.append(max(finite))
+    if xs:
+        ax.fill_between(xs, lo, hi, color=color, alpha=0.15, lw=0)
+
+
+# ------------------------------------------------------------------------------ tables
+def _grid_rows(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    header = ["width", *(_fmt_lr(x) for x in sweep["log2_lrs"]), "best"]
+    rows = []
+    for i, width in enumerate(sweep["widths"]):
+        best = sweep["best_index"][i] if "best_index" in sweep else None
+        cells = []
+        for j, value in enumerate(sweep["loss"][i]):
+            text = "✗" if value is None else f"{value:.3f}"
+            cells.append(text + ("*" if j == best else ""))
+        rows.append([str(width), *cells, _fmt_lr(sweep["best_log2_lr"][i])])
+    return header, rows
+
+
+def text_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(r[k]) for r in [header, *rows]) for k in range(len(header))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in [header, *rows]]
+    return "\n".join(lines)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---:" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def transfer_lines(summary: dict[str, Any]) -> list[str]:
+    lines = []
+    for rules in summary["rules"]:
+        t = summary["transfer"][rules]
+        reuse = " (finished grid run reused)" if t["reused_run"] else " (trained for the transfer)"
+        lines.append(
+            f"{_name(rules):>3}: LR 2^{_fmt_lr(t['proxy_log2_lr'])} from width {t['proxy_width']}"
+            f" → width {t['target_width']} loss {_fmt_loss(t['transferred_loss'])}{reuse}; "
+            f"best by direct sweep {_fmt_loss(t['direct_best_loss'])} at "
+            f"2^{_fmt_lr(t['direct_best_log2_lr'])}; regret {_fmt_pct(t['regret_percent'])}"
+        )
+    fraction = summary["transfer"][summary["rules"][0]]["compute_fraction"]
+    if fraction is not None:
+        lines.append(
+            f"The proxy sweep (width {summary['widths'][0]}) cost {100 * fraction:.1f} % of the "
+            f"FLOPs of sweeping width {summary['widths'][-1]} directly."
+        )
+    return lines
+
+
+def claim_lines(summary: dict[str, Any]) -> list[str]:
+    return [
+        f"[{'x' if c['holds'] else ' '}] {c['rule']}" for c in summary.get("claims", {}).values()
+    ]
+
+
+def terminal_report(summary: dict[str, Any]) -> str:
+    """The table printed at the end of ``mutransfer demo``."""
+    parts = []
+    seeds = len(summary["seeds"])
+    for rules in summary["rules"]:
+        sweep = summary["sweeps"][rules]
+        parts.append(
+            f"{TITLES.get(rules, rules)}: validation loss"
+            f"{f' (mean of {seeds} seeds)' if seeds > 1 else ''} by width (rows) and log2 LR "
+            "(columns); * = optimum, ✗ = diverged"
+        )
+        parts.append(text_table(*_grid_rows(sweep)))
+        parts.append(f"optimum moves {_octaves(sweep['drift_octaves'])} across widths\n")
+    parts.append("Transfer (tune the LR on the narrowest width, train the widest with it):")
+    parts += ["  " + line for line in transfer_lines(summary)]
+    if summary.get("claims"):
+        parts.append("\nClaims on this run:")
+        parts += ["  " + line for line in claim_lines(summary)]
+    return "\n".join(parts)
+
+
+# ------------------------------------------------------------------------------ report
+def markdown_report(summary: dict[str, Any], figure: str = FIGURE_NAME) -> str:
+    """``report.md``: the figure, how to read it, the numbers, and how they were produced."""
+    widths = summary["widths"]
+    out = [
+        "# µTransfer demo: SP vs µP",
+        "",
+        f"![validation loss against learning rate, SP and µP]({figure})",
+        "",
+        "## How to read it",
+        "",
+        f"Each curve is one width ({', '.join(map(str, widths))}); each point is a full training "
+        "run at one learning rate, scored on held-out text; the star marks each width's best "
+        "learning rate, and the dotted line the narrowest width's best. What to look for: under "
+        "SP (left) the stars slide left as the model widens — the learning rate tuned on a "
+        "small model is too large for a big one, so every size must be tuned again. Under µP "
+        "(right) the stars line up — the small model's best learning rate is also (nearly) the "
+        "big model's, and wider models are better at (nearly) every learning rate — so the "
+        "learning rate can be tuned cheaply on the small model and transferred. Whether this "
+        "run shows it is measured below (Claims). "
+        "A cross (×) at the top of a panel is a run that diverged; it has no loss.",
+        "",
+    ]
+    seeds = len(summary["seeds"])
+    for rules in summary["rules"]:
+        sweep = summary["sweeps"][rules]
+        out += [
+            f"## {TITLES.get(rules, rules)}",
+            "",
+            f"Validation loss{f' (mean of {seeds} seeds)' if seeds > 1 else ''}; rows: width, "
+            "columns: log2 LR; * optimum, ✗ diverged. Optimum moves "
+            f"**{_octaves(sweep['drift_octaves'])}** across widths.",
+            "",
+            markdown_table(*_grid_rows(sweep)),
+            "",
+        ]
+        if sweep.get("optimum_on_grid_edge"):
+            out += [
+                f"Note: the optimum of width(s) {sweep['optimum_on_grid_edge']} is on the edge "
+                "of the LR grid; the true optimum may lie outside it.",
+                "",
+            ]
+    out += ["## Transfer", ""]
+    out += ["- " + line for line in transfer_lines(summary)]
+    if summary.get("claims"):
+        out += ["", "## Claims on this run", ""]
+        out += ["- " + line for line in claim_lines(summary)]
+    out += ["", "## How this was produced", ""]
+    out += ["- " + line for line in provenance_lines(summary)]
+    return "\n".join(out) + "\n"
+
+
+def provenance_lines(summary: dict[str, Any]) -> list[str]:
+    run, machine, config = summary["run"], summary["machine"], summary["config"]
+    load = machine.get("load_average")
+    return [
+        f"command: `{run['command']}`",
+        f"date: {run['finished']}",
+        f"machine: {machine['cpu']} ({machine['cpus']} CPUs), torch {machine['torch']}, "
+        f"Python {machine['python']}, {run['workers']} worker process(es) × "
+        f"{run['threads']} thread(s)"
+        + (
+            f"; load average (1/5/15 min) before: {'/'.join(map(str, load['before']))}, "
+            f"after: {'/'.join(map(str, load['after']))}"
+            if load
+            else ""
+        ),
+        f"wall time: {_fmt_duration(run['wall_seconds'])} ({run['trained']} runs trained now, "
+        f"{run['reused']} found on disk)"
+        + (
+            f"; CPU time of the demo's processes {_fmt_duration(run['cpu_seconds'])}, i.e. "
+            f"{run['cpu_seconds'] / max(run['wall_seconds'], 1e-9):.2f} cores busy on average"
+            if run.get("cpu_seconds") is not None
+            else ""
+        ),
+        f"data: {summary['data']['name']} ({summary['data']['train_bytes']:,} training bytes, "
+        f"{summary['data']['val_bytes']:,} validation bytes, fingerprint "
+        f"{summary['data']['fingerprint']})",
+        f"model: GPT depth {config['depth']}, {config['n_heads']} heads, base width "
+        f"{config['base_width']}; {config['steps']} steps, batch {config['batch_size']} × "
+        f"{config['seq_len']}, {config['optimizer']} (β2 {config['beta2']}), warmup "
+        f"{config['warmup_steps']}, schedule {config['schedule']}; seeds {summary['seeds']}",
+    ]
+
+
+def _fmt_duration(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def write_outputs(summary: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Draw the figure and write ``report.md`` into ``out_dir``; returns their paths."""
+    out = Path(out_dir)
+    figure = plot_lr_transfer(summary, out / FIGURE_NAME)
+    report = out / REPORT_NAME
+    report.write_text(markdown_report(summary), encoding="utf-8")
+    return {"figure": figure, "report": report}
+
+
+# ----------------------------------------------------------------------- benchmark record
+def results_section(
+    summary: dict[str, Any],
+    seed_checks: Sequence[dict[str, Any]] = (),
+    figure: str = "../../docs/images/lr_transfer.png",
+) -> str:
+    """The demo's entry for ``bench/results/demo.md``: the numbers, the command, the machine.
+
+    ``seed_checks``: summaries of the same settings run with other seeds, shown as one row each
+    so that a reader sees whether the claims depend on the seed.
+    """
+    widths = "/".join(map(str, summary["widths"]))
+    sp, mup = summary["sweeps"].get("sp"), summary["sweeps"].get("mup")
+    t_sp, t_mup = summary["transfer"].get("sp"), summary["transfer"].get("mup")
+    header = ["", "SP", "µP"]
+
+    def both(fn: Any) -> list[str]:
+        return [fn(sp, t_sp) if sp else "—", fn(mup, t_mup) if mup else "—"]
+
+    rows = [
+        [
+            f"best log2 LR, widths {widths}",
+            *both(lambda s, t: "/".join(map(_fmt_lr, s["best_log2_lr"]))),
+        ],
+        ["optimum drift (octaves)", *both(lambda s, t: _fmt_lr(s["drift_octaves"]))],
+        [
+            f"best loss, widths {widths}",
+            *both(lambda s, t: "/".join(_fmt_loss(x) for x in s["best_loss"])),
+        ],
+        [
+            f"width {summary['widths'][-1]} at width {summary['widths'][0]}'s best LR",
+            *both(
+                lambda s, t: f"{_fmt_loss(t['transferred_loss'])} (2^{_fmt_lr(t['proxy_log2_lr'])})"
+            ),
+        ],
+        [
+            f"width {summary['widths'][-1]}, best of its own sweep",
+            *both(
+                lambda s, t: (
+                    f"{_fmt_loss(t['direct_best_loss'])} (2^{_fmt_lr(t['direct_best_log2_lr'])})"
+                )
+            ),
+        ],
+        ["transfer regret", *both(lambda s, t: _fmt_pct(t["regret_percent"]))],
+    ]
+    fraction = (t_mup or t_sp or {}).get("compute_fraction")
+    out = [
+        "## µTransfer demo: learning rate × width, SP vs µP (`mutransfer demo`)",
+        "",
+        f"![SP vs µP: validation loss against log2 learning rate]({figure})",
+        "",
+        markdown_table(header, rows),
+        "",
+    ]
+    if fraction is not None:
+        out += [
+            f"The proxy sweep (width {summary['widths'][0]}) cost {100 * fraction:.1f} % of the "
+            f"FLOPs of sweeping width {summary['widths'][-1]} directly.",
+            "",
+        ]
+    if summary.get("claims"):
+        out += ["Claims on this run:", ""]
+        out += ["- " + line for line in claim_lines(summary)]
+        out.append("")
+    if seed_checks:
+        out += [
+            "Same settings, other seeds (each a full grid with one seed):",
+            "",
+            markdown_table(
+                [
+                    "seed",
+                    "SP drift",
+                    "µP drift",
+                    "SP regret",
+                    "µP regret",
+                    "µP widest best",
+                    "all claims",
+                ],
+                [_seed_row(s) for s in [summary, *seed_checks]],
+            ),
+            "",
+        ]
+    out += ["How it was produced:", ""]
+    out += ["- " + line for line in provenance_lines(summary)]
+    return "\n".join(out) + "\n"
+
+
+def _seed_row(summary: dict[str, Any]) -> list[str]:
+    sweeps, transfer, claims = summary["sweeps"], summary["transfer"], summary.get("claims") or {}
+    wider = claims.get("mup_wider_is_better", {}).get("holds")
+    return [
+        ",".join(map(str, summary["seeds"])),
+        _fmt_lr(sweeps["sp"]["drift_octaves"]),
+        _fmt_lr(sweeps["mup"]["drift_octaves"]),
+        _fmt_pct(transfer["sp"]["regret_percent"]),
+        _fmt_pct(transfer["mup"]["regret_percent"]),
+        "yes" if wider else "no",
+        "yes" if claims and all(c["holds"] for c in claims.values()) else "no",
+    ]
