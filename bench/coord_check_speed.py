@@ -169,8 +169,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: cores)")
     parser.add_argument("--cpus", default=None, help="pin to these CPUs, e.g. 0,1")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", default=str(RESULTS))
+    parser.add_argument("--out", "--out-dir", dest="out", default=str(RESULTS))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test for CI: widths 128-512, 2 seeds, 1 repeat (seconds; numbers meaningless)",
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.widths, args.seeds, args.repeats = "128,256,512", 2, 1
 
     if args.cpus:
         os.sched_setaffinity(0, {int(c) for c in args.cpus.split(",")})
@@ -210,6 +217,7 @@ def main() -> None:
     median = {k: statistics.median(v) for k, v in wall.items()}
     result = {
         "benchmark": "coord_check_speed",
+        "quick": args.quick,
         "date": datetime.date.today().isoformat(),
         "machine": machine(cores),
         "device": args.device,
@@ -273,7 +281,10 @@ def markdown(r: dict[str, Any], argv: list[str]) -> str:
         [
             "## Coordinate check: mutransfer vs microsoft/mup",
             "",
-            "Command: `python bench/coord_check_speed.py" + "".join(" " + a for a in argv) + "`",
+            "Command: `.venv/bin/python bench/coord_check_speed.py"
+            + "".join(" " + a for a in argv)
+            + "`"
+            + (" (smoke test: the numbers mean nothing)" if r.get("quick") else ""),
             "",
             f"Machine ({r['date']}): {m['cpu']}, {m['cores']} cores available, torch "
             f"{m['torch']}, mup {m['mup']}, device {r['device']}, {m['torch_threads']} torch "

@@ -11,7 +11,12 @@ Per round and library, with fresh models built on ``meta`` (build time reported 
 - mutransfer: ``parametrize(model, base)`` (roles, rules, hooks, attention scaling), then
   ``AdamW(plan.param_groups(...))``, then ``plan.to_json()``;
 - mup: ``set_base_shapes(model, base)`` on a model whose ``lm_head`` is a ``MuReadout`` (mup
-  refuses a plain ``nn.Linear`` readout; that attempt is recorded too), then ``MuAdamW``.
+  refuses a plain ``nn.Linear`` readout; that attempt is recorded too), then ``MuAdamW``;
+- unit-scaling 0.3.5 (u-µP), when installed: it has no plan step — its modules tag each
+  parameter with its u-µP role (``mup_type``, depth) in their constructors, and
+  ``unit_scaling.optim.AdamW`` turns the tags into one group per parameter. Its "plan" phase is
+  that tagging, done here on the same meta model exactly as its ``Linear``/``Embedding``/norm
+  constructors and ``DepthModuleList`` do it, then ``unit_scaling.optim.AdamW``.
 
 Memory is the change in resident set size (``VmRSS``) and the phase's own peak (``VmHWM``
 after a reset) — a 7B model in fp32 is 27 GB, so any materialised layer would show as
@@ -134,6 +139,46 @@ def run_mup() -> dict[str, Any]:
     }
 
 
+def unit_tag(model: nn.Module) -> None:
+    """Attach u-µP metadata as unit-scaling's module constructors do (``uu.Parameter``).
+
+    ``uu.Linear``/``uu.Embedding`` wrap their weight as ``Parameter(w.data, mup_type="weight")``,
+    ``uu.LinearReadout`` as ``"output"``, norms as ``"norm"``; ``DepthModuleList`` sets
+    ``mup_scaling_depth`` on every parameter of its blocks.
+    """
+    import unit_scaling as uu
+
+    readout = model.lm_head
+    for module in model.modules():
+        for pname, p in list(module.named_parameters(recurse=False)):
+            kind = "output" if module is readout else ("norm" if p.dim() == 1 else "weight")
+            setattr(module, pname, uu.Parameter(p.data, mup_type=kind))
+    layers = model.layers
+    for p in layers.parameters():
+        p.mup_scaling_depth = len(layers)  # type: ignore[attr-defined]
+
+
+def run_unit_scaling() -> dict[str, Any]:
+    import unit_scaling as uu
+
+    with Phase() as build:
+        cfg = LlamaShape()
+        with torch.device("meta"):
+            model = Llama(cfg)
+    with Phase() as plan_phase:
+        unit_tag(model)
+    with Phase() as opt_phase:
+        opt = uu.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.1)
+    return {
+        "build": build.record(),
+        "plan": plan_phase.record(),
+        "optimizer": opt_phase.record(),
+        "param_groups": len(opt.param_groups),
+        "tensors": sum(1 for _ in model.parameters()),
+        "not_on_meta": not_on_meta(model),
+    }
+
+
 def mup_plain_readout() -> dict[str, Any]:
     """mup on the unmodified model (``nn.Linear`` lm_head): what happens, verbatim."""
     import mup
@@ -182,6 +227,20 @@ def materialise_small(libraries: list[str]) -> dict[str, Any]:
         kept = sum(hasattr(p, "infshape") for p in model.parameters())
         result = _attempt(lambda: (mup.MuAdamW(model.parameters(), lr=LR), model(idx)))
         out["mup"] = {**result, "infshape_kept": kept, "parameters": len(list(model.parameters()))}
+    if "unit-scaling" in libraries:
+        import unit_scaling as uu
+
+        with torch.device("meta"):
+            model = Llama(cfg)
+        unit_tag(model)
+        model.to_empty(device="cpu")
+        kept = sum(hasattr(p, "mup_type") for p in model.parameters())
+        result = _attempt(lambda: (uu.optim.AdamW(model.parameters(), lr=LR), model(idx)))
+        out["unit-scaling"] = {
+            **result,
+            "mup_type_kept": kept,
+            "parameters": len(list(model.parameters())),
+        }
     return out
 
 
@@ -193,13 +252,16 @@ def _attempt(fn: Callable[[], object]) -> dict[str, Any]:
     return {"ok": True, "error": None}
 
 
-def mup_version() -> str | None:
+def mup_version(dist: str = "mup") -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("mup")
+        return version(dist)
     except PackageNotFoundError:
         return None
+
+
+LIBS = ("mutransfer", "mup", "unit-scaling")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     mup_ok = mup_version() is not None
     if mup_ok:
         libraries["mup"] = run_mup
+    unit_ok = mup_version("unit-scaling") is not None
+    if unit_ok:
+        libraries["unit-scaling"] = run_unit_scaling
     cfg = LlamaShape()
     with torch.device("meta"):
         n_params = sum(p.numel() for p in Llama(cfg).parameters())
@@ -220,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine_info(),
         "mutransfer": mutransfer.__version__,
         "mup": mup_version(),
+        "unit-scaling": mup_version("unit-scaling"),
         "model": {**asdict(cfg), "parameters": n_params, "base_width": BASE_WIDTH},
         "time_target_s": TIME_TARGET_S,
         "rounds": {name: [] for name in libraries},
@@ -250,6 +316,11 @@ def main(argv: list[str] | None = None) -> int:
         payload["mup_plain_lm_head"] = mup_plain_readout()
     else:
         payload["errors"]["mup"] = "mup is not installed (pip install --no-deps mup==1.0.0)"
+    if not unit_ok:
+        payload["errors"]["unit-scaling"] = (
+            "unit-scaling is not installed (pip install --no-deps unit-scaling==0.3.5 einops "
+            "tabulate docstring-parser)"
+        )
     json_path, md_path = write_results(NAME, payload, render(payload), args.out_dir)
     print(render(payload))
     print(f"\nwrote {json_path} and {md_path}")
@@ -288,13 +359,13 @@ def render(payload: dict[str, Any]) -> str:
     rows = []
     labels = {
         "build": "build target + base on meta",
-        "plan": "parametrize / set_base_shapes",
-        "optimizer": "AdamW(plan.param_groups) / MuAdamW",
+        "plan": "parametrize / set_base_shapes / u-µP tags",
+        "optimizer": "AdamW(plan.param_groups) / MuAdamW / uu.optim.AdamW",
         "to_json": "plan.to_json()",
     }
     for phase, label in labels.items():
         row = [label]
-        for lib in ("mutransfer", "mup"):
+        for lib in LIBS:
             s = summary.get(lib, {})
             row += [
                 _cell(s, phase, "seconds", ".3f"),
@@ -305,11 +376,11 @@ def render(payload: dict[str, Any]) -> str:
     facts = [
         [
             "parameter groups",
-            *(str(summary.get(lib, {}).get("param_groups", "—")) for lib in ("mutransfer", "mup")),
+            *(str(summary.get(lib, {}).get("param_groups", "—")) for lib in LIBS),
         ],
         [
             "parameters left off meta",
-            *(str(summary.get(lib, {}).get("not_on_meta", "—")) for lib in ("mutransfer", "mup")),
+            *(str(summary.get(lib, {}).get("not_on_meta", "—")) for lib in LIBS),
         ],
     ]
     m = payload["model"]
@@ -317,18 +388,23 @@ def render(payload: dict[str, Any]) -> str:
     parts = [
         "## Building the plan of a 7B model on `meta`",
         f"Command: `{payload['command']}`  \nMachine: {machine_line(payload['machine'])}  \n"
-        f"mutransfer {payload['mutransfer']}, mup {payload['mup']}",
+        f"mutransfer {payload['mutransfer']}, mup {payload['mup']}, unit-scaling "
+        f"{payload.get('unit-scaling') or 'not installed'}",
         f"Llama-shaped model ({m['parameters'] / 1e9:.2f} B parameters: width {m['width']}, "
         f"{m['depth']} layers, {m['n_heads']} heads, SwiGLU {m['intermediate']}, vocabulary "
-        f"{m['vocab_size']}, untied `lm_head`), base width {m['base_width']}, both on `meta`. "
+        f"{m['vocab_size']}, untied `lm_head`), base width {m['base_width']}, both on `meta` "
+        "(unit-scaling needs no base model). "
         f"Medians over {len(payload['rounds'].get('mutransfer', []))} rounds (libraries "
         "alternating first), worst round in brackets; memory in MiB: growth of resident set "
         "size over the phase, and the phase's own peak above its start.",
         markdown_table(
-            ["phase", "mutransfer s", "RSS +MiB", "peak +MiB", "mup s", "RSS +MiB", "peak +MiB"],
+            [
+                "phase",
+                *(h for lib in LIBS for h in (f"{lib} s", "RSS +MiB", "peak +MiB")),
+            ],
             rows,
         ),
-        markdown_table(["", "mutransfer", "mup"], facts),
+        markdown_table(["", *LIBS], facts),
     ]
     if plain:
         outcome = "runs" if plain["ok"] else f"fails: {_quote(plain['error'])}"
@@ -340,16 +416,17 @@ def render(payload: dict[str, Any]) -> str:
     small = payload.get("materialise_small", {})
     if small:
         rows = []
-        for lib in ("mutransfer", "mup"):
+        for lib in LIBS:
             res = small.get(lib)
             if res is None:
                 continue
             outcome = "works" if res["ok"] else f"fails: {_quote(res['error'])}"
-            kept = (
-                "plan keyed by parameter name"
-                if lib == "mutransfer"
-                else f"`infshape` on {res['infshape_kept']} of {res['parameters']} parameters"
-            )
+            if lib == "mutransfer":
+                kept = "plan keyed by parameter name"
+            elif lib == "mup":
+                kept = f"`infshape` on {res['infshape_kept']} of {res['parameters']} parameters"
+            else:
+                kept = f"`mup_type` on {res['mup_type_kept']} of {res['parameters']} parameters"
             rows.append([lib, kept, outcome])
         sm = small["model"]
         parts += [
@@ -445,12 +522,31 @@ def reading(payload: dict[str, Any]) -> str:
             "`MuReadout` in the model code (and mup's 1/d attention scale too, by hand); "
             "mutransfer takes the model as written."
         )
+    us = summary.get("unit-scaling")
+    if mt and us:
+        a = mt["plan"]["seconds"]["median"] + mt["optimizer"]["seconds"]["median"]
+        b = us["plan"]["seconds"]["median"] + us["optimizer"]["seconds"]["median"]
+        faster, ratio = ("unit-scaling", a / b) if b < a else ("mutransfer", b / a)
+        lines.append(
+            f"- Against unit-scaling, plan + optimizer set-up: {faster} is {ratio:.1f}× faster "
+            f"({a * 1e3:.1f} ms mutransfer vs {b * 1e3:.1f} ms unit-scaling, whose tags are "
+            "set by its module constructors and whose optimizer makes "
+            f"{us['param_groups']} groups, one per parameter, against mutransfer's "
+            f"{mt['param_groups']})."
+        )
     small = payload.get("materialise_small", {}).get("mup")
     if small and small["infshape_kept"] < small["parameters"]:
         lines.append(
             f"- After `to_empty`, mup's metadata survives on {small['infshape_kept']} of "
             f"{small['parameters']} parameters, so the meta → materialise path a 7B run needs "
             "breaks unless `set_base_shapes` is called again on the materialised model."
+        )
+    small = payload.get("materialise_small", {}).get("unit-scaling")
+    if small and small["mup_type_kept"] < small["parameters"]:
+        lines.append(
+            f"- unit-scaling's tags survive `to_empty` on {small['mup_type_kept']} of "
+            f"{small['parameters']} parameters: its optimizer then refuses the model (or, with "
+            "`allow_non_unit_scaling_params=True`, trains it without the u-µP LR rules)."
         )
     return "\n".join(lines)
 

@@ -339,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     configs = [c for v in runnable for c in g.configs(v)]
+    cached = sum(1 for c in dict.fromkeys(configs) if store.load(c) is not None)
     results = run_grid(configs, store, source, 1 if args.quick else args.workers)
     wall = time.perf_counter() - started
+    trained_now = sum(1 for c in configs if c in results) - cached
     import mutransfer
 
     payload: dict[str, Any] = {
@@ -354,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "wall_seconds": wall,
         "runs": len(configs),
+        "runs_trained_now": trained_now,
+        "run_seconds_total": sum(r.get("seconds", 0.0) for r in results.values()),
         "variants": {v.key: analyse(g, v, results) for v in runnable},
         "not_installed": missing,
         "order": [v.key for v in variants],
@@ -423,7 +427,8 @@ def plot(payload: dict[str, Any], path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.set_ylim(low, high)
     axes[0].set_ylabel("validation loss (nats/byte)")
-    axes[-1].legend(fontsize=8, loc="lower right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8.5, frameon=False)
     base = payload["grid"]["base"]
     fig.suptitle(
         f"Byte-level GPT depth {base['depth']}, {base['steps']} steps of "
@@ -431,7 +436,7 @@ def plot(payload: dict[str, Any], path: Path) -> Path:
         " — dotted: the narrowest width's best LR",
         fontsize=9.5,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
@@ -507,8 +512,10 @@ def render(payload: dict[str, Any]) -> str:
         f"Command: `{payload['command']}`  \nMachine: {machine_line(payload['machine'])}  \n"
         + "Versions: "
         + ", ".join(f"{k} {v or 'not installed'}" for k, v in payload["versions"].items())
-        + f"  \nWall time {payload['wall_seconds'] / 60:.1f} min for {payload['runs']} runs "
-        f"({payload['workers']} worker(s), 1 thread each; runs already cached cost nothing); "
+        + f"  \n{payload['runs']} runs, {payload['run_seconds_total'] / 60:.1f} min of training "
+        f"in all (sum over runs, {payload['workers']} worker process(es) of 1 thread); this "
+        f"invocation trained {payload['runs_trained_now']} of them in "
+        f"{payload['wall_seconds'] / 60:.1f} min wall (the rest came from the run cache); "
         f"load average {load[0]} before, {load[1]} after.",
         f"Setting: {setting} — "
         f"byte-level GPT, depth {base['depth']}, {base['n_heads']} heads, widths {widths} "
