@@ -37,6 +37,7 @@ import math
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -49,6 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from common import (
+    RESULTS_DIR,
     arg_parser,
     command_line,
     machine_info,
@@ -307,10 +309,16 @@ def main(argv: list[str] | None = None) -> int:
         "--runs-dir",
         type=Path,
         default=None,
-        help="cache of finished runs (default: runs/bench/transfer_fidelity[-quick])",
+        help="cache of finished runs (default: runs/bench/transfer_fidelity; --quick and "
+        "--fresh use a temporary folder)",
     )
     parser.add_argument(
         "--only", default=None, help="comma-separated variant keys (default: all installed)"
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ignore cached runs (the cache key does not cover changes to the code)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -332,10 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     runnable = [v for v in variants if v.key not in missing]
     source = load_source(g.base)
     peers_tag = "-".join(f"{d}{versions[d]}" for d in sorted(versions) if versions[d])
-    store = RunStore(
-        args.runs_dir or ROOT / "runs" / "bench" / (NAME + ("-quick" if args.quick else "")),
-        f"{source_fingerprint(source)}-{peers_tag}",
-    )
+    # the smoke test never trusts a cache (it exists to catch breakage); --fresh likewise
+    scratch = tempfile.TemporaryDirectory(prefix=NAME) if args.quick or args.fresh else None
+    runs_dir = args.runs_dir or (Path(scratch.name) if scratch else ROOT / "runs" / "bench" / NAME)
+    store = RunStore(runs_dir, f"{source_fingerprint(source)}-{peers_tag}")
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
     configs = [c for v in runnable for c in g.configs(v)]
@@ -366,11 +374,15 @@ def main(argv: list[str] | None = None) -> int:
     figure = Path(args.out_dir) / f"{NAME}.png"
     if payload["variants"]:
         plot(payload, figure)
-        payload["figure"] = figure.name
+        # linked from BENCHMARKS.md at the repository root, or from a BENCHMARKS.md beside it
+        in_repo = Path(args.out_dir).resolve() == RESULTS_DIR.resolve()
+        payload["figure"] = f"bench/results/{figure.name}" if in_repo else figure.name
     payload["reading"] = reading(payload)
     json_path, md_path = write_results(NAME, payload, render(payload), args.out_dir)
     print(render(payload))
     print(f"\nwrote {json_path}, {md_path}" + (f" and {figure}" if payload["variants"] else ""))
+    if scratch is not None:
+        scratch.cleanup()
     return 0
 
 
@@ -533,7 +545,7 @@ def render(payload: dict[str, Any]) -> str:
     if payload.get("figure"):
         parts.append(
             f"![validation loss vs log2 LR per width, one panel per parametrization]"
-            f"(bench/results/{payload['figure']})"
+            f"({payload['figure']})"
         )
     parts += [
         "Validation loss per grid point (LR j = the j-th point of each variant's own grid; "

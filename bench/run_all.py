@@ -1,0 +1,410 @@
+"""Run every benchmark and regenerate BENCHMARKS.md from their results.
+
+    .venv/bin/python bench/run_all.py --mode full      # the recorded numbers (`make bench`)
+    .venv/bin/python bench/run_all.py --mode quick     # CI smoke (`make bench-quick`), seconds
+    .venv/bin/python bench/run_all.py --render-only    # rebuild BENCHMARKS.md, run nothing
+
+Each benchmark runs as its own process (one crash does not stop the others) and writes
+``<name>.json`` and ``<name>.md`` into the results folder. BENCHMARKS.md is then assembled from
+the hand-written intro in ``bench/templates/BENCHMARKS.md.in``, a summary table computed from
+the JSON files, and the markdown sections, so it is never edited by hand and cannot drift from
+the numbers.
+
+Full mode writes into ``bench/results/`` and the repository's ``BENCHMARKS.md``. Quick mode
+writes into ``runs/bench/quick/`` (never over the recorded results) with a BENCHMARKS.md of its
+own there. Full mode warns when the machine is busy (1-minute load average above the core
+count): the timings and the transfer runs of a busy machine are slower and noisier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import string
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+RESULTS = BENCH / "results"
+TEMPLATE = BENCH / "templates" / "BENCHMARKS.md.in"
+QUICK_OUT = ROOT / "runs" / "bench" / "quick"
+
+
+@dataclass(frozen=True)
+class Benchmark:
+    name: str
+    title: str
+    full_args: tuple[str, ...] = ()
+    quick_args: tuple[str, ...] = ("--quick",)
+
+    @property
+    def script(self) -> Path:
+        return BENCH / f"{self.name}.py"
+
+
+BENCHMARKS = (
+    Benchmark("transfer_fidelity", "Transfer fidelity (the demo setting)"),
+    Benchmark("peer_overhead", "Per-step overhead per library"),
+    Benchmark("coord_check_speed", "Coordinate check wall time", ("--repeats", "3")),
+    Benchmark("plan_7b", "Plan set-up on a 7B meta model"),
+    Benchmark("survival", "What survives deepcopy, pickle, compile, DDP, FSDP2"),
+    Benchmark("step_overhead", "mutransfer's per-step overhead in detail"),
+)
+EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
+"""Sections written by other tools (``mutransfer demo``), included when present."""
+
+
+# -------------------------------------------------------------------------------- running
+def run_benchmark(bench: Benchmark, mode: str, out_dir: Path, python: str) -> dict[str, Any]:
+    """Run one script in its own process; its output streams to this terminal."""
+    args = bench.quick_args if mode == "quick" else bench.full_args
+    cmd = [python, str(bench.script), *args, "--out-dir", str(out_dir)]
+    load = os.getloadavg()[0]
+    cores = os.cpu_count() or 1
+    if mode == "full" and load > cores:
+        print(
+            f"[run_all] warning: load average {load:.1f} > {cores} cores before {bench.name}; "
+            "other jobs will slow and disturb it",
+            flush=True,
+        )
+    print(f"[run_all] {bench.name}: {' '.join(cmd)}", flush=True)
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, check=False)
+    return {
+        "returncode": proc.returncode,
+        "seconds": round(time.perf_counter() - started, 1),
+        "load_average_before": round(load, 2),
+        "command": " ".join(cmd),
+    }
+
+
+# ------------------------------------------------------------------------------- summary
+def _load(out_dir: Path, name: str) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads((out_dir / f"{name}.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data
+
+
+Row = list[str]
+LIBS = ("mutransfer", "mup", "unit-scaling")
+
+
+def _best(
+    values: dict[str, float | None], lower_is_better: bool = True, tol: float | None = None
+) -> str:
+    """Which library has the best number; those within ``tol`` of it (default 2 %) tie."""
+    known = {k: v for k, v in values.items() if v is not None}
+    if len(known) < 2:
+        return "—"
+    best = min(known.values()) if lower_is_better else max(known.values())
+    tol = (0.02 * abs(best) if tol is None else tol) + 1e-12
+    winners = [k for k, v in known.items() if abs(v - best) <= tol]
+    return " = ".join(winners) if len(winners) > 1 else winners[0]
+
+
+def summary_transfer(data: dict[str, Any]) -> list[Row]:
+    v = data["variants"]
+    missing = data.get("not_installed", {})
+
+    def cell(key: str, field: str, spec: str, suffix: str = "") -> str:
+        if key in missing:
+            return "not installed"
+        if key not in v:
+            return "—"
+        value = (
+            v[key]["transfer"]["regret_percent"]
+            if field == "regret"
+            else v[key]["sweep"]["drift_octaves"]
+        )
+        return "diverged" if value is None else format(value, spec) + suffix
+
+    def value(key: str, field: str) -> float | None:
+        if key not in v:
+            return None
+        out: float | None = (
+            v[key]["transfer"]["regret_percent"]
+            if field == "regret"
+            else v[key]["sweep"]["drift_octaves"]
+        )
+        return out
+
+    rows = []
+    widest = data["grid"]["widths"][-1]
+    for field, label, spec, suffix, tol in (
+        ("regret", f"transfer regret at width {widest}, % of loss", ".2f", " %", 0.25),
+        ("drift", "drift of the best LR across widths, octaves", "g", "", 0.0),
+    ):
+        rows.append(
+            [
+                label,
+                cell("mutransfer-mup", field, spec, suffix),
+                cell("mup", field, spec, suffix),
+                cell("unit-scaling", field, spec, suffix)
+                + (
+                    f" (mutransfer's u-µP preset: {cell('mutransfer-u-mup', field, spec, suffix)})"
+                    if "mutransfer-u-mup" in v
+                    else ""
+                ),
+                _best(
+                    {
+                        "mutransfer": value("mutransfer-mup", field),
+                        "mup": value("mup", field),
+                        "unit-scaling": value("unit-scaling", field),
+                    },
+                    tol=tol,
+                )
+                + f"; SP: {cell('sp', field, spec, suffix)}",
+            ]
+        )
+    return rows
+
+
+def summary_overhead(data: dict[str, Any]) -> list[Row]:
+    rows = []
+    missing = data.get("not_installed", {})
+    for impl, res in data["impls"].items():
+        if "skipped" in res:
+            continue
+        r = res["step"]["ratio_vs_plain"]
+        values = {lib: r[lib]["median"] if lib in r else None for lib in LIBS}
+        cells = [
+            "not installed"
+            if lib in missing
+            else f"{values[lib]:.3f}"
+            if values[lib] is not None
+            else "—"
+            for lib in LIBS
+        ]
+        noise = abs(r["plain-copy"]["median"] - 1)
+        rows.append(
+            [
+                f"training step time ÷ plain PyTorch, AdamW {impl} (A/A noise {noise:.1%})",
+                *cells,
+                _best(values, tol=max(noise, 0.02)),
+            ]
+        )
+    return rows
+
+
+def summary_coord(data: dict[str, Any]) -> list[Row]:
+    best = data["best_seconds"]
+    return [
+        [
+            "coordinate check, best wall time (mup's own example)",
+            f"{best['mutransfer']:.1f} s ({data['speedup_best']['mutransfer']}× faster)",
+            f"{best['mup']:.1f} s",
+            "n/a (no coordinate check)",
+            _best({"mutransfer": best["mutransfer"], "mup": best["mup"]}),
+        ]
+    ]
+
+
+def summary_plan(data: dict[str, Any]) -> list[Row]:
+    s = data["summary"]
+
+    def ms(lib: str) -> float | None:
+        if lib not in s:
+            return None
+        return float(s[lib]["plan"]["seconds"]["median"] + s[lib]["optimizer"]["seconds"]["median"])
+
+    values = {lib: ms(lib) for lib in LIBS}
+    cells = [
+        f"{values[lib] * 1e3:.1f} ms, {s[lib]['param_groups']} groups"
+        if values[lib] is not None
+        else "not installed"
+        for lib in LIBS
+    ]
+    small = data.get("materialise_small", {})
+    after = [
+        "works" if small.get(lib, {}).get("ok") else ("fails" if lib in small else "—")
+        for lib in LIBS
+    ]
+    return [
+        ["7B meta model: plan + optimizer set-up", *cells, _best(values)],
+        [
+            "7B path: meta → to_empty → optimizer + forward",
+            *after,
+            " = ".join(lib for lib, a in zip(LIBS, after, strict=True) if a == "works") or "—",
+        ],
+    ]
+
+
+def summary_survival(data: dict[str, Any]) -> list[Row]:
+    cells, counts = [], {}
+    for lib in LIBS:
+        row = data["cells"].get(lib, {})
+        ran = [c for c in row.values() if c["status"] in ("ok", "wrong", "fails")]
+        if not ran:
+            status = next(iter(row.values()), {}).get("status", "—")
+            cells.append(status)
+            continue
+        ok = sum(c["status"] == "ok" for c in ran)
+        counts[lib] = float(ok)
+        cells.append(f"{ok} of {len(ran)}")
+    return [
+        [
+            "operations after which the µP behaviour is still right",
+            *cells,
+            _best(counts, lower_is_better=False),
+        ]
+    ]
+
+
+SUMMARIES: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "transfer_fidelity": summary_transfer,
+    "peer_overhead": summary_overhead,
+    "coord_check_speed": summary_coord,
+    "plan_7b": summary_plan,
+    "survival": summary_survival,
+}
+
+
+def summary_table(out_dir: Path) -> str:
+    from common import markdown_table
+
+    rows: list[Row] = []
+    notes = []
+    for name, fn in SUMMARIES.items():
+        data = _load(out_dir, name)
+        if data is None:
+            notes.append(f"{name}: no results yet")
+            continue
+        try:
+            rows += fn(data)
+        except (KeyError, TypeError, ValueError) as err:  # an old or partial result file
+            notes.append(f"{name}: results unreadable ({type(err).__name__}: {err})")
+    table = markdown_table(["measure", *LIBS, "best"], rows) if rows else "No results yet."
+    if rows:
+        table += (
+            "\n\n`best` names every library within the measure's noise of the best value "
+            "(regret: 0.25 points; step time: the A/A control's spread, at least 2 %; other "
+            "times: 2 %). The unit-scaling column of the transfer rows is u-µP, a different "
+            "parametrization from µP; mutransfer's own u-µP preset is given beside it."
+        )
+    if notes:
+        table += "\n\n" + "\n".join(f"- {n}" for n in notes)
+    return table
+
+
+# -------------------------------------------------------------------------------- render
+def _anchor(title: str) -> str:
+    keep = [c for c in title.lower().replace(" ", "-") if c.isalnum() or c in "-_"]
+    return "".join(keep)
+
+
+def render(out_dir: Path, manifest: dict[str, Any] | None) -> str:
+    """BENCHMARKS.md from the template, the summary table and the sections in ``out_dir``."""
+    sections, contents = [], []
+    names = [(b.name, b.title) for b in BENCHMARKS] + list(EXTRA_SECTIONS)
+    for name, title in names:
+        path = out_dir / f"{name}.md"
+        if not path.exists():
+            if name in {b.name for b in BENCHMARKS}:
+                sections.append(f"## {title}\n\nNo results yet: run `bench/{name}.py`.")
+                contents.append(f"- {title} (no results yet)")
+            continue
+        body = path.read_text(encoding="utf-8").strip()
+        heading = body.splitlines()[0].lstrip("# ").strip() if body.startswith("#") else title
+        contents.append(f"- [{heading}](#{_anchor(heading)})")
+        sections.append(body)
+    status = ""
+    if manifest is not None:
+        failed = [n for n, r in manifest["benchmarks"].items() if r["returncode"] != 0]
+        status = (
+            f"Last `run_all.py --mode {manifest['mode']}`: {manifest['finished']}, "
+            f"{manifest['seconds'] / 60:.1f} min"
+            + (f"; **failed: {', '.join(failed)}** (their sections are older)" if failed else "")
+            + "."
+        )
+    text = string.Template(TEMPLATE.read_text(encoding="utf-8")).substitute(
+        status=status,
+        summary=summary_table(out_dir),
+        contents="\n".join(contents),
+        sections="\n\n---\n\n".join(sections),
+    )
+    return text.rstrip() + "\n"
+
+
+# ---------------------------------------------------------------------------------- main
+def _previous(path: Path, mode: str) -> dict[str, Any]:
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return dict(old.get("benchmarks", {})) if old.get("mode") == mode else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=("full", "quick"), default="full")
+    parser.add_argument(
+        "--only", default=None, help="comma-separated benchmark names (default: all)"
+    )
+    parser.add_argument(
+        "--out-dir",
+        type=Path,
+        default=None,
+        help=f"results folder (default: {RESULTS} in full mode, {QUICK_OUT} in quick mode)",
+    )
+    parser.add_argument(
+        "--doc",
+        type=Path,
+        default=None,
+        help="where to write BENCHMARKS.md (default: the repository's in full mode, "
+        "<out-dir>/BENCHMARKS.md in quick mode)",
+    )
+    parser.add_argument(
+        "--render-only", action="store_true", help="rebuild BENCHMARKS.md, run nothing"
+    )
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the scripts")
+    args = parser.parse_args(argv)
+    quick = args.mode == "quick"
+    out_dir = args.out_dir or (QUICK_OUT if quick else RESULTS)
+    doc = args.doc or (out_dir / "BENCHMARKS.md" if quick else ROOT / "BENCHMARKS.md")
+    known = {b.name: b for b in BENCHMARKS}
+    selected = list(known) if args.only is None else args.only.split(",")
+    unknown = [n for n in selected if n not in known]
+    if unknown:
+        parser.error(f"unknown benchmark(s) {unknown}; known: {', '.join(known)}")
+    sys.path.insert(0, str(BENCH))
+    manifest_path = out_dir / "run_all.json"
+    manifest: dict[str, Any] | None = None
+    if not args.render_only:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        results = {n: run_benchmark(known[n], args.mode, out_dir, args.python) for n in selected}
+        previous = _previous(manifest_path, args.mode)  # keep the entries of benchmarks not rerun
+        manifest = {
+            "mode": args.mode,
+            "finished": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "seconds": time.perf_counter() - started,
+            "benchmarks": {**previous, **results},
+        }
+        manifest_path.write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    elif manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    doc.write_text(render(out_dir, manifest), encoding="utf-8")
+    print(f"[run_all] wrote {doc}")
+    failed = (
+        []
+        if manifest is None
+        else [n for n, r in manifest["benchmarks"].items() if r["returncode"] != 0]
+    )
+    if failed and not args.render_only:
+        print(f"[run_all] failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
