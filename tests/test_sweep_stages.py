@@ -131,6 +131,8 @@ def test_stopped_mid_stage_two_resumes_without_rerunning(tmp_path: Path) -> None
     }
     assert len(done) == 8
     assert sweep.unfinished() == BUDGET - 8
+    partial = sweep.results().report(tmp_path / "partial")  # a report mid-search works
+    assert "stage 2" in partial.text and partial.files["stages"].is_file()
     sweep.run(log=None)  # the same command again
     trials = sweep.studies()[8].trials
     assert len(trials) == BUDGET and all(t.state == TrialState.COMPLETE for t in trials)
@@ -174,7 +176,7 @@ def test_interacting_hyperparameters_are_flagged_in_the_report(tmp_path: Path) -
     assert report.files["stages"].stat().st_size > 0
     md = report.files["report"].read_text()
     assert "## Independent search" in md and "independent search: lr first" in md
-    assert "the hyperparameters interact" in md and f"trial #{best.number}" in md
+    assert "do not simply combine" in md and f"trial #{best.number}" in md
     # the transfer takes the best measured point, not the combination
     assert results.transfer(64).params == best.params
 

@@ -6,8 +6,9 @@ at the best LR). So an independent search gets its own picture, ``stages.png``: 
 hyperparameter, showing exactly the 1-D sweep its stage ran (the LR with the others at their
 defaults; each other one at the best LR), one curve per width, ★ the value the stage chose and
 ◆ the loss of the combined trial. The Markdown section tabulates the same per width and says
-when the combination is *not* the best point measured: then the hyperparameters interact and
-the independent search's premise does not hold for this model and parametrization.
+when the combination is *not* the best point measured: then the hyperparameters interact (or the
+difference is noise between single runs), and the independent search's premise does not hold
+well for this model and parametrization.
 """
 
 from __future__ import annotations
@@ -95,14 +96,16 @@ def _notes(results: SweepResults, width: int, stages: Stages) -> list[str]:
         return []
     if combined.status != "complete" or combined.value is None:
         return [
-            f"width {width}: the combination {combined.status} — the hyperparameters interact; "
+            f"width {width}: the combination {combined.status}: the hyperparameters interact; "
             f"the best measured point (trial #{best.number}) is the sweep's answer"
         ]
     if best.number != combined.number and best.value is not None and best.value < combined.value:
         return [
             f"width {width}: the combination (loss {combined.value:.4f}) is worse than trial "
-            f"#{best.number} (loss {best.value:.4f}): the hyperparameters interact; transfer "
-            "uses the best measured point"
+            f"#{best.number} (loss {best.value:.4f}, by {combined.value - best.value:.4f}): the "
+            "optima do not simply combine (the hyperparameters interact, or the difference is "
+            "run-to-run noise: compare it with the spread over seeds); transfer uses the best "
+            "measured point"
         ]
     return []
 
