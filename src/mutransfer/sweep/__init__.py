@@ -12,6 +12,9 @@ machine or many — without losing finished work, then transfer the best point t
     target = results.transfer(to_width=1024)     # target config + µP plan
     results.report("runs/gpt-lr-report")         # figures: is the optimum stable?
 
+``Sweep(..., strategy="independent")`` runs u-µP's independent search instead of the whole grid:
+the LR alone, then each other hyperparameter alone at the best LR, then their combination.
+
 Names are imported lazily so that ``mutransfer --help`` does not load Optuna.
 """
 
