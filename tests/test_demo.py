@@ -53,7 +53,15 @@ def _fake_sweep(rules: str, table: dict[int, list[float | None]]) -> demo_analys
 
     def lookup(w: int, lr: float, s: int) -> dict:
         value = table[w][lrs.index(lr)]
-        return {"val_loss": value, "diverged": value is None, "flops": float(w), "seconds": 1.0}
+        steps = 5 if value is None else 10  # a diverged run stops early
+        return {
+            "val_loss": value,
+            "diverged": value is None,
+            "flops": float(w * steps),
+            "steps_done": steps,
+            "config": {"steps": 10},
+            "seconds": 1.0,
+        }
 
     return demo_analysis.build_sweep(rules, list(table), lrs, [0], lookup)
 
@@ -67,7 +75,8 @@ def test_analysis_optimum_drift_regret_and_claims() -> None:
     t_sp = demo_analysis.transfer(sp, transferred_loss=2.5, reused=True)
     t_mup = demo_analysis.transfer(mup, transferred_loss=1.9, reused=True)
     assert t_sp.regret_percent == pytest.approx(100 * 0.25 / 2.25) and t_mup.regret_percent == 0.0
-    assert t_sp.compute_fraction == pytest.approx(32 / 256)
+    assert t_sp.compute_fraction == pytest.approx(32 / 256)  # planned, not cut by divergence
+    assert sum(sp.flops[1]) == 256 * (3 * 10 + 5)
     claims = demo_analysis.claims(sp, mup, t_sp, t_mup)
     assert all(c["holds"] for c in claims.values())
     # and each claim can fail: swap the roles of SP and µP

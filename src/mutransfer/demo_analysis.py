@@ -35,6 +35,9 @@ class Sweep:
     loss: list[list[float | None]]
     seed_loss: list[list[list[float | None]]]
     flops: list[list[float]]
+    """FLOPs actually spent per cell (all seeds); a diverged run stops early and spends less."""
+    planned_flops: list[list[float]]
+    """FLOPs per cell had every run gone to the end: the cost of the grid as designed."""
     seconds: list[list[float]]
 
     @property
@@ -100,9 +103,10 @@ def build_sweep(
     loss: list[list[float | None]] = []
     seed_loss: list[list[list[float | None]]] = []
     flops: list[list[float]] = []
+    planned: list[list[float]] = []
     seconds: list[list[float]] = []
     for width in widths:
-        row, seed_row, flop_row, sec_row = [], [], [], []
+        row, seed_row, flop_row, planned_row, sec_row = [], [], [], [], []
         for lr in log2_lrs:
             results = [lookup(width, lr, seed) for seed in seeds]
             values = [_finite_loss(r) for r in results]
@@ -110,12 +114,23 @@ def build_sweep(
             finite = [v for v in values if v is not None]
             row.append(sum(finite) / len(finite) if len(finite) == len(values) else None)
             flop_row.append(float(sum(r.get("flops", 0.0) for r in results)))
+            planned_row.append(float(sum(_planned_flops(r) for r in results)))
             sec_row.append(float(sum(r.get("seconds", 0.0) for r in results)))
         loss.append(row)
         seed_loss.append(seed_row)
         flops.append(flop_row)
+        planned.append(planned_row)
         seconds.append(sec_row)
-    return Sweep(rules, list(widths), list(log2_lrs), list(seeds), loss, seed_loss, flops, seconds)
+    return Sweep(
+        rules, list(widths), list(log2_lrs), list(seeds), loss, seed_loss, flops, planned, seconds
+    )
+
+
+def _planned_flops(result: dict[str, Any]) -> float:
+    """The FLOPs of a run scaled to its full length (a diverged run stopped early)."""
+    flops, done = float(result.get("flops", 0.0)), result.get("steps_done", 0)
+    steps = (result.get("config") or {}).get("steps", done)
+    return flops * steps / done if done else 0.0
 
 
 def _finite_loss(result: dict[str, Any]) -> float | None:
@@ -140,7 +155,9 @@ class Transfer:
     regret_percent: float | None
     """(transferred − direct best) / direct best × 100; None when the transferred run diverged."""
     proxy_sweep_flops: float
+    """Planned FLOPs of sweeping the narrowest width (every LR and seed run to the end)."""
     direct_sweep_flops: float
+    """The same for the widest width: what sweeping the target directly would cost."""
     reused_run: bool
     """True when the target run at the proxy's LR was already finished (normally: it is a run of
     the grid at the widest width), so the transfer step trained nothing new."""
@@ -177,8 +194,8 @@ def transfer(sweep: Sweep, transferred_loss: float | None, reused: bool) -> Tran
         direct_best_log2_lr=direct_lr,
         direct_best_loss=direct_loss,
         regret_percent=regret,
-        proxy_sweep_flops=float(sum(sweep.flops[0])),
-        direct_sweep_flops=float(sum(sweep.flops[-1])),
+        proxy_sweep_flops=float(sum(sweep.planned_flops[0])),
+        direct_sweep_flops=float(sum(sweep.planned_flops[-1])),
         reused_run=reused,
     )
 

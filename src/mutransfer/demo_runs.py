@@ -118,11 +118,22 @@ class RunStore:
         return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_FILE_MODE = 0o666 & ~_umask()
+"""Mode of the files we write: what ``open()`` would give (mkstemp's temporary files are 0600)."""
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON so that a reader (or a kill -9) never sees a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=1)
             fh.flush()

@@ -397,7 +397,9 @@ def results_section(
         out.append("")
     if seed_checks:
         out += [
-            "Same settings, other seeds (each a full grid with one seed):",
+            "Same settings, other seeds (each a full grid with one seed: "
+            + ", ".join(f"`{c['run']['command']}`" for c in seed_checks)
+            + "):",
             "",
             markdown_table(
                 [
