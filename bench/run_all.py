@@ -291,9 +291,24 @@ def summary_table(out_dir: Path) -> str:
             "times: 2 %). The unit-scaling column of the transfer rows is u-µP, a different "
             "parametrization from µP; mutransfer's own u-µP preset is given beside it."
         )
+    losses = where_we_lose(rows)
+    if losses:
+        table += "\n\nWhere mutransfer is not the best (from the table):\n\n" + "\n".join(losses)
     if notes:
         table += "\n\n" + "\n".join(f"- {n}" for n in notes)
     return table
+
+
+def where_we_lose(rows: list[Row]) -> list[str]:
+    """One line per summary row whose ``best`` column does not include mutransfer."""
+    out = []
+    for measure, *cells, best in rows:
+        winners = best.split(";")[0].strip()
+        if winners in ("—", "") or "mutransfer" in winners.split(" = "):
+            continue
+        values = "; ".join(f"{lib}: {cell}" for lib, cell in zip(LIBS, cells, strict=True))
+        out.append(f"- {measure}: best is {winners} ({values}).")
+    return out
 
 
 # -------------------------------------------------------------------------------- render

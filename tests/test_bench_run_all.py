@@ -89,3 +89,21 @@ def test_unknown_benchmark_is_a_clear_error(tmp_path: Path) -> None:
     proc = run_all("--only", "nope", "--out-dir", str(tmp_path))
     assert proc.returncode == 2
     assert "unknown benchmark" in proc.stderr and "transfer_fidelity" in proc.stderr
+
+
+def test_summary_names_ties_and_where_mutransfer_loses() -> None:
+    import run_all
+
+    assert run_all._best({"mutransfer": 1.00, "mup": 1.01, "unit-scaling": 2.0}) == (
+        "mutransfer = mup"
+    )
+    assert run_all._best({"mutransfer": 3.0, "mup": 1.0}, tol=0.5) == "mup"
+    assert run_all._best({"mutransfer": 2.0, "mup": 5.0}, lower_is_better=False) == "mup"
+    assert run_all._best({"mutransfer": 1.0, "mup": None}) == "—"
+    rows = [
+        ["plan time", "19 ms", "8 ms", "20 ms", "mup"],
+        ["regret", "0.5 %", "0.6 %", "1.0 %", "mutransfer = mup; SP: 9 %"],
+        ["coord check", "1 s", "2 s", "n/a", "mutransfer"],
+    ]
+    lost = run_all.where_we_lose(rows)
+    assert lost == ["- plan time: best is mup (mutransfer: 19 ms; mup: 8 ms; unit-scaling: 20 ms)."]
