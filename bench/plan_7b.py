@@ -528,7 +528,7 @@ def reading(payload: dict[str, Any]) -> str:
         b = us["plan"]["seconds"]["median"] + us["optimizer"]["seconds"]["median"]
         faster, ratio = ("unit-scaling", a / b) if b < a else ("mutransfer", b / a)
         lines.append(
-            f"- Against unit-scaling, plan + optimizer set-up: {faster} is {ratio:.1f}× faster "
+            f"- Against unit-scaling, plan + optimizer set-up: {faster} is {ratio:.2f}× as fast "
             f"({a * 1e3:.1f} ms mutransfer vs {b * 1e3:.1f} ms unit-scaling, whose tags are "
             "set by its module constructors and whose optimizer makes "
             f"{us['param_groups']} groups, one per parameter, against mutransfer's "

@@ -66,7 +66,7 @@ EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
 def run_benchmark(bench: Benchmark, mode: str, out_dir: Path, python: str) -> dict[str, Any]:
     """Run one script in its own process; its output streams to this terminal."""
     args = bench.quick_args if mode == "quick" else bench.full_args
-    cmd = [python, str(bench.script), *args, "--out-dir", str(out_dir)]
+    cmd = [_rel(Path(python)), _rel(bench.script), *args, "--out-dir", _rel(out_dir)]
     load = os.getloadavg()[0]
     cores = os.cpu_count() or 1
     if mode == "full" and load > cores:
@@ -84,6 +84,15 @@ def run_benchmark(bench: Benchmark, mode: str, out_dir: Path, python: str) -> di
         "load_average_before": round(load, 2),
         "command": " ".join(cmd),
     }
+
+
+def _rel(path: Path) -> str:
+    """A path relative to the repository root when inside it: the recorded commands are the
+    ones to type there (the scripts run with the repository root as working directory)."""
+    try:
+        return str(path.absolute().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 # ------------------------------------------------------------------------------- summary
@@ -113,59 +122,51 @@ def _best(
 
 
 def summary_transfer(data: dict[str, Any]) -> list[Row]:
+    """Like with like: µP (mutransfer's preset vs mup), u-µP (mutransfer's preset vs
+    unit-scaling); regret, drift and the best loss at the widest width."""
     v = data["variants"]
     missing = data.get("not_installed", {})
-
-    def cell(key: str, field: str, spec: str, suffix: str = "") -> str:
-        if key in missing:
-            return "not installed"
-        if key not in v:
-            return "—"
-        value = (
-            v[key]["transfer"]["regret_percent"]
-            if field == "regret"
-            else v[key]["sweep"]["drift_octaves"]
-        )
-        return "diverged" if value is None else format(value, spec) + suffix
 
     def value(key: str, field: str) -> float | None:
         if key not in v:
             return None
-        out: float | None = (
-            v[key]["transfer"]["regret_percent"]
-            if field == "regret"
-            else v[key]["sweep"]["drift_octaves"]
-        )
+        res = v[key]
+        out: float | None = {
+            "regret": res["transfer"]["regret_percent"],
+            "drift": res["sweep"]["drift_octaves"],
+            "loss": res["transfer"]["direct_best_loss"],
+        }[field]
         return out
 
-    rows = []
+    def cell(key: str | None, field: str, spec: str) -> str:
+        if key is None:
+            return "—"
+        if key in missing:
+            return "not installed"
+        if key not in v:
+            return "not run"
+        x = value(key, field)
+        return "diverged" if x is None else format(x, spec)
+
     widest = data["grid"]["widths"][-1]
-    for field, label, spec, suffix, tol in (
-        ("regret", f"transfer regret at width {widest}, % of loss", ".2f", " %", 0.25),
-        ("drift", "drift of the best LR across widths, octaves", "g", "", 0.0),
+    specs = {
+        "regret": (f"transfer regret at width {widest}, %", ".2f", 0.25),
+        "drift": ("drift of the best LR across widths, octaves", "g", 0.0),
+        "loss": (f"best validation loss at width {widest}", ".3f", 0.005),
+    }
+    rows = []
+    for what, keys in (
+        ("µP", ("mutransfer-mup", "mup", None)),
+        ("u-µP", ("mutransfer-u-mup", None, "unit-scaling")),
     ):
-        rows.append(
-            [
-                label,
-                cell("mutransfer-mup", field, spec, suffix),
-                cell("mup", field, spec, suffix),
-                cell("unit-scaling", field, spec, suffix)
-                + (
-                    f" (mutransfer's u-µP preset: {cell('mutransfer-u-mup', field, spec, suffix)})"
-                    if "mutransfer-u-mup" in v
-                    else ""
-                ),
-                _best(
-                    {
-                        "mutransfer": value("mutransfer-mup", field),
-                        "mup": value("mup", field),
-                        "unit-scaling": value("unit-scaling", field),
-                    },
-                    tol=tol,
-                )
-                + f"; SP: {cell('sp', field, spec, suffix)}",
-            ]
-        )
+        for field, (label, spec, tol) in specs.items():
+            values = {
+                lib: value(k, field) if k else None for lib, k in zip(LIBS, keys, strict=True)
+            }
+            best = _best(values, tol=tol)
+            if field != "loss" and "sp" in v:
+                best += f"; SP: {cell('sp', field, spec)}"
+            rows.append([f"{what}: {label}", *(cell(k, field, spec) for k in keys), best])
     return rows
 
 
@@ -288,12 +289,20 @@ def summary_table(out_dir: Path) -> str:
         table += (
             "\n\n`best` names every library within the measure's noise of the best value "
             "(regret: 0.25 points; step time: the A/A control's spread, at least 2 %; other "
-            "times: 2 %). The unit-scaling column of the transfer rows is u-µP, a different "
-            "parametrization from µP; mutransfer's own u-µP preset is given beside it."
+            "times: 2 %; best loss: 0.005). Transfer rows compare like with like: µP from "
+            "mutransfer's `mup` preset and from mup; u-µP from mutransfer's `u-mup` preset and "
+            "from unit-scaling."
         )
     losses = where_we_lose(rows)
     if losses:
         table += "\n\nWhere mutransfer is not the best (from the table):\n\n" + "\n".join(losses)
+    ties = [
+        f"- {r[0]}: {r[-1].split(';')[0].strip()}"
+        for r in rows
+        if " = " in r[-1].split(";")[0] and "mutransfer" in r[-1].split(";")[0]
+    ]
+    if ties:
+        table += "\n\nWhere mutransfer only ties (no measurable advantage):\n\n" + "\n".join(ties)
     if notes:
         table += "\n\n" + "\n".join(f"- {n}" for n in notes)
     return table

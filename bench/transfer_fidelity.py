@@ -316,11 +316,19 @@ def main(argv: list[str] | None = None) -> int:
         "--only", default=None, help="comma-separated variant keys (default: all installed)"
     )
     parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite the .md and the figure from the .json in --out-dir (no training): keeps "
+        "the recorded run's provenance when only the text or the figure code changed",
+    )
+    parser.add_argument(
         "--fresh",
         action="store_true",
         help="ignore cached runs (the cache key does not cover changes to the code)",
     )
     args = parser.parse_args(argv)
+    if args.rerender:
+        return rerender(Path(args.out_dir))
     torch.set_num_threads(args.threads)
     from mutransfer.demo_runs import RunStore, source_fingerprint
     from mutransfer.trainer import load_source
@@ -383,6 +391,23 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {json_path}, {md_path}" + (f" and {figure}" if payload["variants"] else ""))
     if scratch is not None:
         scratch.cleanup()
+    return 0
+
+
+def rerender(out_dir: Path) -> int:
+    """Regenerate the reading, the markdown and the figure of a recorded run."""
+    import json
+
+    path = out_dir / f"{NAME}.json"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"{path} does not exist: run the benchmark first") from None
+    if payload.get("variants"):
+        plot(payload, out_dir / f"{NAME}.png")
+    payload["reading"] = reading(payload)
+    json_path, md_path = write_results(NAME, payload, render(payload), out_dir)
+    print(f"rewrote {json_path} and {md_path} from the recorded runs")
     return 0
 
 
@@ -598,6 +623,34 @@ def reading(payload: dict[str, Any]) -> str:
             f" — {verdict}; drift {_fmt(da, 'g')} vs {_fmt(db, 'g')} octaves; best loss at the "
             f"widest width {_fmt(la, '.3f')} vs {_fmt(lb, '.3f')}."
         )
+    if v:
+        finals = {
+            k: r["transfer"]["direct_best_loss"]
+            for k, r in v.items()
+            if r["transfer"]["direct_best_loss"] is not None
+        }
+        if finals:
+            best = min(finals, key=lambda k: finals[k])
+            ranked = sorted(finals, key=lambda k: finals[k])
+            tied = [k for k in ranked if finals[k] - finals[best] <= 0.005]
+            lines.append(
+                "- Best loss at the widest width (each at its own best LR): "
+                + ", ".join(f"{payload['labels'][k]} {finals[k]:.3f}" for k in ranked)
+                + ". Lowest: "
+                + " = ".join(payload["labels"][k] for k in tied)
+                + (" (within 0.005)." if len(tied) > 1 else ".")
+            )
+            us, sp = finals.get("unit-scaling"), finals.get("sp")
+            if us is not None and sp is not None and us > sp:
+                lines.append(
+                    f"- unit-scaling's u-µP GPT ends above SP's best ({us:.3f} vs {sp:.3f}) at "
+                    "this horizon with the library's default constants, which were not tuned "
+                    "here (u-µP tunes them one at a time at the best LR). Its model is not the "
+                    "reference GPT's function: unit-scaled ops (scaled GELU and attention, "
+                    "residual τ rule) replace the plain ones, so its loss difference to "
+                    "mutransfer's u-µP preset on the reference GPT is a model difference as "
+                    "much as a library one."
+                )
     if "sp" in v and "mutransfer-mup" in v:
         lines.append(
             f"- SP for reference: drift {_fmt(drift('sp'), 'g')} octaves, regret "
