@@ -130,7 +130,7 @@ def _bytes_tensor(data: bytes) -> torch.Tensor:
 
 
 def shakespeare() -> TextCorpus:
-    """Shakespeare's plays (about 5 M bytes): 34 plays for training, 4 held out."""
+    """Shakespeare's plays (about 5 M bytes): 35 plays for training, 3 held out for validation."""
     train, val = _shakespeare_splits()
     return TextCorpus(_bytes_tensor(train), _bytes_tensor(val), name="shakespeare")
 

@@ -177,7 +177,7 @@ def run_demo(
 
     Args:
         out_dir: where ``summary.json``, ``lr_transfer.png``, ``report.md`` and ``runs/`` go.
-        quick: the small grid (``--quick``, about a minute on 2 cores).
+        quick: the small grid (``--quick``, 1–1.5 minutes on 2 cores).
         workers: parallel worker processes (one torch thread each); ``<= 1`` runs in-process.
         widths, log2_lrs, seeds, text: override the grid / use your own text file.
         progress: show a progress bar with a time estimate.
@@ -194,6 +194,11 @@ def run_demo(
     if settings is None:
         settings = settings_for(
             quick, widths=widths, log2_lrs=log2_lrs, seeds=seeds, text=text, **train_options
+        )
+    elif quick or train_options or any(x is not None for x in (widths, log2_lrs, seeds, text)):
+        raise DemoError(
+            "pass either settings= or the options (quick, widths, log2_lrs, seeds, text, "
+            "train options), not both; build settings with mutransfer.demo.settings_for(...)"
         )
     out = Path(out_dir)
     source = load_text(settings.base.data)
@@ -232,7 +237,7 @@ def run_demo(
         r: _transfer(settings, sweeps[r], results, store, source, workers, progress, train_fn)
         for r in settings.rules
     }
-    trained = sum(1 for c in results if c in grid) - on_disk
+    trained = len(set(grid)) - on_disk
     summary = _summary(
         settings,
         source,
@@ -437,7 +442,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
     parser.add_argument(
-        "--quick", action="store_true", help="a small grid (about a minute on 2 cores)"
+        "--quick", action="store_true", help="a small grid (1–1.5 minutes on 2 cores)"
     )
     parser.add_argument("--widths", type=_int_list, help="e.g. 32,64,128,256")
     parser.add_argument("--lrs", type=_lr_list, help="log2 learning rates: --lrs=-11:-4 or -10,-8")

@@ -18,6 +18,7 @@ FIGURE_NAME = "lr_transfer.png"
 REPORT_NAME = "report.md"
 TITLES = {"sp": "SP (standard parametrization)", "mup": "µP (maximal update parametrization)"}
 SHORT = {"sp": "SP", "mup": "µP"}
+OPTIMIZERS = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
 
 
 def _name(rules: str) -> str:
@@ -61,6 +62,7 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     sweeps = [summary["sweeps"][r] for r in summary["rules"]]
     low, high = y_range(sweeps)
@@ -102,13 +104,17 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
     if diverged_any:
         handles.append(Line2D([], [], ls="", marker="x", color="gray", ms=7, mew=2))
         labels.append("diverged (no loss)")
+    if n_seeds > 1:
+        handles.append(Patch(color="gray", alpha=0.3, lw=0))
+        labels.append("range over seeds")
     fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
     axes[0].set_ylabel("validation loss (nats per byte)")
     config = summary["config"]
     seeds = f"{n_seeds} seeds (mean)" if n_seeds > 1 else "1 seed"
     fig.suptitle(
         f"GPT depth {config['depth']} on {summary['data']['name']}, {config['steps']} steps of "
-        f"{config['batch_size']}×{config['seq_len']} bytes, Adam, {seeds}",
+        f"{config['batch_size']}×{config['seq_len']} bytes, "
+        f"{OPTIMIZERS.get(config['optimizer'], config['optimizer'])}, {seeds}",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
