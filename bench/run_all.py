@@ -227,7 +227,9 @@ def summary_plan(data: dict[str, Any]) -> list[Row]:
     ]
     small = data.get("materialise_small", {})
     after = [
-        "works" if small.get(lib, {}).get("ok") else ("fails" if lib in small else "—")
+        "works"
+        if small.get(lib, {}).get("ok")
+        else ("fails" if lib in small else "not installed" if lib not in s else "—")
         for lib in LIBS
     ]
     return [

@@ -380,6 +380,7 @@ def main(argv: list[str] | None = None) -> int:
         "labels": {v.key: v.label for v in variants},
     }
     figure = Path(args.out_dir) / f"{NAME}.png"
+    figure.parent.mkdir(parents=True, exist_ok=True)
     if payload["variants"]:
         plot(payload, figure)
         # linked from BENCHMARKS.md at the repository root, or from a BENCHMARKS.md beside it
