@@ -39,11 +39,20 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(VENV)/bin/mutransfer demo $(DEMO_ARGS)
 
-bench: $(STAMP)
+# The peers for `make bench`: microsoft/mup (already in the test install, --no-deps because its
+# requirements pull a CUDA torch) and graphcore's unit-scaling (--no-deps for the same reason).
+BENCH_PKGS := unit-scaling==0.3.5 einops==0.8.2 tabulate==0.10.0 docstring-parser==0.18.0
+BENCH_STAMP := $(VENV)/.bench-peers-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q --no-deps $(BENCH_PKGS)
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
 	$(PY) bench/run_all.py --mode full
 
 bench-quick: $(STAMP)
 	$(PY) bench/run_all.py --mode quick
 
 clean:
-	rm -rf $(VENV) .bench-venv build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .mypy_cache .ruff_cache
