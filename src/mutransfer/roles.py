@@ -59,6 +59,8 @@ class RoleError(ValueError):
 
 def canonical_name(name: str) -> str:
     """Drop wrapper components (``module.``, ``_orig_mod.``...) from a parameter name."""
+    if "module" not in name and "_orig_mod" not in name:
+        return name  # the common case, and every wrapper component contains one of the two
     return ".".join(part for part in name.split(".") if part not in _WRAPPER_COMPONENTS)
 
 
