@@ -8,6 +8,11 @@ swept directly, is the *regret* of transferring. Under SP the optimum drifts wit
 regret is large; under µP it stays put and the regret is small. This is Tensor Programs V's
 Figure 1, measured by the library's own code on data that ships with it.
 
+``--vary depth`` plays the same game along depth: a fixed width, the number of transformer
+blocks from 2 to 16, µP (width rules only: every residual branch adds its full update) against
+CompleteP (branches × base_depth/depth, Dey et al. 2025) and optionally Depth-µP (× its square
+root). The proxy is the shallowest model and the target the deepest.
+
 Every run is saved as it finishes (``demo_runs``), so Ctrl-C or ``kill -9`` loses at most the
 runs in flight, and the same command resumes. The numbers come from ``demo_analysis`` and the
 figure and report from ``report``.
@@ -31,7 +36,9 @@ import torch
 
 from . import demo_analysis, report
 from .data import DataNotFoundError, TextCorpus, load_text
+from .demo_analysis import AXES, CLAIM_PAIRS, Axis
 from .demo_runs import RunStore, run_all, source_fingerprint, write_json_atomic
+from .rules import get_rules
 from .trainer import TrainConfig, TrainResult, train
 
 SUMMARY_FORMAT = "mutransfer.demo-summary/1"
@@ -43,24 +50,32 @@ class DemoError(ValueError):
 
 @dataclass(frozen=True)
 class DemoSettings:
-    """The grid: widths × log2 LRs × seeds × parametrizations, around one base ``TrainConfig``.
+    """The grid: sizes × log2 LRs × seeds × parametrizations, around one base ``TrainConfig``.
 
-    The base config holds everything else (depth, steps, batch, schedule, data...). Its
-    ``base_width`` is set to the narrowest width, so SP and µP are the same model there and the
-    two panels of the figure start from the same curve.
+    ``axis`` says what the sizes are: widths (the base config's depth is kept) or depths, i.e.
+    numbers of transformer blocks (the base config's width is kept). The base config holds
+    everything else (steps, batch, schedule, optimizer, data...). The smallest size is the base
+    of the parametrization (``base_width`` resp. ``base_depth``), so all rules are the same
+    model there and the panels of the figure start from the same curve.
     """
 
-    widths: tuple[int, ...]
+    sizes: tuple[int, ...]
     log2_lrs: tuple[float, ...]
     seeds: tuple[int, ...]
     base: TrainConfig
     rules: tuple[str, ...] = ("sp", "mup")
+    axis: Axis = "width"
 
     def __post_init__(self) -> None:
-        if len(self.widths) < 2:
-            raise DemoError(f"the demo needs at least two widths, got {list(self.widths)}")
-        if list(self.widths) != sorted(set(self.widths)):
-            raise DemoError(f"widths must be increasing and distinct, got {list(self.widths)}")
+        if self.axis not in AXES:
+            raise DemoError(f"the demo varies 'width' or 'depth', not {self.axis!r}")
+        plural = f"{self.axis}s"
+        if len(self.sizes) < 2:
+            raise DemoError(f"the demo needs at least two {plural}, got {list(self.sizes)}")
+        if list(self.sizes) != sorted(set(self.sizes)) or self.sizes[0] < 1:
+            raise DemoError(
+                f"{plural} must be increasing, distinct and >= 1, got {list(self.sizes)}"
+            )
         bad = [w for w in self.widths if w % self.base.n_heads]
         if bad:
             raise DemoError(
@@ -72,24 +87,49 @@ class DemoSettings:
             )
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
             raise DemoError(f"seeds must be distinct and at least one, got {list(self.seeds)}")
+        if not self.rules or len(set(self.rules)) != len(self.rules):
+            raise DemoError(f"give distinct rules presets, got {list(self.rules)}")
+        for name in self.rules:
+            try:
+                get_rules(name)
+            except ValueError as exc:
+                raise DemoError(str(exc)) from None
 
-    def config(self, rules: str, width: int, log2_lr: float, seed: int) -> TrainConfig:
+    @property
+    def widths(self) -> tuple[int, ...]:
+        """The widths the grid trains: the sizes, or the base config's width across depths."""
+        return self.sizes if self.axis == "width" else (self.base.width,)
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """The depths the grid trains: the sizes, or the base config's depth across widths."""
+        return self.sizes if self.axis == "depth" else (self.base.depth,)
+
+    def config(self, rules: str, size: int, log2_lr: float, seed: int) -> TrainConfig:
+        """One run of the grid; ``size`` is a width or a depth according to ``axis``."""
+        common = {"rules": rules, "lr": 2.0**log2_lr, "seed": seed}
+        if self.axis == "width":
+            return self.base.with_(width=size, base_width=self.sizes[0], **common)
+        # one width throughout: it is its own base width, so only the depth rules act
         return self.base.with_(
-            rules=rules, width=width, lr=2.0**log2_lr, seed=seed, base_width=self.widths[0]
+            depth=size, base_depth=self.sizes[0], base_width=self.base.width, **common
         )
 
     def grid(self) -> list[TrainConfig]:
         return [
-            self.config(r, w, lr, s)
+            self.config(r, size, lr, s)
             for r in self.rules
-            for w in self.widths
+            for size in self.sizes
             for lr in self.log2_lrs
             for s in self.seeds
         ]
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "axis": self.axis,
+            "sizes": list(self.sizes),
             "widths": list(self.widths),
+            "depths": list(self.depths),
             "log2_lrs": list(self.log2_lrs),
             "seeds": list(self.seeds),
             "rules": list(self.rules),
@@ -115,30 +155,74 @@ DEFAULT_BASE = TrainConfig(
     data="shakespeare",
 )
 DEFAULT = DemoSettings(
-    widths=(32, 64, 128, 256),
+    sizes=(32, 64, 128, 256),
     log2_lrs=tuple(float(x) for x in range(-11, -3)),
     seeds=(0,),
     base=DEFAULT_BASE,
 )
 QUICK = DemoSettings(
-    widths=(32, 64, 128),
+    sizes=(32, 64, 128),
     log2_lrs=tuple(float(x) for x in range(-9, -3)),
     seeds=(0,),
     base=DEFAULT_BASE.with_(steps=100),
 )
+# Depth (bench/results/depth_transfer.md): width 64, 2 → 16 blocks (8×), the same training
+# setting as the width demo otherwise.
+DEPTH_DEFAULT = DemoSettings(
+    sizes=(2, 4, 8, 16),
+    log2_lrs=tuple(float(x) for x in range(-10, -2)),
+    seeds=(0,),
+    base=DEFAULT_BASE.with_(width=64),
+    rules=("mup", "completep"),
+    axis="depth",
+)
+DEPTH_QUICK = DemoSettings(
+    sizes=(2, 4, 8),
+    log2_lrs=tuple(float(x) for x in range(-9, -3)),
+    seeds=(0,),
+    base=DEFAULT_BASE.with_(width=64, steps=100),
+    rules=("mup", "completep"),
+    axis="depth",
+)
+PRESETS: dict[tuple[str, bool], DemoSettings] = {
+    ("width", False): DEFAULT,
+    ("width", True): QUICK,
+    ("depth", False): DEPTH_DEFAULT,
+    ("depth", True): DEPTH_QUICK,
+}
 
 
 def settings_for(
     quick: bool = False,
     *,
+    vary: str = "width",
     widths: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
     log2_lrs: Sequence[float] | None = None,
     seeds: Sequence[int] | None = None,
+    rules: Sequence[str] | None = None,
     text: str | None = None,
     **train_options: Any,
 ) -> DemoSettings:
-    """The default (or ``--quick``) settings with the user's changes applied."""
-    preset = QUICK if quick else DEFAULT
+    """The default (or ``--quick``) settings of ``vary`` with the user's changes applied.
+
+    ``widths`` are the swept sizes when ``vary="width"``, ``depths`` when ``vary="depth"``; the
+    other axis is fixed by a train option (``depth=`` across widths, ``width=`` across depths).
+    """
+    if vary not in AXES:
+        raise DemoError(f"vary must be 'width' or 'depth', got {vary!r}")
+    fixed = "depth" if vary == "width" else "width"
+    wrong = depths if vary == "width" else widths
+    if wrong is not None:
+        raise DemoError(
+            f"{fixed}s are fixed when the demo varies the {vary}: give one {fixed} "
+            f"(--{fixed} N), or vary the {fixed} (--vary {fixed})"
+        )
+    if vary in train_options:
+        raise DemoError(
+            f"the demo varies the {vary}: give the {vary}s to sweep (--{vary}s), not one {vary}"
+        )
+    preset = PRESETS[vary, quick]
     base = preset.base
     if text is not None:
         base = base.with_(data=text)
@@ -147,12 +231,14 @@ def settings_for(
             base = TrainConfig.from_dict({**base.to_dict(), **train_options})
         except (TypeError, ValueError) as exc:
             raise DemoError(str(exc)) from None
+    sizes = widths if vary == "width" else depths
     return DemoSettings(
-        widths=tuple(widths) if widths is not None else preset.widths,
+        sizes=tuple(sizes) if sizes is not None else preset.sizes,
         log2_lrs=tuple(float(x) for x in log2_lrs) if log2_lrs is not None else preset.log2_lrs,
         seeds=tuple(seeds) if seeds is not None else preset.seeds,
         base=base,
-        rules=preset.rules,
+        rules=tuple(rules) if rules is not None else preset.rules,
+        axis=preset.axis,
     )
 
 
@@ -162,9 +248,12 @@ def run_demo(
     quick: bool = False,
     workers: int = 2,
     *,
+    vary: str = "width",
     widths: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
     log2_lrs: Sequence[float] | None = None,
     seeds: Sequence[int] | None = None,
+    rules: Sequence[str] | None = None,
     text: str | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
@@ -176,10 +265,13 @@ def run_demo(
     """Run (or resume) the demo and write its outputs to ``out_dir``; returns the summary.
 
     Args:
-        out_dir: where ``summary.json``, ``lr_transfer.png``, ``report.md`` and ``runs/`` go.
+        out_dir: where ``summary.json``, the figure (``lr_transfer.png``, or
+            ``lr_transfer_depth.png`` across depths), ``report.md`` and ``runs/`` go.
         quick: the small grid (``--quick``, 1–1.5 minutes on 2 cores).
         workers: parallel worker processes (one torch thread each); ``<= 1`` runs in-process.
-        widths, log2_lrs, seeds, text: override the grid / use your own text file.
+        vary: ``"width"`` (SP vs µP) or ``"depth"`` (µP vs CompleteP at one width).
+        widths, depths, log2_lrs, seeds, rules, text: override the grid (``widths`` across
+            widths, ``depths`` across depths), the presets compared, or use your own text file.
         progress: show a progress bar with a time estimate.
         echo: where to print the plan and the final table (None: silent).
         command: the command line to record in the report (default: this Python call).
@@ -193,12 +285,26 @@ def run_demo(
     say = echo or (lambda _msg: None)
     if settings is None:
         settings = settings_for(
-            quick, widths=widths, log2_lrs=log2_lrs, seeds=seeds, text=text, **train_options
+            quick,
+            vary=vary,
+            widths=widths,
+            depths=depths,
+            log2_lrs=log2_lrs,
+            seeds=seeds,
+            rules=rules,
+            text=text,
+            **train_options,
         )
-    elif quick or train_options or any(x is not None for x in (widths, log2_lrs, seeds, text)):
+    elif (
+        quick
+        or train_options
+        or vary != "width"
+        or any(x is not None for x in (widths, depths, log2_lrs, seeds, rules, text))
+    ):
         raise DemoError(
-            "pass either settings= or the options (quick, widths, log2_lrs, seeds, text, "
-            "train options), not both; build settings with mutransfer.demo.settings_for(...)"
+            "pass either settings= or the options (quick, vary, widths, depths, log2_lrs, seeds, "
+            "rules, text, train options), not both; build settings with "
+            "mutransfer.demo.settings_for(...)"
         )
     out = Path(out_dir)
     source = load_text(settings.base.data)
@@ -214,9 +320,9 @@ def run_demo(
     grid = settings.grid()
     on_disk = sum(store.load(c) is not None for c in grid)
     say(
-        f"mutransfer demo: {len(settings.log2_lrs)} learning rates × {len(settings.widths)} "
-        f"widths {list(settings.widths)} × {len(settings.seeds)} seed(s) × "
-        f"{'/'.join(report.SHORT.get(r, r) for r in settings.rules)} = {len(grid)} runs"
+        f"mutransfer demo: {len(settings.log2_lrs)} learning rates × {len(settings.sizes)} "
+        f"{settings.axis}s {list(settings.sizes)} × {len(settings.seeds)} seed(s) × "
+        f"{'/'.join(map(demo_analysis.display_name, settings.rules))} = {len(grid)} runs"
         + (f" ({on_disk} already done in {store.folder})" if on_disk else "")
         + f", {max(1, workers)} worker(s); results in {out}/"
     )
@@ -225,11 +331,11 @@ def run_demo(
     )
 
     def lookup(rules: str) -> demo_analysis.Lookup:
-        return lambda w, lr, s: results[settings.config(rules, w, lr, s)]
+        return lambda size, lr, s: results[settings.config(rules, size, lr, s)]
 
     sweeps = {
         r: demo_analysis.build_sweep(
-            r, settings.widths, settings.log2_lrs, settings.seeds, lookup(r)
+            r, settings.sizes, settings.log2_lrs, settings.seeds, lookup(r), settings.axis
         )
         for r in settings.rules
     }
@@ -250,7 +356,7 @@ def run_demo(
         trained=trained,
         reused=on_disk,
         workers=workers,
-        command=command or _python_call(out, quick, workers),
+        command=command or _python_call(out, quick, workers, settings.axis),
         load_before=load_before,
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -258,7 +364,8 @@ def run_demo(
     report.write_outputs(summary, out)
     say("")
     say(report.terminal_report(summary))
-    say(f"\nWrote {out / 'summary.json'}, {out / report.FIGURE_NAME}, {out / report.REPORT_NAME}")
+    figure = out / report.figure_name(settings.axis)
+    say(f"\nWrote {out / 'summary.json'}, {figure}, {out / report.REPORT_NAME}")
     return summary
 
 
@@ -272,14 +379,14 @@ def _transfer(
     progress: bool,
     train_fn: Callable[..., TrainResult],
 ) -> demo_analysis.Transfer:
-    """Train (or reuse) the widest model at the proxy's best LR and score it."""
+    """Train (or reuse) the largest model at the proxy's best LR and score it."""
     proxy_lr = sweep.best_log2_lr[0]
     if proxy_lr is None:  # every LR diverged on the proxy: nothing to transfer
         return demo_analysis.transfer(sweep, None, reused=False)
     targets = [
-        settings.config(sweep.rules, settings.widths[-1], proxy_lr, s) for s in settings.seeds
+        settings.config(sweep.rules, settings.sizes[-1], proxy_lr, s) for s in settings.seeds
     ]
-    # normally the proxy's LR is on the widest width's grid too: reuse those runs
+    # normally the proxy's LR is on the largest size's grid too: reuse those runs
     reused = all(t in results or store.load(t) is not None for t in targets)
     if not all(t in results for t in targets):
         results.update(
@@ -315,17 +422,21 @@ def _summary(
     load_before: list[float] | None,
 ) -> dict[str, Any]:
     claims = None
-    if "sp" in sweeps and "mup" in sweeps:
+    reference, candidate = CLAIM_PAIRS[settings.axis]
+    if reference in sweeps and candidate in sweeps:
         claims = demo_analysis.claims(
-            sweeps["sp"], sweeps["mup"], transfers["sp"], transfers["mup"]
+            sweeps[reference], sweeps[candidate], transfers[reference], transfers[candidate]
         )
-    base = settings.config(settings.rules[0], settings.widths[0], settings.log2_lrs[0], 0)
-    config = {k: v for k, v in base.to_dict().items() if k not in ("rules", "width", "lr", "seed")}
+    base = settings.config(settings.rules[0], settings.sizes[0], settings.log2_lrs[0], 0)
+    varied = ("rules", settings.axis, "lr", "seed")
+    config = {k: v for k, v in base.to_dict().items() if k not in varied}
     load_after = _load_average()
     return {
         "format": SUMMARY_FORMAT,
+        "axis": settings.axis,
         "rules": list(settings.rules),
-        "widths": list(settings.widths),
+        "sizes": list(settings.sizes),
+        f"{settings.axis}s": list(settings.sizes),
         "log2_lrs": list(settings.log2_lrs),
         "seeds": list(settings.seeds),
         "sweeps": {r: s.to_dict() for r, s in sweeps.items()},
@@ -395,8 +506,9 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _python_call(out: Path, quick: bool, workers: int) -> str:
-    return f"mutransfer.demo.run_demo({str(out)!r}, quick={quick}, workers={workers})"
+def _python_call(out: Path, quick: bool, workers: int, axis: str) -> str:
+    vary = "" if axis == "width" else f", vary={axis!r}"
+    return f"mutransfer.demo.run_demo({str(out)!r}, quick={quick}, workers={workers}{vary})"
 
 
 # ---------------------------------------------------------------------------------- CLI
@@ -429,6 +541,13 @@ def _lr_list(text: str) -> list[float]:
         ) from None
 
 
+def _str_list(text: str) -> list[str]:
+    values = [x.strip() for x in text.split(",") if x.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return values
+
+
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         "demo",
@@ -436,23 +555,42 @@ def register(subparsers: Any) -> None:
         description=(
             "Sweep the learning rate at several widths of a small GPT on Shakespeare, under SP "
             "and under µP; show that µP's optimum stays put while SP's drifts, and what "
-            "transferring the small model's LR to the big one costs. Interrupt it at any time: "
-            "the same command resumes. Outputs: lr_transfer.png, summary.json, report.md."
+            "transferring the small model's LR to the big one costs. With --vary depth: the "
+            "same across depths (2 to 16 blocks at width 64), µP vs CompleteP. Interrupt it at "
+            "any time: the same command resumes. Outputs: lr_transfer.png "
+            "(lr_transfer_depth.png), summary.json, report.md."
         ),
     )
-    parser.add_argument("--out", default="runs/demo", help="output folder (default: runs/demo)")
+    parser.add_argument(
+        "--vary",
+        choices=AXES,
+        default="width",
+        help="sweep widths (SP vs µP, default) or depths (µP vs CompleteP at one width)",
+    )
+    parser.add_argument(
+        "--out", help="output folder (default: runs/demo, or runs/demo-depth with --vary depth)"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="a small grid (1–1.5 minutes on 2 cores)"
     )
-    parser.add_argument("--widths", type=_int_list, help="e.g. 32,64,128,256")
+    parser.add_argument("--widths", type=_int_list, help="e.g. 32,64,128,256 (--vary width)")
+    parser.add_argument("--depths", type=_int_list, help="e.g. 2,4,8,16 (--vary depth)")
     parser.add_argument("--lrs", type=_lr_list, help="log2 learning rates: --lrs=-11:-4 or -10,-8")
+    parser.add_argument(
+        "--rules",
+        type=_str_list,
+        help="presets compared, e.g. mup,completep,depth-mup (default: sp,mup across widths, "
+        "mup,completep across depths)",
+    )
+    parser.add_argument("--optimizer", help="adamw (default), adam, sgd, lion or muon")
     parser.add_argument("--steps", type=int, help="training steps per run")
     parser.add_argument("--seeds", type=_int_list, help="seeds averaged per point, e.g. 0,1,2")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--text", metavar="PATH", help="train on your own UTF-8 text file")
     parser.add_argument("--batch-size", type=int, help="sequences per step")
     parser.add_argument("--seq-len", type=int, help="bytes per sequence")
-    parser.add_argument("--depth", type=int, help="transformer blocks")
+    parser.add_argument("--depth", type=int, help="transformer blocks (--vary width)")
+    parser.add_argument("--width", type=int, help="model width (--vary depth; default 64)")
     parser.add_argument("--warmup", type=int, dest="warmup_steps", help="LR warmup steps")
     parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
@@ -463,24 +601,25 @@ def register(subparsers: Any) -> None:
 def _main(args: argparse.Namespace) -> int:
     from .cli import UserError
 
-    options = {
-        k: getattr(args, k)
-        for k in ("steps", "batch_size", "seq_len", "depth", "warmup_steps")
-        if getattr(args, k) is not None
-    }
+    names = ("steps", "batch_size", "seq_len", "depth", "width", "warmup_steps", "optimizer")
+    options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
+    out = args.out or ("runs/demo" if args.vary == "width" else f"runs/demo-{args.vary}")
     try:
         settings = settings_for(
             args.quick,
+            vary=args.vary,
             widths=args.widths,
+            depths=args.depths,
             log2_lrs=args.lrs,
             seeds=args.seeds,
+            rules=args.rules,
             text=args.text,
             **options,
         )
         run_demo(
-            args.out,
+            out,
             workers=args.workers,
             settings=settings,
             progress=args.progress,
@@ -491,4 +630,14 @@ def _main(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["DEFAULT", "QUICK", "DemoError", "DemoSettings", "register", "run_demo", "settings_for"]
+__all__ = [
+    "DEFAULT",
+    "DEPTH_DEFAULT",
+    "DEPTH_QUICK",
+    "QUICK",
+    "DemoError",
+    "DemoSettings",
+    "register",
+    "run_demo",
+    "settings_for",
+]

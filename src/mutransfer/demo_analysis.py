@@ -1,16 +1,19 @@
-"""What the demo's grid says: optimum per width, its drift, and the cost of transferring it.
+"""What the demo's grid says: optimum per size, its drift, and the cost of transferring it.
 
 Pure functions over finished results, so the numbers in ``summary.json``, the terminal table,
 the report and the figure all come from one place and can be tested without training anything.
 
+The grid spans one *axis*: width (``mutransfer demo``) or depth (``--vary depth``); its points
+are the *sizes* (widths or numbers of blocks), the smallest being the proxy.
+
 Conventions:
 
-- A cell (width, LR) is the *mean* validation loss over the seeds; if any seed diverged, the
+- A cell (size, LR) is the *mean* validation loss over the seeds; if any seed diverged, the
   cell is diverged (``None``): an LR that blows up one time in three is not a safe choice.
-- The optimum of a width is the grid LR with the lowest cell; drift is the spread (max − min)
-  of the optima across widths, in octaves (powers of two), because the grid is log2.
-- Transfer regret: the widest model trained at the LR chosen on the narrowest (the proxy),
-  compared with the best the widest model reaches when swept directly, in % of that best loss.
+- The optimum of a size is the grid LR with the lowest cell; drift is the spread (max − min)
+  of the optima across sizes, in octaves (powers of two), because the grid is log2.
+- Transfer regret: the largest model trained at the LR chosen on the smallest (the proxy),
+  compared with the best the largest model reaches when swept directly, in % of that best loss.
 """
 
 from __future__ import annotations
@@ -18,18 +21,29 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
+
+Axis = Literal["width", "depth"]
+AXES: tuple[Axis, ...] = ("width", "depth")
 
 Lookup = Callable[[int, float, int], dict[str, Any]]
-"""``lookup(width, log2_lr, seed)`` → a stored ``TrainResult.to_dict()``."""
+"""``lookup(size, log2_lr, seed)`` → a stored ``TrainResult.to_dict()``."""
+
+NAMES = {"sp": "SP", "mup": "µP", "completep": "CompleteP", "depth-mup": "Depth-µP"}
+"""Display names of the presets the demo compares (others are shown as their preset name)."""
+
+
+def display_name(rules: str) -> str:
+    return NAMES.get(rules, rules)
 
 
 @dataclass
 class Sweep:
-    """The grid of one parametrization: losses[width][lr] (None = diverged)."""
+    """The grid of one parametrization: losses[size][lr] (None = diverged)."""
 
     rules: str
-    widths: list[int]
+    sizes: list[int]
+    """Widths or depths (see ``axis``), increasing; the first is the proxy."""
     log2_lrs: list[float]
     seeds: list[int]
     loss: list[list[float | None]]
@@ -39,10 +53,11 @@ class Sweep:
     planned_flops: list[list[float]]
     """FLOPs per cell had every run gone to the end: the cost of the grid as designed."""
     seconds: list[list[float]]
+    axis: Axis = "width"
 
     @property
     def best_index(self) -> list[int | None]:
-        """Index into ``log2_lrs`` of each width's optimum (None if every LR diverged)."""
+        """Index into ``log2_lrs`` of each size's optimum (None if every LR diverged)."""
         out: list[int | None] = []
         for row in self.loss:
             finite = [(v, j) for j, v in enumerate(row) if v is not None]
@@ -59,28 +74,29 @@ class Sweep:
 
     @property
     def drift_octaves(self) -> float | None:
-        """Spread of the optimum across widths (max − min of log2 LR); None if undefined."""
+        """Spread of the optimum across sizes (max − min of log2 LR); None if undefined."""
         best = [b for b in self.best_log2_lr if b is not None]
         return max(best) - min(best) if len(best) >= 2 else None
 
     @property
     def shift_octaves(self) -> float | None:
-        """Optimum at the widest minus optimum at the narrowest (signed: negative = smaller LR)."""
+        """Optimum at the largest minus optimum at the smallest (signed: negative = smaller LR)."""
         first, last = self.best_log2_lr[0], self.best_log2_lr[-1]
         return None if first is None or last is None else last - first
 
     @property
     def edge_optima(self) -> list[int]:
-        """Widths whose optimum is on the edge of the LR grid (the true one may be outside)."""
+        """Sizes whose optimum is on the edge of the LR grid (the true one may be outside)."""
         edges = {0, len(self.log2_lrs) - 1}
         return [
             w
-            for w, j in zip(self.widths, self.best_index, strict=True)
+            for w, j in zip(self.sizes, self.best_index, strict=True)
             if j is not None and j in edges
         ]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data[f"{self.axis}s"] = list(self.sizes)  # "widths" / "depths", for readers of the JSON
         data.update(
             best_index=self.best_index,
             best_log2_lr=self.best_log2_lr,
@@ -94,21 +110,22 @@ class Sweep:
 
 def build_sweep(
     rules: str,
-    widths: Sequence[int],
+    sizes: Sequence[int],
     log2_lrs: Sequence[float],
     seeds: Sequence[int],
     lookup: Lookup,
+    axis: Axis = "width",
 ) -> Sweep:
-    """Collect the grid of one parametrization from stored results."""
+    """Collect the grid of one parametrization from stored results (``sizes`` along ``axis``)."""
     loss: list[list[float | None]] = []
     seed_loss: list[list[list[float | None]]] = []
     flops: list[list[float]] = []
     planned: list[list[float]] = []
     seconds: list[list[float]] = []
-    for width in widths:
+    for size in sizes:
         row, seed_row, flop_row, planned_row, sec_row = [], [], [], [], []
         for lr in log2_lrs:
-            results = [lookup(width, lr, seed) for seed in seeds]
+            results = [lookup(size, lr, seed) for seed in seeds]
             values = [_finite_loss(r) for r in results]
             seed_row.append(values)
             finite = [v for v in values if v is not None]
@@ -122,7 +139,16 @@ def build_sweep(
         planned.append(planned_row)
         seconds.append(sec_row)
     return Sweep(
-        rules, list(widths), list(log2_lrs), list(seeds), loss, seed_loss, flops, planned, seconds
+        rules,
+        list(sizes),
+        list(log2_lrs),
+        list(seeds),
+        loss,
+        seed_loss,
+        flops,
+        planned,
+        seconds,
+        axis,
     )
 
 
@@ -142,11 +168,11 @@ def _finite_loss(result: dict[str, Any]) -> float | None:
 
 @dataclass
 class Transfer:
-    """The widest model at the proxy's LR, against sweeping the widest model directly."""
+    """The largest model at the proxy's LR, against sweeping the largest model directly."""
 
     rules: str
-    proxy_width: int
-    target_width: int
+    proxy_size: int
+    target_size: int
     proxy_log2_lr: float | None
     transferred_loss: float | None
     """Loss of the target at the proxy's LR (None: it diverged, or the proxy had no optimum)."""
@@ -155,12 +181,13 @@ class Transfer:
     regret_percent: float | None
     """(transferred − direct best) / direct best × 100; None when the transferred run diverged."""
     proxy_sweep_flops: float
-    """Planned FLOPs of sweeping the narrowest width (every LR and seed run to the end)."""
+    """Planned FLOPs of sweeping the smallest size (every LR and seed run to the end)."""
     direct_sweep_flops: float
-    """The same for the widest width: what sweeping the target directly would cost."""
+    """The same for the largest size: what sweeping the target directly would cost."""
     reused_run: bool
     """True when the target run at the proxy's LR was already finished (normally: it is a run of
-    the grid at the widest width), so the transfer step trained nothing new."""
+    the grid at the largest size), so the transfer step trained nothing new."""
+    axis: Axis = "width"
 
     @property
     def compute_fraction(self) -> float | None:
@@ -171,13 +198,15 @@ class Transfer:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["compute_fraction"] = self.compute_fraction
+        # "proxy_width"/"target_width" (or _depth), for readers of the JSON
+        data[f"proxy_{self.axis}"], data[f"target_{self.axis}"] = self.proxy_size, self.target_size
         return data
 
 
 def transfer(sweep: Sweep, transferred_loss: float | None, reused: bool) -> Transfer:
-    """Score the transfer from the narrowest width of ``sweep`` to its widest.
+    """Score the transfer from the smallest size of ``sweep`` to its largest.
 
-    ``transferred_loss``: the widest model's (seed-mean) loss at the proxy's optimal LR, None if
+    ``transferred_loss``: the largest model's (seed-mean) loss at the proxy's optimal LR, None if
     it diverged; the caller looks it up (or trains it) because the grid may not contain that LR.
     """
     proxy_lr = sweep.best_log2_lr[0]
@@ -187,8 +216,8 @@ def transfer(sweep: Sweep, transferred_loss: float | None, reused: bool) -> Tran
         regret = 100.0 * (transferred_loss - direct_loss) / direct_loss
     return Transfer(
         rules=sweep.rules,
-        proxy_width=sweep.widths[0],
-        target_width=sweep.widths[-1],
+        proxy_size=sweep.sizes[0],
+        target_size=sweep.sizes[-1],
         proxy_log2_lr=proxy_lr,
         transferred_loss=transferred_loss,
         direct_best_log2_lr=direct_lr,
@@ -197,53 +226,85 @@ def transfer(sweep: Sweep, transferred_loss: float | None, reused: bool) -> Tran
         proxy_sweep_flops=float(sum(sweep.planned_flops[0])),
         direct_sweep_flops=float(sum(sweep.planned_flops[-1])),
         reused_run=reused,
+        axis=sweep.axis,
     )
 
 
-def wider_is_better(sweep: Sweep) -> bool | None:
-    """Whether the widest width has the lowest optimal loss of all (None if undefined)."""
+def largest_is_best(sweep: Sweep) -> bool | None:
+    """Whether the largest size has the lowest optimal loss of all (None if undefined)."""
     best = sweep.best_loss
     if best[-1] is None:
         return None
     return all(b is None or best[-1] <= b for b in best[:-1])
 
 
-def claims(sp: Sweep, mup: Sweep, sp_transfer: Transfer, mup_transfer: Transfer) -> dict[str, Any]:
+CLAIM_PAIRS: dict[str, tuple[str, str]] = {"width": ("sp", "mup"), "depth": ("mup", "completep")}
+"""(reference, candidate) whose claims each axis checks: SP vs µP across widths; µP (no depth
+rule) vs CompleteP across depths."""
+
+
+def claims(
+    reference: Sweep,
+    candidate: Sweep,
+    reference_transfer: Transfer,
+    candidate_transfer: Transfer,
+) -> dict[str, Any]:
     """The demo's claims, each with the measured numbers and whether it held on this run.
 
-    1. µP's optimum moves at most 1 octave across the widths; SP's moves at least 2.
-    2. Under µP the widest model is the best one at its optimum.
-    3. Transferring the proxy's LR costs ≤ 1 % of loss under µP, and clearly more under SP.
+    Across widths the candidate is µP and the reference SP; across depths CompleteP and µP.
+
+    1. The candidate's optimum moves at most 1 octave across the sizes; the reference's moves
+       at least 2 octaves (widths: SP's drift is the textbook failure) or, across depths, more
+       than the candidate's (µP without depth rules drifts, but less dramatically).
+    2. Under the candidate the largest model is the best one at its optimum.
+    3. Transferring the proxy's LR costs ≤ 1 % of loss under the candidate, and clearly more
+       under the reference.
     """
-    mup_drift, sp_drift = mup.drift_octaves, sp.drift_octaves
-    mup_regret, sp_regret = mup_transfer.regret_percent, sp_transfer.regret_percent
-    sp_regret_worse = mup_regret is not None and (
-        sp_regret is None or sp_regret > max(2 * mup_regret, mup_regret + 1.0)
+    axis = candidate.axis
+    ref, cand = reference.rules, candidate.rules
+    ref_key, cand_key = ref.replace("-", "_"), cand.replace("-", "_")
+    ref_name, cand_name = display_name(ref), display_name(cand)
+    plural = f"{axis}s"
+    cand_drift, ref_drift = candidate.drift_octaves, reference.drift_octaves
+    cand_regret = candidate_transfer.regret_percent
+    ref_regret = reference_transfer.regret_percent
+    ref_regret_worse = cand_regret is not None and (
+        ref_regret is None or ref_regret > max(2 * cand_regret, cand_regret + 1.0)
     )
+    if axis == "width":
+        moves = ref_drift is not None and ref_drift >= 2
+        moves_rule = f"{ref_name} optimum moves >= 2 octaves across the {plural}"
+    else:
+        moves = ref_drift is not None and (cand_drift is None or ref_drift > cand_drift)
+        moves_rule = f"{ref_name} optimum moves more than {cand_name}'s across the {plural}"
+    largest = "widest" if axis == "width" else "deepest"
     return {
-        "mup_optimum_stable": {
-            "holds": mup_drift is not None and mup_drift <= 1,
-            "mup_drift_octaves": mup_drift,
-            "rule": "µP optimum moves <= 1 octave across the widths",
+        f"{cand_key}_optimum_stable": {
+            "holds": cand_drift is not None and cand_drift <= 1,
+            f"{cand_key}_drift_octaves": cand_drift,
+            "rule": f"{cand_name} optimum moves <= 1 octave across the {plural}",
         },
-        "sp_optimum_moves": {
-            "holds": sp_drift is not None and sp_drift >= 2,
-            "sp_drift_octaves": sp_drift,
-            "rule": "SP optimum moves >= 2 octaves across the widths",
+        f"{ref_key}_optimum_moves": {
+            "holds": moves,
+            f"{ref_key}_drift_octaves": ref_drift,
+            "rule": moves_rule,
         },
-        "mup_wider_is_better": {
-            "holds": bool(wider_is_better(mup)),
-            "mup_best_loss": mup.best_loss,
-            "rule": "under µP the widest model has the lowest loss at its optimum",
+        f"{cand_key}_{'wider' if axis == 'width' else 'deeper'}_is_better": {
+            "holds": bool(largest_is_best(candidate)),
+            f"{cand_key}_best_loss": candidate.best_loss,
+            "rule": f"under {cand_name} the {largest} model has the lowest loss at its optimum",
         },
-        "mup_transfer_regret_small": {
-            "holds": mup_regret is not None and mup_regret <= 1.0,
-            "mup_regret_percent": mup_regret,
-            "rule": "µP transfer regret at the widest width <= 1 %",
+        f"{cand_key}_transfer_regret_small": {
+            "holds": cand_regret is not None and cand_regret <= 1.0,
+            f"{cand_key}_regret_percent": cand_regret,
+            "rule": f"{cand_name} transfer regret at the {largest} {axis} <= 1 %",
         },
-        "sp_transfer_regret_larger": {
-            "holds": sp_regret_worse,
-            "sp_regret_percent": sp_regret,
-            "rule": "SP transfer regret clearly larger (> 2x and > 1 point above µP's)",
+        f"{ref_key}_transfer_regret_larger": {
+            "holds": ref_regret_worse,
+            f"{ref_key}_regret_percent": ref_regret,
+            "rule": (
+                f"{ref_name} transfer regret clearly larger (> 2x and > 1 point above "
+                f"{cand_name}'s)"
+            ),
         },
     }

@@ -68,8 +68,11 @@ def run_key(config: TrainConfig, fingerprint: str) -> str:
 
 
 def run_filename(config: TrainConfig, key: str) -> str:
-    """Readable and unique: ``mup-w128-lr-7-s0-<key>.json``."""
-    return f"{config.rules}-w{config.width}-lr{math.log2(config.lr):g}-s{config.seed}-{key}.json"
+    """Readable and unique: ``mup-w128-lr-7-s0-<key>.json`` (``mup-w64-d16-lr-7-...`` in a depth
+    sweep, i.e. when ``base_depth`` is set; width sweeps keep the names they always had)."""
+    depth = "" if config.base_depth is None else f"-d{config.depth}"
+    lr = f"lr{math.log2(config.lr):g}"
+    return f"{config.rules}-w{config.width}{depth}-{lr}-s{config.seed}-{key}.json"
 
 
 def estimated_cost(config: TrainConfig) -> float:

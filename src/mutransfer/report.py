@@ -3,6 +3,8 @@
 Everything here reads the summary dict written to ``summary.json`` (see ``mutransfer.demo``), so
 a figure or a report can be re-drawn from a finished run without training anything:
 ``mutransfer.report.write_outputs(json.load(open("runs/demo/summary.json")), "runs/demo")``.
+The same code draws the depth demo (``--vary depth``: µP | CompleteP across numbers of blocks);
+the summary's ``axis`` says which, and summaries written before depth existed read as widths.
 
 matplotlib is imported inside the plotting function: the rest of the library does not need it.
 """
@@ -14,15 +16,81 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .demo_analysis import CLAIM_PAIRS, NAMES, display_name
+
 FIGURE_NAME = "lr_transfer.png"
+DEPTH_FIGURE_NAME = "lr_transfer_depth.png"
 REPORT_NAME = "report.md"
 TITLES = {"sp": "SP (standard parametrization)", "mup": "µP (maximal update parametrization)"}
-SHORT = {"sp": "SP", "mup": "µP"}
-OPTIMIZERS = {"adamw": "AdamW", "adam": "Adam", "sgd": "SGD"}
+DEPTH_TITLES = {
+    "sp": "SP (no width or depth rules)",
+    "mup": "µP (width rules only: branches unscaled)",
+    "completep": "CompleteP (branches × 1/m_L, α = 1)",
+    "depth-mup": "Depth-µP (branches × 1/√m_L, α = ½)",
+}
+SHORT = NAMES
+OPTIMIZERS = {
+    "adamw": "AdamW",
+    "adam": "Adam",
+    "sgd": "SGD",
+    "lion": "Lion",
+    "muon": "Muon (hidden) + AdamW",
+}
 
 
 def _name(rules: str) -> str:
-    return SHORT.get(rules, rules)
+    return display_name(rules)
+
+
+def figure_name(axis: str) -> str:
+    """``lr_transfer.png`` across widths, ``lr_transfer_depth.png`` across depths."""
+    return FIGURE_NAME if axis == "width" else DEPTH_FIGURE_NAME
+
+
+def title(rules: str, axis: str) -> str:
+    table = TITLES if axis == "width" else DEPTH_TITLES
+    return table.get(rules, _name(rules))
+
+
+def normalise(summary: dict[str, Any]) -> dict[str, Any]:
+    """The summary with ``axis`` and the generic ``sizes`` keys filled in.
+
+    Summaries written before the depth demo existed only have ``widths`` (and ``proxy_width``
+    / ``target_width`` in transfers); they read as width sweeps. Returns a copy, the input is
+    left as it is.
+    """
+    axis = summary.get("axis", "width")
+    out = dict(summary, axis=axis)
+    out.setdefault("sizes", summary.get(f"{axis}s"))
+    out["sweeps"] = {
+        r: dict(sw, sizes=sw.get("sizes", sw.get(f"{axis}s")))
+        for r, sw in summary["sweeps"].items()
+    }
+    out["transfer"] = {
+        r: dict(
+            t,
+            proxy_size=t.get("proxy_size", t.get(f"proxy_{axis}")),
+            target_size=t.get("target_size", t.get(f"target_{axis}")),
+        )
+        for r, t in summary["transfer"].items()
+    }
+    return out
+
+
+def _optimizer(config: dict[str, Any]) -> str:
+    name = OPTIMIZERS.get(config["optimizer"], config["optimizer"])
+    adamw_lr = config.get("adamw_lr")
+    if config["optimizer"] == "muon" and adamw_lr:
+        name += f" at 2^{math.log2(adamw_lr):g}"
+    return name
+
+
+def _fixed(summary: dict[str, Any]) -> str:
+    """The dimension that does not vary, e.g. ``GPT depth 2`` across widths."""
+    config = summary["config"]
+    if summary["axis"] == "width":
+        return f"GPT depth {config['depth']}"
+    return f"GPT width {config['width']}"
 
 
 def _fmt_lr(x: float | None) -> str:
@@ -56,7 +124,7 @@ def y_range(sweeps: Sequence[dict[str, Any]]) -> tuple[float, float]:
 
 
 def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
-    """Validation loss vs log2 LR, one curve per width, SP | µP side by side (TP5, Fig. 1)."""
+    """Validation loss vs log2 LR, one curve per size, one panel per rules (TP5, Fig. 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -64,6 +132,8 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
+    summary = normalise(summary)
+    axis = summary["axis"]
     sweeps = [summary["sweeps"][r] for r in summary["rules"]]
     low, high = y_range(sweeps)
     fig, axes = plt.subplots(1, len(sweeps), figsize=(5.6 * len(sweeps), 4.9), sharey=True)
@@ -72,14 +142,14 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
     n_seeds = len(sweeps[0]["seeds"])
     diverged_any = False
     for ax, sweep in zip(axes, sweeps, strict=True):
-        widths, lrs = sweep["widths"], sweep["log2_lrs"]
+        sizes, lrs = sweep["sizes"], sweep["log2_lrs"]
         any_diverged = False
-        for i, width in enumerate(widths):
-            color = cmap(0.9 * i / max(1, len(widths) - 1))
+        for i, size in enumerate(sizes):
+            color = cmap(0.9 * i / max(1, len(sizes) - 1))
             row = sweep["loss"][i]
             xs = [x for x, v in zip(lrs, row, strict=True) if v is not None]
             ys = [v for v in row if v is not None]
-            ax.plot(xs, ys, "-o", color=color, ms=3.5, lw=1.6, label=f"width {width}")
+            ax.plot(xs, ys, "-o", color=color, ms=3.5, lw=1.6, label=f"{axis} {size}")
             if n_seeds > 1:
                 _seed_spread(ax, lrs, sweep["seed_loss"][i], color)
             j = sweep["best_log2_lr"][i]
@@ -90,9 +160,9 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
                 any_diverged = True
                 top = high - 0.015 * (high - low) * (1 + i)
                 ax.plot(div, [top] * len(div), "x", color=color, ms=7, mew=2)
-        _mark_transfer(ax, summary["transfer"].get(sweep["rules"]))
+        _mark_transfer(ax, summary["transfer"].get(sweep["rules"]), axis)
         subtitle = "optimum moves " + _octaves(sweep["drift_octaves"])
-        ax.set_title(f"{TITLES.get(sweep['rules'], sweep['rules'])}\n{subtitle}", fontsize=11)
+        ax.set_title(f"{title(sweep['rules'], axis)}\n{subtitle}", fontsize=11)
         ax.set_xlabel("log2 learning rate")
         ax.set_xticks(lrs)
         ax.grid(alpha=0.3)
@@ -100,7 +170,7 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
         diverged_any = diverged_any or any_diverged
     handles, labels = axes[0].get_legend_handles_labels()
     handles.append(Line2D([], [], ls="", marker="*", color="gray", ms=12, mec="black"))
-    labels.append("optimum of a width")
+    labels.append(f"optimum of a {axis}")
     if diverged_any:
         handles.append(Line2D([], [], ls="", marker="x", color="gray", ms=7, mew=2))
         labels.append("diverged (no loss)")
@@ -112,9 +182,8 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
     config = summary["config"]
     seeds = f"{n_seeds} seeds (mean)" if n_seeds > 1 else "1 seed"
     fig.suptitle(
-        f"GPT depth {config['depth']} on {summary['data']['name']}, {config['steps']} steps of "
-        f"{config['batch_size']}×{config['seq_len']} bytes, "
-        f"{OPTIMIZERS.get(config['optimizer'], config['optimizer'])}, {seeds}",
+        f"{_fixed(summary)} on {summary['data']['name']}, {config['steps']} steps of "
+        f"{config['batch_size']}×{config['seq_len']} bytes, {_optimizer(config)}, {seeds}",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -128,8 +197,8 @@ def _octaves(drift: float | None) -> str:
     return "—" if drift is None else f"{drift:g} octave{'' if drift == 1 else 's'}"
 
 
-def _mark_transfer(ax: Any, transfer: dict[str, Any] | None) -> None:
-    """A dotted line at the proxy's best LR and, in words, what it costs the widest model."""
+def _mark_transfer(ax: Any, transfer: dict[str, Any] | None, axis: str) -> None:
+    """A dotted line at the proxy's best LR and, in words, what it costs the largest model."""
     if not transfer or transfer["proxy_log2_lr"] is None:
         return
     ax.axvline(transfer["proxy_log2_lr"], color="gray", ls=":", lw=1.2, zorder=0)
@@ -138,8 +207,8 @@ def _mark_transfer(ax: Any, transfer: dict[str, Any] | None) -> None:
     ax.text(
         0.5,
         0.97,
-        f"best LR of width {transfer['proxy_width']} (dotted) used at width "
-        f"{transfer['target_width']}: {cost}",
+        f"best LR of {axis} {transfer['proxy_size']} (dotted) used at {axis} "
+        f"{transfer['target_size']}: {cost}",
         transform=ax.transAxes,
         ha="center",
         va="top",
@@ -164,16 +233,16 @@ def _seed_spread(
 
 
 # ------------------------------------------------------------------------------ tables
-def _grid_rows(sweep: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    header = ["width", *(_fmt_lr(x) for x in sweep["log2_lrs"]), "best"]
+def _grid_rows(sweep: dict[str, Any], axis: str) -> tuple[list[str], list[list[str]]]:
+    header = [axis, *(_fmt_lr(x) for x in sweep["log2_lrs"]), "best"]
     rows = []
-    for i, width in enumerate(sweep["widths"]):
+    for i, size in enumerate(sweep["sizes"]):
         best = sweep["best_index"][i] if "best_index" in sweep else None
         cells = []
         for j, value in enumerate(sweep["loss"][i]):
             text = "✗" if value is None else f"{value:.3f}"
             cells.append(text + ("*" if j == best else ""))
-        rows.append([str(width), *cells, _fmt_lr(sweep["best_log2_lr"][i])])
+        rows.append([str(size), *cells, _fmt_lr(sweep["best_log2_lr"][i])])
     return header, rows
 
 
@@ -190,21 +259,23 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def transfer_lines(summary: dict[str, Any]) -> list[str]:
+    summary = normalise(summary)
+    axis = summary["axis"]
     lines = []
     for rules in summary["rules"]:
         t = summary["transfer"][rules]
         reuse = " (finished grid run reused)" if t["reused_run"] else " (trained for the transfer)"
         lines.append(
-            f"{_name(rules):>3}: LR 2^{_fmt_lr(t['proxy_log2_lr'])} from width {t['proxy_width']}"
-            f" → width {t['target_width']} loss {_fmt_loss(t['transferred_loss'])}{reuse}; "
+            f"{_name(rules):>3}: LR 2^{_fmt_lr(t['proxy_log2_lr'])} from {axis} {t['proxy_size']}"
+            f" → {axis} {t['target_size']} loss {_fmt_loss(t['transferred_loss'])}{reuse}; "
             f"best by direct sweep {_fmt_loss(t['direct_best_loss'])} at "
             f"2^{_fmt_lr(t['direct_best_log2_lr'])}; regret {_fmt_pct(t['regret_percent'])}"
         )
     fraction = summary["transfer"][summary["rules"][0]]["compute_fraction"]
     if fraction is not None:
         lines.append(
-            f"The proxy sweep (width {summary['widths'][0]}) cost {100 * fraction:.1f} % of the "
-            f"FLOPs of sweeping width {summary['widths'][-1]} directly."
+            f"The proxy sweep ({axis} {summary['sizes'][0]}) cost {100 * fraction:.1f} % of the "
+            f"FLOPs of sweeping {axis} {summary['sizes'][-1]} directly."
         )
     return lines
 
@@ -217,18 +288,21 @@ def claim_lines(summary: dict[str, Any]) -> list[str]:
 
 def terminal_report(summary: dict[str, Any]) -> str:
     """The table printed at the end of ``mutransfer demo``."""
+    summary = normalise(summary)
+    axis = summary["axis"]
     parts = []
     seeds = len(summary["seeds"])
     for rules in summary["rules"]:
         sweep = summary["sweeps"][rules]
         parts.append(
-            f"{TITLES.get(rules, rules)}: validation loss"
-            f"{f' (mean of {seeds} seeds)' if seeds > 1 else ''} by width (rows) and log2 LR "
+            f"{title(rules, axis)}: validation loss"
+            f"{f' (mean of {seeds} seeds)' if seeds > 1 else ''} by {axis} (rows) and log2 LR "
             "(columns); * = optimum, ✗ = diverged"
         )
-        parts.append(text_table(*_grid_rows(sweep)))
-        parts.append(f"optimum moves {_octaves(sweep['drift_octaves'])} across widths\n")
-    parts.append("Transfer (tune the LR on the narrowest width, train the widest with it):")
+        parts.append(text_table(*_grid_rows(sweep, axis)))
+        parts.append(f"optimum moves {_octaves(sweep['drift_octaves'])} across {axis}s\n")
+    small, large = ("narrowest", "widest") if axis == "width" else ("shallowest", "deepest")
+    parts.append(f"Transfer (tune the LR on the {small} {axis}, train the {large} with it):")
     parts += ["  " + line for line in transfer_lines(summary)]
     if summary.get("claims"):
         parts.append("\nClaims on this run:")
@@ -237,17 +311,9 @@ def terminal_report(summary: dict[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------ report
-def markdown_report(summary: dict[str, Any], figure: str = FIGURE_NAME) -> str:
-    """``report.md``: the figure, how to read it, the numbers, and how they were produced."""
-    widths = summary["widths"]
-    out = [
-        "# µTransfer demo: SP vs µP",
-        "",
-        f"![validation loss against learning rate, SP and µP]({figure})",
-        "",
-        "## How to read it",
-        "",
-        f"Each curve is one width ({', '.join(map(str, widths))}); each point is a full training "
+_HOW_TO_READ = {
+    "width": (
+        "Each curve is one width ({sizes}); each point is a full training "
         "run at one learning rate, scored on held-out text; the star marks each width's best "
         "learning rate, and the dotted line the narrowest width's best. What to look for: under "
         "SP (left) the stars slide left as the model widens — the learning rate tuned on a "
@@ -256,25 +322,58 @@ def markdown_report(summary: dict[str, Any], figure: str = FIGURE_NAME) -> str:
         "big model's, and wider models are better at (nearly) every learning rate — so the "
         "learning rate can be tuned cheaply on the small model and transferred. Whether this "
         "run shows it is measured below (Claims). "
-        "A cross (×) at the top of a panel is a run that diverged; it has no loss.",
+        "A cross (×) at the top of a panel is a run that diverged; it has no loss."
+    ),
+    "depth": (
+        "Each curve is one depth, i.e. number of transformer blocks ({sizes}), at one width; "
+        "each point is a full training run at one learning rate, scored on held-out text; the "
+        "star marks each depth's best learning rate, and the dotted line the shallowest depth's "
+        "best. The shallowest depth is the base of the depth rules, so every panel starts from "
+        "the same curve. What to look for: under µP with width rules only, every block adds an "
+        "update of full size to the residual stream, so the total change of the features grows "
+        "with depth and the best learning rate tends to fall as the model deepens. CompleteP "
+        "multiplies each residual branch by base depth / depth, so the sum over blocks keeps "
+        "its size and the stars should line up; Depth-µP (if shown) uses the square root of "
+        "that factor with a learning rate × √(base depth / depth). Whether this run shows it "
+        "is measured below (Claims). "
+        "A cross (×) at the top of a panel is a run that diverged; it has no loss."
+    ),
+}
+
+
+def markdown_report(summary: dict[str, Any], figure: str | None = None) -> str:
+    """``report.md``: the figure, how to read it, the numbers, and how they were produced."""
+    summary = normalise(summary)
+    axis = summary["axis"]
+    figure = figure or figure_name(axis)
+    names = " vs ".join(_name(r) for r in summary["rules"])
+    heading = "µTransfer demo" if axis == "width" else "µTransfer demo across depth"
+    out = [
+        f"# {heading}: {names}",
+        "",
+        f"![validation loss against learning rate, {names}]({figure})",
+        "",
+        "## How to read it",
+        "",
+        _HOW_TO_READ[axis].format(sizes=", ".join(map(str, summary["sizes"]))),
         "",
     ]
     seeds = len(summary["seeds"])
     for rules in summary["rules"]:
         sweep = summary["sweeps"][rules]
         out += [
-            f"## {TITLES.get(rules, rules)}",
+            f"## {title(rules, axis)}",
             "",
-            f"Validation loss{f' (mean of {seeds} seeds)' if seeds > 1 else ''}; rows: width, "
+            f"Validation loss{f' (mean of {seeds} seeds)' if seeds > 1 else ''}; rows: {axis}, "
             "columns: log2 LR; * optimum, ✗ diverged. Optimum moves "
-            f"**{_octaves(sweep['drift_octaves'])}** across widths.",
+            f"**{_octaves(sweep['drift_octaves'])}** across {axis}s.",
             "",
-            markdown_table(*_grid_rows(sweep)),
+            markdown_table(*_grid_rows(sweep, axis)),
             "",
         ]
         if sweep.get("optimum_on_grid_edge"):
             out += [
-                f"Note: the optimum of width(s) {sweep['optimum_on_grid_edge']} is on the edge "
+                f"Note: the optimum of {axis}(s) {sweep['optimum_on_grid_edge']} is on the edge "
                 "of the LR grid; the true optimum may lie outside it.",
                 "",
             ]
@@ -289,8 +388,24 @@ def markdown_report(summary: dict[str, Any], figure: str = FIGURE_NAME) -> str:
 
 
 def provenance_lines(summary: dict[str, Any]) -> list[str]:
+    summary = normalise(summary)
     run, machine, config = summary["run"], summary["machine"], summary["config"]
     load = machine.get("load_average")
+    if summary["axis"] == "width":
+        model = (
+            f"GPT depth {config['depth']}, {config['n_heads']} heads, base width "
+            f"{config['base_width']}"
+        )
+    else:
+        model = (
+            f"GPT width {config['width']}, {config['n_heads']} heads, depths "
+            f"{'/'.join(map(str, summary['sizes']))} (base depth {config['base_depth']})"
+        )
+    optimizer = config["optimizer"]
+    if optimizer in ("adamw", "adam"):
+        optimizer += f" (β2 {config['beta2']})"
+    elif optimizer == "muon" and config.get("adamw_lr"):
+        optimizer += f" (+ AdamW at 2^{math.log2(config['adamw_lr']):g}, β2 {config['beta2']})"
     return [
         f"command: `{run['command']}`",
         f"date: {run['finished']}",
@@ -314,10 +429,9 @@ def provenance_lines(summary: dict[str, Any]) -> list[str]:
         f"data: {summary['data']['name']} ({summary['data']['train_bytes']:,} training bytes, "
         f"{summary['data']['val_bytes']:,} validation bytes, fingerprint "
         f"{summary['data']['fingerprint']})",
-        f"model: GPT depth {config['depth']}, {config['n_heads']} heads, base width "
-        f"{config['base_width']}; {config['steps']} steps, batch {config['batch_size']} × "
-        f"{config['seq_len']}, {config['optimizer']} (β2 {config['beta2']}), warmup "
-        f"{config['warmup_steps']}, schedule {config['schedule']}; seeds {summary['seeds']}",
+        f"model: {model}; {config['steps']} steps, batch {config['batch_size']} × "
+        f"{config['seq_len']}, {optimizer}, warmup {config['warmup_steps']}, schedule "
+        f"{config['schedule']}; seeds {summary['seeds']}",
     ]
 
 
@@ -331,7 +445,7 @@ def _fmt_duration(seconds: float) -> str:
 def write_outputs(summary: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Draw the figure and write ``report.md`` into ``out_dir``; returns their paths."""
     out = Path(out_dir)
-    figure = plot_lr_transfer(summary, out / FIGURE_NAME)
+    figure = plot_lr_transfer(summary, out / figure_name(summary.get("axis", "width")))
     report = out / REPORT_NAME
     report.write_text(markdown_report(summary), encoding="utf-8")
     return {"figure": figure, "report": report}
@@ -341,60 +455,72 @@ def write_outputs(summary: dict[str, Any], out_dir: str | Path) -> dict[str, Pat
 def results_section(
     summary: dict[str, Any],
     seed_checks: Sequence[dict[str, Any]] = (),
-    figure: str = "../../docs/images/lr_transfer.png",
+    figure: str | None = None,
+    heading: str | None = None,
 ) -> str:
-    """The demo's entry for ``bench/results/demo.md``: the numbers, the command, the machine.
+    """The demo's entry for ``bench/results/*.md``: the numbers, the command, the machine.
 
-    ``seed_checks``: summaries of the same settings run with other seeds, shown as one row each
-    so that a reader sees whether the claims depend on the seed.
+    One column per compared preset. ``seed_checks``: summaries of the same settings run with
+    other seeds, shown as one row each so that a reader sees whether the claims depend on the
+    seed. ``figure``: the image's path relative to the results file.
     """
-    widths = "/".join(map(str, summary["widths"]))
-    sp, mup = summary["sweeps"].get("sp"), summary["sweeps"].get("mup")
-    t_sp, t_mup = summary["transfer"].get("sp"), summary["transfer"].get("mup")
-    header = ["", "SP", "µP"]
+    summary = normalise(summary)
+    axis = summary["axis"]
+    figure = figure or f"../../docs/images/{figure_name(axis)}"
+    sizes = summary["sizes"]
+    joined = "/".join(map(str, sizes))
+    rules = summary["rules"]
+    names = [_name(r) for r in rules]
 
-    def both(fn: Any) -> list[str]:
-        return [fn(sp, t_sp) if sp else "—", fn(mup, t_mup) if mup else "—"]
+    def each(fn: Any) -> list[str]:
+        return [fn(summary["sweeps"][r], summary["transfer"][r]) for r in rules]
 
     rows = [
         [
-            f"best log2 LR, widths {widths}",
-            *both(lambda s, t: "/".join(map(_fmt_lr, s["best_log2_lr"]))),
+            f"best log2 LR, {axis}s {joined}",
+            *each(lambda s, t: "/".join(map(_fmt_lr, s["best_log2_lr"]))),
         ],
-        ["optimum drift (octaves)", *both(lambda s, t: _fmt_lr(s["drift_octaves"]))],
+        ["optimum drift (octaves)", *each(lambda s, t: _fmt_lr(s["drift_octaves"]))],
         [
-            f"best loss, widths {widths}",
-            *both(lambda s, t: "/".join(_fmt_loss(x) for x in s["best_loss"])),
+            f"best loss, {axis}s {joined}",
+            *each(lambda s, t: "/".join(_fmt_loss(x) for x in s["best_loss"])),
         ],
         [
-            f"width {summary['widths'][-1]} at width {summary['widths'][0]}'s best LR",
-            *both(
+            f"{axis} {sizes[-1]} at {axis} {sizes[0]}'s best LR",
+            *each(
                 lambda s, t: f"{_fmt_loss(t['transferred_loss'])} (2^{_fmt_lr(t['proxy_log2_lr'])})"
             ),
         ],
         [
-            f"width {summary['widths'][-1]}, best of its own sweep",
-            *both(
+            f"{axis} {sizes[-1]}, best of its own sweep",
+            *each(
                 lambda s, t: (
                     f"{_fmt_loss(t['direct_best_loss'])} (2^{_fmt_lr(t['direct_best_log2_lr'])})"
                 )
             ),
         ],
-        ["transfer regret", *both(lambda s, t: _fmt_pct(t["regret_percent"]))],
+        ["transfer regret", *each(lambda s, t: _fmt_pct(t["regret_percent"]))],
     ]
-    fraction = (t_mup or t_sp or {}).get("compute_fraction")
+    fraction = summary["transfer"][rules[0]].get("compute_fraction")
+    default_heading = (
+        "µTransfer demo: learning rate × width, SP vs µP (`mutransfer demo`)"
+        if axis == "width"
+        else "µTransfer demo across depth: "
+        + " vs ".join(names)
+        + " (`mutransfer demo --vary depth`)"
+    )
     out = [
-        "## µTransfer demo: learning rate × width, SP vs µP (`mutransfer demo`)",
+        f"## {heading or default_heading}",
         "",
-        f"![SP vs µP: validation loss against log2 learning rate]({figure})",
+        f"![{' vs '.join(names)}: validation loss against log2 learning rate]({figure})",
         "",
-        markdown_table(header, rows),
+        markdown_table(["", *names], rows),
         "",
     ]
     if fraction is not None:
         out += [
-            f"The proxy sweep (width {summary['widths'][0]}) cost {100 * fraction:.1f} % of the "
-            f"FLOPs of sweeping width {summary['widths'][-1]} directly.",
+            f"The proxy sweep ({axis} {sizes[0]}) cost {100 * fraction:.1f} % of the "
+            f"FLOPs of sweeping {axis} {sizes[-1]} directly.",
             "",
         ]
     if summary.get("claims"):
@@ -402,6 +528,9 @@ def results_section(
         out += ["- " + line for line in claim_lines(summary)]
         out.append("")
     if seed_checks:
+        reference, candidate = CLAIM_PAIRS[axis]
+        ref, cand = _name(reference), _name(candidate)
+        largest = "widest" if axis == "width" else "deepest"
         out += [
             "Same settings, other seeds (each a full grid with one seed: "
             + ", ".join(f"`{c['run']['command']}`" for c in seed_checks)
@@ -410,14 +539,14 @@ def results_section(
             markdown_table(
                 [
                     "seed",
-                    "SP drift",
-                    "µP drift",
-                    "SP regret",
-                    "µP regret",
-                    "µP widest best",
+                    f"{ref} drift",
+                    f"{cand} drift",
+                    f"{ref} regret",
+                    f"{cand} regret",
+                    f"{cand} {largest} best",
                     "all claims",
                 ],
-                [_seed_row(s) for s in [summary, *seed_checks]],
+                [_seed_row(normalise(s)) for s in [summary, *seed_checks]],
             ),
             "",
         ]
@@ -428,13 +557,14 @@ def results_section(
 
 def _seed_row(summary: dict[str, Any]) -> list[str]:
     sweeps, transfer, claims = summary["sweeps"], summary["transfer"], summary.get("claims") or {}
-    wider = claims.get("mup_wider_is_better", {}).get("holds")
+    reference, candidate = CLAIM_PAIRS[summary["axis"]]
+    better: dict[str, Any] = next((c for k, c in claims.items() if k.endswith("_is_better")), {})
     return [
         ",".join(map(str, summary["seeds"])),
-        _fmt_lr(sweeps["sp"]["drift_octaves"]),
-        _fmt_lr(sweeps["mup"]["drift_octaves"]),
-        _fmt_pct(transfer["sp"]["regret_percent"]),
-        _fmt_pct(transfer["mup"]["regret_percent"]),
-        "yes" if wider else "no",
+        _fmt_lr(sweeps[reference]["drift_octaves"]),
+        _fmt_lr(sweeps[candidate]["drift_octaves"]),
+        _fmt_pct(transfer[reference]["regret_percent"]),
+        _fmt_pct(transfer[candidate]["regret_percent"]),
+        "yes" if better.get("holds") else "no",
         "yes" if claims and all(c["holds"] for c in claims.values()) else "no",
     ]

@@ -7,6 +7,11 @@ loss. The demo and the sweeps call it for every trial; a user's own objective re
 A run is a pure function of its config (seeded data order and init), so a trial can be re-run
 anywhere and give the same number. Divergence (a non-finite loss, or a loss far above the loss at
 initialisation) stops the run early and is reported with its reason rather than as a number.
+
+Optimizers: AdamW/Adam and SGD from torch, Lion from the PyPI package ``lion-pytorch`` (torch has
+none), and Muon, which needs *two* optimizers: ``torch.optim.Muon`` for the hidden matrices
+(it only takes 2-D weights) and AdamW for everything else (embeddings, readout, norm gains),
+each with its own base LR (``lr`` and ``adamw_lr``), both built from one plan.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from .build import parametrize
 from .data import ArrayDataset, TextCorpus, fashion_mnist, load_text
 from .models import GPT, MLP, GPTConfig, gpt_parametrize_options
 from .plan import Plan
+from .rules import ROLES
 
 ModelName = Literal["gpt", "mlp"]
 Schedule = Literal["constant", "cosine", "linear"]
@@ -47,6 +53,8 @@ class TrainConfig:
     lr: float = 2**-6
     rules: str = "mup"
     optimizer: str = "adamw"
+    """``adamw``, ``adam``, ``sgd``, ``lion`` (lion-pytorch, betas 0.9/0.99 as in the Lion paper)
+    or ``muon`` (torch's Muon for hidden matrices at ``lr``, AdamW for the rest at ``adamw_lr``)."""
     mode: Literal["absorbed", "explicit"] = "absorbed"
     init_std: float = 1.0
     input_multiplier: float = 1.0
@@ -66,6 +74,9 @@ class TrainConfig:
     eval_batch_size: int = 32
     divergence_factor: float = 1.5
     """The run counts as diverged if a (smoothed) training loss exceeds this × the first loss."""
+    adamw_lr: float | None = None
+    """``optimizer="muon"`` only: base LR of the AdamW that trains the non-hidden tensors (None:
+    ``lr``). Sweeping Muon's ``lr`` with this one fixed is how a Muon LR transfer is measured."""
 
     def __post_init__(self) -> None:
         for name in ("width", "depth", "base_width", "steps", "batch_size", "seq_len"):
@@ -75,6 +86,23 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr}")
         if self.model not in ("gpt", "mlp"):
             raise ValueError(f"TrainConfig.model must be 'gpt' or 'mlp', got {self.model!r}")
+        if self.base_depth is not None and self.base_depth < 1:
+            raise ValueError(f"TrainConfig.base_depth must be >= 1, got {self.base_depth}")
+        if self.optimizer.lower() not in OPTIMIZERS:
+            raise ValueError(
+                f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, "
+                f"got {self.optimizer!r}"
+            )
+        if self.adamw_lr is not None:
+            if self.optimizer.lower() != "muon":
+                raise ValueError(
+                    "TrainConfig.adamw_lr is the LR of Muon's AdamW side; it only applies with "
+                    f"optimizer='muon', not {self.optimizer!r} (set lr instead)"
+                )
+            if not (self.adamw_lr > 0 and math.isfinite(self.adamw_lr)):
+                raise ValueError(
+                    f"TrainConfig.adamw_lr must be a positive number, got {self.adamw_lr}"
+                )
         if self.schedule not in ("constant", "cosine", "linear"):
             raise ValueError(
                 f"TrainConfig.schedule must be constant, cosine or linear, got {self.schedule!r}"
@@ -84,7 +112,12 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        """Every field, except optional ones left unset (see ``_OMIT_WHEN_NONE``)."""
+        data = dataclasses.asdict(self)
+        for name in _OMIT_WHEN_NONE:
+            if data[name] is None:
+                del data[name]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
@@ -96,6 +129,13 @@ class TrainConfig:
                 f"known: {', '.join(sorted(known))}"
             )
         return cls(**data)
+
+
+OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon")
+
+_OMIT_WHEN_NONE = ("adamw_lr",)
+"""Fields added after runs were first stored: left out of ``to_dict`` while unset, so a config
+that does not use them keeps the dict (and so the run-store key) it had before they existed."""
 
 
 @dataclass
@@ -181,7 +221,35 @@ def build_model(config: TrainConfig) -> tuple[nn.Module, Plan]:
     return model, plan
 
 
+def make_optimizers(
+    config: TrainConfig, model: nn.Module, plan: Plan
+) -> list[torch.optim.Optimizer]:
+    """The optimizer(s) of a run, with the plan's per-tensor LRs: one, or two for Muon.
+
+    Muon orthogonalises a matrix's update, so it only takes 2-D weights; the µP plan's hidden
+    role is exactly those (attention and MLP projections). Everything else trains with AdamW at
+    its own base LR (``adamw_lr``), with the same plan's scales.
+    """
+    if config.optimizer.lower() != "muon":
+        return [make_optimizer(config, model, plan)]
+    hidden = plan.param_groups(
+        config.lr, model=model, weight_decay=config.weight_decay, roles=("hidden",)
+    )
+    rest = plan.param_groups(
+        config.adamw_lr if config.adamw_lr is not None else config.lr,
+        model=model,
+        weight_decay=config.weight_decay,
+        eps=config.eps,
+        roles=tuple(r for r in ROLES if r != "hidden"),
+    )
+    return [
+        torch.optim.Muon(hidden, lr=config.lr, weight_decay=config.weight_decay),
+        torch.optim.AdamW(rest, betas=(0.9, config.beta2), eps=config.eps, foreach=True),
+    ]
+
+
 def make_optimizer(config: TrainConfig, model: nn.Module, plan: Plan) -> torch.optim.Optimizer:
+    """The run's single optimizer (every optimizer but Muon; see ``make_optimizers``)."""
     groups = plan.param_groups(
         config.lr, model=model, weight_decay=config.weight_decay, eps=config.eps
     )
@@ -191,7 +259,26 @@ def make_optimizer(config: TrainConfig, model: nn.Module, plan: Plan) -> torch.o
         return cls(groups, betas=(0.9, config.beta2), foreach=True)
     if name == "sgd":
         return torch.optim.SGD(groups, momentum=0.9)
-    raise ValueError(f"the built-in trainer supports adamw, adam and sgd, not {config.optimizer!r}")
+    if name == "lion":
+        return _lion(groups, config)
+    if name == "muon":
+        raise ValueError(
+            "optimizer='muon' trains with two optimizers (Muon for hidden matrices, AdamW for "
+            "the rest): call make_optimizers(config, model, plan)"
+        )
+    raise ValueError(f"the built-in trainer supports {', '.join(OPTIMIZERS)}, not {name!r}")
+
+
+def _lion(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+    try:
+        from lion_pytorch import Lion
+    except ImportError:
+        raise ImportError(
+            "optimizer='lion' needs the package lion-pytorch: pip install lion-pytorch"
+        ) from None
+    # Lion's sign update has no ε; betas as recommended by Chen et al. 2023 (0.9, 0.99)
+    lion: torch.optim.Optimizer = Lion(groups, lr=config.lr, betas=(0.9, 0.99))
+    return lion
 
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -248,8 +335,8 @@ def train(
     start = time.perf_counter()
     data = _Data(config, source if source is not None else load_source(config))
     model, plan = build_model(config)
-    optimizer = make_optimizer(config, model, plan)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    optimizers = make_optimizers(config, model, plan)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(config)) for o in optimizers]
     n_params = sum(p.numel() for p in model.parameters())
     tokens_per_step = config.batch_size * (config.seq_len if config.model == "gpt" else 1)
     losses: list[float] = []
@@ -269,10 +356,13 @@ def train(
                     f"loss {smoothed:.3g} at step {step} exceeds {config.divergence_factor}× "
                     f"the initial loss {first:.3g}"
                 )
-            optimizer.zero_grad(set_to_none=True)
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            scheduler.step()
+            for optimizer in optimizers:
+                optimizer.step()
+            for scheduler in schedulers:
+                scheduler.step()
             if on_step is not None:
                 on_step(step, value)
         val_loss = evaluate(model, data.eval)
