@@ -1,0 +1,172 @@
+"""Depth transfer on the real text: does the best learning rate stay put from 2 to 16 blocks?
+
+µTransfer across depth needs depth rules: with µP's width rules alone every residual branch adds
+an update of full size to the residual stream, so the features move more as blocks are added
+and the best learning rate falls. CompleteP (Dey et al. 2025, α = 1) multiplies each branch by
+base_depth / depth so that the sum over blocks keeps its size; Depth-µP (α = ½) uses the square
+root of that factor and LR × √(base_depth / depth). This benchmark measures it on the shipped
+Shakespeare text with the demo's own code (``mutransfer demo --vary depth`` and its analysis):
+a byte-level GPT at one width, 2 → 16 blocks (8×), an LR grid per preset, and records
+
+- the best log2 LR per depth and its drift (max − min, octaves),
+- the transfer regret: the deepest model trained at the shallowest model's best LR, against
+  the deepest model's own best, in % of loss,
+
+with the figure (``docs/images/lr_transfer_depth.png``), the command, the machine and the date.
+Runs are cached one file per run (``--runs-dir``; the demo's run store), so an interrupted run
+resumes. ``--quick`` is a seconds-long smoke test (tiny model, pydoc text) whose numbers mean
+nothing.
+
+    .venv/bin/python bench/depth_transfer.py            # the recorded numbers (~15 min, 2 cores)
+    .venv/bin/python bench/depth_transfer.py --quick    # smoke
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common import RESULTS_DIR, arg_parser, command_line, machine_info, write_results
+
+NAME = "depth_transfer"
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "docs" / "images"
+
+
+def settings(quick: bool) -> Any:
+    """The depth demo's default grid with all three presets, or a tiny smoke grid."""
+    from mutransfer import demo
+
+    if quick:
+        return demo.settings_for(
+            vary="depth",
+            depths=[1, 2],
+            log2_lrs=[-8.0, -6.0],
+            text="pydoc",
+            width=16,
+            n_heads=2,
+            steps=8,
+            batch_size=4,
+            seq_len=16,
+            eval_batches=1,
+            eval_batch_size=4,
+        )
+    return demo.settings_for(vary="depth", rules=["mup", "completep", "depth-mup"])
+
+
+def reading(summary: dict[str, Any]) -> list[str]:
+    """What the numbers say, in sentences generated from them (never hand-edited)."""
+    sweeps, transfer = summary["sweeps"], summary["transfer"]
+    depths = summary["sizes"]
+    lines = []
+    for rules in summary["rules"]:
+        s, t = sweeps[rules], transfer[rules]
+        regret = t["regret_percent"]
+        lines.append(
+            f"{_name(rules)}: best log2 LR {'/'.join(_lr(x) for x in s['best_log2_lr'])} at "
+            f"depths {'/'.join(map(str, depths))} (drift {_lr(s['drift_octaves'])} octaves); "
+            f"depth {depths[-1]} at depth {depths[0]}'s best LR: "
+            + ("diverged" if regret is None else f"regret {regret:.2f} %")
+            + f"; best loss {_loss(s['best_loss'][0])} → {_loss(s['best_loss'][-1])}."
+        )
+    cp, mup = sweeps.get("completep"), sweeps.get("mup")
+    if cp and mup and cp["drift_octaves"] is not None and mup["drift_octaves"] is not None:
+        holds = cp["drift_octaves"] <= 1 and mup["drift_octaves"] > cp["drift_octaves"]
+        lines.append(
+            f"Claim 'CompleteP's optimum moves <= 1 octave across {depths[-1] // depths[0]}× "
+            f"depth, µP's more': {'holds' if holds else 'does NOT hold'} on this run "
+            f"(CompleteP {_lr(cp['drift_octaves'])}, µP {_lr(mup['drift_octaves'])} octaves)."
+        )
+    return lines
+
+
+def _name(rules: str) -> str:
+    from mutransfer.demo_analysis import display_name
+
+    return display_name(rules)
+
+
+def _lr(x: float | None) -> str:
+    return "—" if x is None else f"{x:g}"
+
+
+def _loss(x: float | None) -> str:
+    return "diverged" if x is None else f"{x:.3f}"
+
+
+def render(payload: dict[str, Any]) -> str:
+    from mutransfer import report
+
+    summary = payload["summary"]
+    section = report.results_section(
+        summary,
+        figure=payload["figure"],
+        heading=(
+            f"Depth transfer: {' vs '.join(map(_name, summary['rules']))} "
+            f"({summary['sizes'][0]} → {summary['sizes'][-1]} blocks, `bench/{NAME}.py`)"
+        ),
+    )
+    head, _, tail = section.partition("How it was produced:")
+    reading_md = ["Reading (generated from the numbers above):", ""]
+    reading_md += ["- " + line for line in payload["reading"]]
+    return head + "\n".join(reading_md) + "\n\nHow it was produced:" + tail
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = arg_parser(__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=None,
+        help="the demo's output and run cache (default: runs/bench/depth_transfer; --quick uses "
+        "a temporary folder)",
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    from mutransfer import demo, report
+
+    scratch = tempfile.TemporaryDirectory(prefix=NAME) if args.quick else None
+    runs_dir = args.runs_dir or (Path(scratch.name) if scratch else ROOT / "runs" / "bench" / NAME)
+    summary = demo.run_demo(
+        runs_dir,
+        workers=1 if args.quick else args.workers,
+        settings=settings(args.quick),
+        progress=not args.quick,
+        echo=print,
+        command=command_line(argv),
+    )
+    out_dir = Path(args.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drawn = runs_dir / report.DEPTH_FIGURE_NAME
+    if out_dir.resolve() == RESULTS_DIR.resolve():
+        # the recorded figure lives with the docs; BENCHMARKS.md (repository root) links it
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(drawn, IMAGES / report.DEPTH_FIGURE_NAME)
+        figure = f"docs/images/{report.DEPTH_FIGURE_NAME}"
+    else:
+        shutil.copyfile(drawn, out_dir / report.DEPTH_FIGURE_NAME)
+        figure = report.DEPTH_FIGURE_NAME
+    payload: dict[str, Any] = {
+        "benchmark": NAME,
+        "command": command_line(argv),
+        "quick": args.quick,
+        "machine": machine_info(),
+        "figure": figure,
+        "summary": summary,
+    }
+    payload["reading"] = reading(summary)
+    json_path, md_path = write_results(NAME, payload, render(payload), out_dir)
+    print(f"\nwrote {json_path}, {md_path} and {figure}")
+    if scratch is not None:
+        scratch.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
