@@ -1,0 +1,56 @@
+"""``bench/depth_transfer.py --quick`` and ``bench/optimizers_transfer.py --quick`` still run.
+
+The numbers of a quick run mean nothing (tiny models, pydoc text); what is checked is that the
+scripts run against the current library, as ``bench/run_all.py`` calls them (``--quick``,
+``--out-dir``), and write the JSON keys, figures and sections they promise.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_quick(script: str, out_dir: Path) -> tuple[dict[str, Any], str]:
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--quick", "--out-dir", str(out_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    name = script.removesuffix(".py")
+    payload = json.loads((out_dir / f"{name}.json").read_text(encoding="utf-8"))
+    return payload, (out_dir / f"{name}.md").read_text(encoding="utf-8")
+
+
+def test_depth_transfer_quick(tmp_path: Path) -> None:
+    payload, md = run_quick("depth_transfer.py", tmp_path)
+    assert payload["quick"] is True and "--quick" in payload["command"].split()
+    summary = payload["summary"]
+    assert summary["axis"] == "depth" and summary["rules"] == ["mup", "completep"]
+    assert set(summary["claims"]) >= {"completep_optimum_stable", "mup_optimum_moves"}
+    assert (tmp_path / payload["figure"]).read_bytes()[:4] == b"\x89PNG"
+    assert md.startswith("## Depth transfer: µP vs CompleteP (1 → 2 blocks")
+    assert "Reading (generated" in md and "How it was produced" in md
+
+
+def test_optimizers_transfer_quick(tmp_path: Path) -> None:
+    pytest.importorskip("lion_pytorch")
+    payload, md = run_quick("optimizers_transfer.py", tmp_path)
+    assert payload["quick"] is True and set(payload["optimizers"]) == {"lion", "muon"}
+    for key, result in payload["optimizers"].items():
+        summary = result["summary"]
+        assert summary["config"]["optimizer"] == key and summary["rules"] == ["sp", "mup"]
+        assert (tmp_path / result["figure"]).read_bytes()[:4] == b"\x89PNG"
+    assert payload["optimizers"]["muon"]["summary"]["config"]["adamw_lr"] == 2**-6
+    assert md.startswith("## LR transfer across widths with Lion and Muon")
+    assert "| Lion (lion-pytorch) |" in md and "| Muon (hidden) + AdamW at 2^-6 |" in md
