@@ -17,7 +17,7 @@ Runs are cached one file per run (``--runs-dir``; the demo's run store), so an i
 resumes. ``--quick`` is a seconds-long smoke test (tiny model, pydoc text) whose numbers mean
 nothing.
 
-    .venv/bin/python bench/depth_transfer.py            # the recorded numbers (~15 min, 2 cores)
+    .venv/bin/python bench/depth_transfer.py            # the recorded numbers (2 settings)
     .venv/bin/python bench/depth_transfer.py --quick    # smoke
 """
 
@@ -38,25 +38,43 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "docs" / "images"
 
 
-def settings(quick: bool) -> Any:
-    """The depth demo's default grid with all three presets, or a tiny smoke grid."""
+HALF_OCTAVES = tuple(x / 2 for x in range(-18, -11))
+"""-9, -8.5, ..., -6: the long setting's grid, twice as fine around the optima of the default."""
+
+
+def settings(quick: bool) -> dict[str, Any]:
+    """The settings measured, by name: the depth demo's default grid with all three presets,
+    and a longer run (2× the steps) on a half-octave grid, which resolves drifts below one
+    grid step of the default. ``quick``: two tiny smoke grids of the same shape."""
     from mutransfer import demo
 
     if quick:
-        return demo.settings_for(
-            vary="depth",
-            depths=[1, 2],
-            log2_lrs=[-8.0, -6.0],
-            text="pydoc",
-            width=16,
-            n_heads=2,
-            steps=8,
-            batch_size=4,
-            seq_len=16,
-            eval_batches=1,
-            eval_batch_size=4,
-        )
-    return demo.settings_for(vary="depth", rules=["mup", "completep", "depth-mup"])
+        tiny = {
+            "depths": [1, 2],
+            "log2_lrs": [-8.0, -6.0],
+            "text": "pydoc",
+            "width": 16,
+            "n_heads": 2,
+            "batch_size": 4,
+            "seq_len": 16,
+            "eval_batches": 1,
+            "eval_batch_size": 4,
+        }
+        return {
+            "default": demo.settings_for(vary="depth", steps=8, **tiny),
+            "long": demo.settings_for(vary="depth", steps=16, **tiny),
+        }
+    return {
+        "default": demo.settings_for(vary="depth", rules=["mup", "completep", "depth-mup"]),
+        "long": demo.settings_for(vary="depth", steps=400, log2_lrs=HALF_OCTAVES),
+    }
+
+
+FIGURES = {"default": "lr_transfer_depth.png", "long": "lr_transfer_depth_long.png"}
+TITLES = {
+    "default": "the depth demo's setting (`mutransfer demo --vary depth`)",
+    "long": "twice the steps, half-octave LR grid",
+}
 
 
 def reading(summary: dict[str, Any]) -> list[str]:
@@ -102,19 +120,22 @@ def _loss(x: float | None) -> str:
 def render(payload: dict[str, Any]) -> str:
     from mutransfer import report
 
-    summary = payload["summary"]
-    section = report.results_section(
-        summary,
-        figure=payload["figure"],
-        heading=(
-            f"Depth transfer: {' vs '.join(map(_name, summary['rules']))} "
-            f"({summary['sizes'][0]} → {summary['sizes'][-1]} blocks, `bench/{NAME}.py`)"
-        ),
-    )
-    head, _, tail = section.partition("How it was produced:")
-    reading_md = ["Reading (generated from the numbers above):", ""]
-    reading_md += ["- " + line for line in payload["reading"]]
-    return head + "\n".join(reading_md) + "\n\nHow it was produced:" + tail
+    out = []
+    for name, result in payload["settings"].items():
+        summary = result["summary"]
+        section = report.results_section(
+            summary,
+            figure=result["figure"],
+            heading=(
+                f"Depth transfer: {' vs '.join(map(_name, summary['rules']))}, "
+                f"{summary['sizes'][0]} → {summary['sizes'][-1]} blocks; {TITLES[name]}"
+            ),
+        )
+        head, _, tail = section.partition("How it was produced:")
+        reading_md = ["Reading (generated from the numbers above):", ""]
+        reading_md += ["- " + line for line in result["reading"]]
+        out.append(head + "\n".join(reading_md) + "\n\nHow it was produced:" + tail)
+    return "\n".join(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,45 +145,48 @@ def main(argv: list[str] | None = None) -> int:
         "--runs-dir",
         type=Path,
         default=None,
-        help="the demo's output and run cache (default: runs/bench/depth_transfer; --quick uses "
-        "a temporary folder)",
+        help="parent of the demo outputs and run caches, one folder per setting (default: "
+        "runs/bench, i.e. runs/bench/depth_transfer[-long]; --quick uses a temporary folder)",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from mutransfer import demo, report
 
     scratch = tempfile.TemporaryDirectory(prefix=NAME) if args.quick else None
-    runs_dir = args.runs_dir or (Path(scratch.name) if scratch else ROOT / "runs" / "bench" / NAME)
-    summary = demo.run_demo(
-        runs_dir,
-        workers=1 if args.quick else args.workers,
-        settings=settings(args.quick),
-        progress=not args.quick,
-        echo=print,
-        command=command_line(argv),
-    )
+    runs_root = args.runs_dir or (Path(scratch.name) if scratch else ROOT / "runs" / "bench")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    drawn = runs_dir / report.DEPTH_FIGURE_NAME
-    if out_dir.resolve() == RESULTS_DIR.resolve():
-        # the recorded figure lives with the docs; BENCHMARKS.md (repository root) links it
-        IMAGES.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(drawn, IMAGES / report.DEPTH_FIGURE_NAME)
-        figure = f"docs/images/{report.DEPTH_FIGURE_NAME}"
-    else:
-        shutil.copyfile(drawn, out_dir / report.DEPTH_FIGURE_NAME)
-        figure = report.DEPTH_FIGURE_NAME
+    in_repo = out_dir.resolve() == RESULTS_DIR.resolve()
+    results: dict[str, Any] = {}
+    for name, grid in settings(args.quick).items():
+        folder = runs_root / (NAME if name == "default" else f"{NAME}-{name}")
+        summary = demo.run_demo(
+            folder,
+            workers=1 if args.quick else args.workers,
+            settings=grid,
+            progress=not args.quick,
+            echo=print,
+            command=command_line(argv),
+        )
+        drawn = folder / report.DEPTH_FIGURE_NAME
+        if in_repo:
+            # the recorded figures live with the docs; BENCHMARKS.md (repository root) links them
+            IMAGES.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(drawn, IMAGES / FIGURES[name])
+            figure = f"docs/images/{FIGURES[name]}"
+        else:
+            shutil.copyfile(drawn, out_dir / FIGURES[name])
+            figure = FIGURES[name]
+        results[name] = {"figure": figure, "summary": summary, "reading": reading(summary)}
     payload: dict[str, Any] = {
         "benchmark": NAME,
         "command": command_line(argv),
         "quick": args.quick,
         "machine": machine_info(),
-        "figure": figure,
-        "summary": summary,
+        "settings": results,
     }
-    payload["reading"] = reading(summary)
     json_path, md_path = write_results(NAME, payload, render(payload), out_dir)
-    print(f"\nwrote {json_path}, {md_path} and {figure}")
+    print(f"\nwrote {json_path} and {md_path}")
     if scratch is not None:
         scratch.cleanup()
     return 0

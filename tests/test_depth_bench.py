@@ -35,12 +35,16 @@ def run_quick(script: str, out_dir: Path) -> tuple[dict[str, Any], str]:
 def test_depth_transfer_quick(tmp_path: Path) -> None:
     payload, md = run_quick("depth_transfer.py", tmp_path)
     assert payload["quick"] is True and "--quick" in payload["command"].split()
-    summary = payload["summary"]
-    assert summary["axis"] == "depth" and summary["rules"] == ["mup", "completep"]
-    assert set(summary["claims"]) >= {"completep_optimum_stable", "mup_optimum_moves"}
-    assert (tmp_path / payload["figure"]).read_bytes()[:4] == b"\x89PNG"
-    assert md.startswith("## Depth transfer: µP vs CompleteP (1 → 2 blocks")
-    assert "Reading (generated" in md and "How it was produced" in md
+    assert set(payload["settings"]) == {"default", "long"}
+    for result in payload["settings"].values():
+        summary = result["summary"]
+        assert summary["axis"] == "depth" and summary["rules"] == ["mup", "completep"]
+        assert set(summary["claims"]) >= {"completep_optimum_stable", "mup_optimum_moves"}
+        assert (tmp_path / result["figure"]).read_bytes()[:4] == b"\x89PNG"
+        assert result["reading"] and "Claim 'CompleteP" in result["reading"][-1]
+    assert payload["settings"]["long"]["summary"]["config"]["steps"] == 16
+    assert md.startswith("## Depth transfer: µP vs CompleteP, 1 → 2 blocks")
+    assert md.count("Reading (generated") == 2 and "How it was produced" in md
 
 
 def test_optimizers_transfer_quick(tmp_path: Path) -> None:

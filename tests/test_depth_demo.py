@@ -224,3 +224,35 @@ def test_cli_depth_errors_are_one_line(tmp_path, capsys) -> None:
     assert "widths are fixed" in capsys.readouterr().err
     assert cli.main(["demo", "--vary", "depth", "--depths", "4", "--out", str(tmp_path)]) == 2
     assert "at least two depths" in capsys.readouterr().err
+
+
+def test_fitted_optimum_resolves_drift_below_one_grid_step() -> None:
+    lrs = [-9.0, -8.0, -7.0, -6.0, -5.0]
+    # losses from parabolas with minima at -7.4 and -6.6 (same grid optimum, -7)
+    table = {
+        2: [(x + 7.4) ** 2 / 10 + 2.0 for x in lrs],
+        16: [(x + 6.6) ** 2 / 10 + 2.1 for x in lrs],
+        32: [3.0, 2.5, 2.4, None, 2.2],  # a diverged neighbour: no fit
+    }
+
+    def lookup(d: int, lr: float, s: int) -> dict:
+        value = table[d][lrs.index(lr)]
+        return {"val_loss": value, "diverged": value is None}
+
+    sweep = demo_analysis.build_sweep("completep", [2, 16], lrs, [0], lookup, "depth")
+    assert sweep.best_log2_lr == [-7.0, -7.0] and sweep.drift_octaves == 0
+    assert sweep.fitted_log2_lr == pytest.approx([-7.4, -6.6])
+    assert sweep.fitted_drift_octaves == pytest.approx(0.8)
+    edge = demo_analysis.build_sweep("mup", [2, 32], lrs, [0], lookup, "depth")
+    assert edge.fitted_log2_lr[1] is None and edge.fitted_drift_octaves is None
+    text = report.terminal_report(
+        {
+            "axis": "depth",
+            "rules": ["completep"],
+            "sizes": [2, 16],
+            "seeds": [0],
+            "sweeps": {"completep": sweep.to_dict()},
+            "transfer": {"completep": demo_analysis.transfer(sweep, 2.2, True).to_dict()},
+        }
+    )
+    assert "optimum moves 0 octaves (fitted 0.80) across depths" in text

@@ -85,6 +85,26 @@ class Sweep:
         return None if first is None or last is None else last - first
 
     @property
+    def fitted_log2_lr(self) -> list[float | None]:
+        """Each size's optimum refined by a parabola through the best grid point and its two
+        neighbours (in log2 LR): a drift smaller than one grid step shows up here, where the
+        grid optimum can only say 0 or 1 step. None where the best point is on the grid's edge,
+        a neighbour diverged, or the three points are not convex (no minimum between them)."""
+        out: list[float | None] = []
+        for row, j in zip(self.loss, self.best_index, strict=True):
+            out.append(None if j is None else _vertex(self.log2_lrs, row, j))
+        return out
+
+    @property
+    def fitted_drift_octaves(self) -> float | None:
+        """Spread of the fitted optima across sizes; None unless every size has one."""
+        fitted = self.fitted_log2_lr
+        if len(fitted) < 2 or any(f is None for f in fitted):
+            return None
+        values = [f for f in fitted if f is not None]
+        return max(values) - min(values)
+
+    @property
     def edge_optima(self) -> list[int]:
         """Sizes whose optimum is on the edge of the LR grid (the true one may be outside)."""
         edges = {0, len(self.log2_lrs) - 1}
@@ -104,8 +124,26 @@ class Sweep:
             drift_octaves=self.drift_octaves,
             shift_octaves=self.shift_octaves,
             optimum_on_grid_edge=self.edge_optima,
+            fitted_log2_lr=self.fitted_log2_lr,
+            fitted_drift_octaves=self.fitted_drift_octaves,
         )
         return data
+
+
+def _vertex(xs: Sequence[float], row: Sequence[float | None], j: int) -> float | None:
+    """Minimum of the parabola through points j-1, j, j+1 (None if it is not a minimum there)."""
+    if j == 0 or j == len(xs) - 1:
+        return None
+    (x0, y0), (x1, y1), (x2, y2) = ((xs[k], row[k]) for k in (j - 1, j, j + 1))
+    if y0 is None or y1 is None or y2 is None:
+        return None
+    # divided differences: y = y1 + s1·(x − x1) + c·(x − x0)(x − x1), any spacing
+    s01, s12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
+    curvature = (s12 - s01) / (x2 - x0)
+    if curvature <= 0:
+        return None
+    vertex = (x0 + x1) / 2 - s01 / (2 * curvature)
+    return float(min(max(vertex, x0), x2))
 
 
 def build_sweep(

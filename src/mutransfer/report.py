@@ -101,6 +101,10 @@ def _fmt_loss(x: float | None, digits: int = 3) -> str:
     return "diverged" if x is None else f"{x:.{digits}f}"
 
 
+def _fmt_fit(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
 def _fmt_pct(x: float | None) -> str:
     return "diverged" if x is None else f"{x:.2f} %"
 
@@ -161,7 +165,7 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
                 top = high - 0.015 * (high - low) * (1 + i)
                 ax.plot(div, [top] * len(div), "x", color=color, ms=7, mew=2)
         _mark_transfer(ax, summary["transfer"].get(sweep["rules"]), axis)
-        subtitle = "optimum moves " + _octaves(sweep["drift_octaves"])
+        subtitle = "optimum moves " + _octaves(sweep["drift_octaves"]) + _fitted(sweep)
         ax.set_title(f"{title(sweep['rules'], axis)}\n{subtitle}", fontsize=11)
         ax.set_xlabel("log2 learning rate")
         ax.set_xticks(lrs)
@@ -195,6 +199,12 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
 
 def _octaves(drift: float | None) -> str:
     return "—" if drift is None else f"{drift:g} octave{'' if drift == 1 else 's'}"
+
+
+def _fitted(sweep: dict[str, Any]) -> str:
+    """`` (fitted 1.55)``: the drift of the parabola-refined optima, when defined."""
+    fitted = sweep.get("fitted_drift_octaves")
+    return "" if fitted is None else f" (fitted {fitted:.2f})"
 
 
 def _mark_transfer(ax: Any, transfer: dict[str, Any] | None, axis: str) -> None:
@@ -300,7 +310,9 @@ def terminal_report(summary: dict[str, Any]) -> str:
             "(columns); * = optimum, ✗ = diverged"
         )
         parts.append(text_table(*_grid_rows(sweep, axis)))
-        parts.append(f"optimum moves {_octaves(sweep['drift_octaves'])} across {axis}s\n")
+        parts.append(
+            f"optimum moves {_octaves(sweep['drift_octaves'])}{_fitted(sweep)} across {axis}s\n"
+        )
     small, large = ("narrowest", "widest") if axis == "width" else ("shallowest", "deepest")
     parts.append(f"Transfer (tune the LR on the {small} {axis}, train the {large} with it):")
     parts += ["  " + line for line in transfer_lines(summary)]
@@ -366,7 +378,7 @@ def markdown_report(summary: dict[str, Any], figure: str | None = None) -> str:
             "",
             f"Validation loss{f' (mean of {seeds} seeds)' if seeds > 1 else ''}; rows: {axis}, "
             "columns: log2 LR; * optimum, ✗ diverged. Optimum moves "
-            f"**{_octaves(sweep['drift_octaves'])}** across {axis}s.",
+            f"**{_octaves(sweep['drift_octaves'])}**{_fitted(sweep)} across {axis}s.",
             "",
             markdown_table(*_grid_rows(sweep, axis)),
             "",
@@ -425,6 +437,12 @@ def provenance_lines(summary: dict[str, Any]) -> list[str]:
             f"{run['cpu_seconds'] / max(run['wall_seconds'], 1e-9):.2f} cores busy on average"
             if run.get("cpu_seconds") is not None
             else ""
+        )
+        + (
+            f"; training time of all {run['trained'] + run['reused']} runs (each on one thread, "
+            f"as recorded when it ran): {_fmt_duration(run['train_seconds'])}"
+            if run.get("train_seconds")
+            else ""
         ),
         f"data: {summary['data']['name']} ({summary['data']['train_bytes']:,} training bytes, "
         f"{summary['data']['val_bytes']:,} validation bytes, fingerprint "
@@ -481,6 +499,14 @@ def results_section(
             *each(lambda s, t: "/".join(map(_fmt_lr, s["best_log2_lr"]))),
         ],
         ["optimum drift (octaves)", *each(lambda s, t: _fmt_lr(s["drift_octaves"]))],
+        [
+            "fitted optimum (parabola through the best 3 points)",
+            *each(lambda s, t: "/".join(_fmt_fit(x) for x in s.get("fitted_log2_lr") or [])),
+        ],
+        [
+            "fitted drift (octaves)",
+            *each(lambda s, t: _fmt_fit(s.get("fitted_drift_octaves"))),
+        ],
         [
             f"best loss, {axis}s {joined}",
             *each(lambda s, t: "/".join(_fmt_loss(x) for x in s["best_loss"])),
