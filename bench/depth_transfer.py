@@ -13,11 +13,17 @@ a byte-level GPT at one width, 2 → 16 blocks (8×), an LR grid per preset, and
   the deepest model's own best, in % of loss,
 
 with the figure (``docs/images/lr_transfer_depth.png``), the command, the machine and the date.
+Three settings are measured: the depth demo's own (200 steps, one point per octave, all three
+presets), the same with twice the steps on a half-octave grid (µP and CompleteP), and that one
+with a 10 % linear LR warmup at depths 2 and 16 — the longer ones because the claim did not
+survive the longer horizon, the warmup to test whether early instability at depth moves the
+optimum.
+
 Runs are cached one file per run (``--runs-dir``; the demo's run store), so an interrupted run
 resumes. ``--quick`` is a seconds-long smoke test (tiny model, pydoc text) whose numbers mean
 nothing.
 
-    .venv/bin/python bench/depth_transfer.py            # the recorded numbers (2 settings)
+    .venv/bin/python bench/depth_transfer.py            # the recorded numbers (3 settings)
     .venv/bin/python bench/depth_transfer.py --quick    # smoke
 """
 
@@ -63,17 +69,27 @@ def settings(quick: bool) -> dict[str, Any]:
         return {
             "default": demo.settings_for(vary="depth", steps=8, **tiny),
             "long": demo.settings_for(vary="depth", steps=16, **tiny),
+            "warmup": demo.settings_for(vary="depth", steps=16, warmup_steps=2, **tiny),
         }
     return {
         "default": demo.settings_for(vary="depth", rules=["mup", "completep", "depth-mup"]),
         "long": demo.settings_for(vary="depth", steps=400, log2_lrs=HALF_OCTAVES),
+        # the long setting with a 10 % linear warmup, at the two ends of the depth range only
+        "warmup": demo.settings_for(
+            vary="depth", steps=400, warmup_steps=40, log2_lrs=HALF_OCTAVES, depths=[2, 16]
+        ),
     }
 
 
-FIGURES = {"default": "lr_transfer_depth.png", "long": "lr_transfer_depth_long.png"}
+FIGURES = {
+    "default": "lr_transfer_depth.png",
+    "long": "lr_transfer_depth_long.png",
+    "warmup": "lr_transfer_depth_warmup.png",
+}
 TITLES = {
     "default": "the depth demo's setting (`mutransfer demo --vary depth`)",
     "long": "twice the steps, half-octave LR grid",
+    "warmup": "twice the steps with 10 % LR warmup, half-octave LR grid",
 }
 
 

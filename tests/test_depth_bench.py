@@ -35,7 +35,7 @@ def run_quick(script: str, out_dir: Path) -> tuple[dict[str, Any], str]:
 def test_depth_transfer_quick(tmp_path: Path) -> None:
     payload, md = run_quick("depth_transfer.py", tmp_path)
     assert payload["quick"] is True and "--quick" in payload["command"].split()
-    assert set(payload["settings"]) == {"default", "long"}
+    assert set(payload["settings"]) == {"default", "long", "warmup"}
     for result in payload["settings"].values():
         summary = result["summary"]
         assert summary["axis"] == "depth" and summary["rules"] == ["mup", "completep"]
@@ -44,7 +44,8 @@ def test_depth_transfer_quick(tmp_path: Path) -> None:
         assert result["reading"] and "Claim 'CompleteP" in result["reading"][-1]
     assert payload["settings"]["long"]["summary"]["config"]["steps"] == 16
     assert md.startswith("## Depth transfer: µP vs CompleteP, 1 → 2 blocks")
-    assert md.count("Reading (generated") == 2 and "How it was produced" in md
+    assert payload["settings"]["warmup"]["summary"]["config"]["warmup_steps"] == 2
+    assert md.count("Reading (generated") == 3 and "How it was produced" in md
 
 
 def test_optimizers_transfer_quick(tmp_path: Path) -> None:
