@@ -18,8 +18,9 @@ AdamW's, Muon's 1 octave above). The numbers are the demo's: best log2 LR per wi
 in octaves, and the transfer regret (the widest model at the narrowest model's best LR, against
 its own best). AdamW's row is the width demo's recorded run (``bench/results/demo.json``).
 
-Runs are cached (``--runs-dir``), so an interrupted run resumes; ``--quick`` is a seconds-long
-smoke test (tiny widths, pydoc text) whose numbers mean nothing.
+Runs are cached (``--runs-dir``), so an interrupted run resumes; ``--rerender`` rewrites the
+markdown from the recorded JSON; ``--quick`` is a seconds-long smoke test (tiny widths, pydoc
+text) whose numbers mean nothing.
 
     .venv/bin/python bench/optimizers_transfer.py               # Lion and Muon (~25 min, 2 cores)
     .venv/bin/python bench/optimizers_transfer.py --only lion   # one optimizer
@@ -109,17 +110,41 @@ def row(label: str, summary: dict[str, Any]) -> list[str]:
     def best(rules: str) -> str:
         return "/".join(_lr(x) for x in sweeps[rules]["best_log2_lr"])
 
+    def drift(rules: str) -> str:
+        fitted = fitted_drift(sweeps[rules])
+        grid = _lr(sweeps[rules]["drift_octaves"])
+        return grid if fitted is None else f"{grid} ({fitted:.2f})"
+
     return [
         label,
         best("sp"),
-        _lr(sweeps["sp"]["drift_octaves"]),
+        drift("sp"),
         _pct(transfer["sp"]["regret_percent"]),
         best("mup"),
-        _lr(sweeps["mup"]["drift_octaves"]),
+        drift("mup"),
         _pct(transfer["mup"]["regret_percent"]),
         _loss(sweeps["mup"]["best_loss"][-1]),
         f"{sum(c['holds'] for c in claims.values())} of {len(claims)}" if claims else "—",
     ]
+
+
+def fitted_drift(sweep: dict[str, Any]) -> float | None:
+    """The drift of the parabola-refined optima (``demo_analysis``), from a sweep's JSON."""
+    from mutransfer import demo_analysis
+
+    sizes = sweep.get("sizes", sweep.get("widths"))
+    rebuilt = demo_analysis.Sweep(
+        sweep["rules"],
+        sizes,
+        sweep["log2_lrs"],
+        sweep["seeds"],
+        sweep["loss"],
+        sweep["seed_loss"],
+        sweep["flops"],
+        sweep["planned_flops"],
+        sweep["seconds"],
+    )
+    return rebuilt.fitted_drift_octaves
 
 
 def _lr(x: float | None) -> str:
@@ -159,6 +184,16 @@ def reading(payload: dict[str, Any]) -> list[str]:
             f"{_pct(transfer['sp']['regret_percent'])} under SP: µP transfer "
             + ("holds (drift <= 1 octave)." if stable else "does NOT hold (drift > 1 octave).")
         )
+        if sp is not None and sp <= 1 and key == "muon":
+            best_sp, best_mup = sweeps["sp"]["best_loss"][-1], sweeps["mup"]["best_loss"][-1]
+            lines.append(
+                f"{SPECS[key].label}: SP's optimum does not move either. The swept LR only "
+                "drives Muon, whose orthogonalised update has the same spectral size at every "
+                "width under both rule sets (torch's adjust_lr_fn='original'), so this grid "
+                "cannot tell SP from µP; they differ in the tensors AdamW trains at the fixed "
+                f"LR (embeddings, readout: best loss at width {payload['widths'][-1]} "
+                f"SP {_loss(best_sp)}, µP {_loss(best_mup)})."
+            )
         edges = {r: sweeps[r]["optimum_on_grid_edge"] for r in ("sp", "mup")}
         for rules, widths in edges.items():
             if widths:
@@ -178,7 +213,9 @@ def setting(payload: dict[str, Any]) -> str:
         f"widths {', '.join(map(str, payload['widths']))}; the narrowest is the µP base width "
         f"and the proxy), {c['steps']} steps of {c['batch_size']} × {c['seq_len']} bytes of "
         f"{first['data']['name']}, {c['schedule']} LR, warmup {c['warmup_steps']}, seeds "
-        f"{seeds}. Drift = max − min of the best log2 LR across widths (octaves); regret = "
+        f"{seeds}. Drift = max − min of the best log2 LR across widths (octaves), in "
+        "brackets the spread of the optima refined by a parabola through the best grid point "
+        "and its neighbours; regret = "
         "loss of the widest model at the narrowest model's best LR over its own best, in %."
     )
 
@@ -188,10 +225,10 @@ def render(payload: dict[str, Any]) -> str:
     header = [
         "optimizer",
         f"SP best log2 LR ({widths})",
-        "SP drift",
+        "SP drift (fitted)",
         "SP regret",
         f"µP best log2 LR ({widths})",
-        "µP drift",
+        "µP drift (fitted)",
         "µP regret",
         f"µP best loss, width {payload['widths'][-1]}",
         "demo claims held",
@@ -254,7 +291,15 @@ def main(argv: list[str] | None = None) -> int:
         help="the demo outputs and run cache, one folder per optimizer (default: "
         "runs/bench/optimizers_transfer; --quick uses a temporary folder)",
     )
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite the .md from the .json in --out-dir (no training), keeping the recorded "
+        "run's provenance and timings",
+    )
     args = parser.parse_args(argv)
+    if args.rerender:
+        return rerender(Path(args.out_dir))
     torch.set_num_threads(args.threads)
     wanted = args.only.split(",") if args.only else list(SPECS)
     unknown = [k for k in wanted if k not in SPECS]
@@ -312,6 +357,19 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {json_path} and {md_path}")
     if scratch is not None:
         scratch.cleanup()
+    return 0
+
+
+def rerender(out_dir: Path) -> int:
+    """Regenerate the reading and the markdown of a recorded run."""
+    path = out_dir / f"{NAME}.json"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"{path} does not exist: run the benchmark first") from None
+    payload["reading"] = reading(payload)
+    json_path, md_path = write_results(NAME, payload, render(payload), out_dir)
+    print(f"rewrote {json_path} and {md_path} from the recorded runs")
     return 0
 
 
