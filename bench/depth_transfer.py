@@ -74,12 +74,21 @@ def settings(quick: bool) -> dict[str, Any]:
     return {
         "default": demo.settings_for(vary="depth", rules=["mup", "completep", "depth-mup"]),
         "long": demo.settings_for(vary="depth", steps=400, log2_lrs=HALF_OCTAVES),
-        # the long setting with a 10 % linear warmup, at the two ends of the depth range only
+        # the long setting with a 10 % linear warmup, at the two ends of the depth range only;
+        # warmup allows larger LRs, so the grid extends 1.5 octaves further up
         "warmup": demo.settings_for(
-            vary="depth", steps=400, warmup_steps=40, log2_lrs=HALF_OCTAVES, depths=[2, 16]
+            vary="depth",
+            steps=400,
+            warmup_steps=40,
+            log2_lrs=tuple(x / 2 for x in range(-18, -8)),
+            depths=[2, 16],
         ),
     }
 
+
+SEED_CHECKS = (1,)
+"""Other seeds run on the default setting (µP and CompleteP only), each a full grid: whether
+its verdict, which hangs on one grid step, depends on the seed."""
 
 FIGURES = {
     "default": "lr_transfer_depth.png",
@@ -119,6 +128,13 @@ def reading(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rel(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _name(rules: str) -> str:
     from mutransfer.demo_analysis import display_name
 
@@ -141,6 +157,7 @@ def render(payload: dict[str, Any]) -> str:
         summary = result["summary"]
         section = report.results_section(
             summary,
+            seed_checks=result.get("seed_checks", ()),
             figure=result["figure"],
             heading=(
                 f"Depth transfer: {' vs '.join(map(_name, summary['rules']))}, "
@@ -194,6 +211,21 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(drawn, out_dir / FIGURES[name])
             figure = FIGURES[name]
         results[name] = {"figure": figure, "summary": summary, "reading": reading(summary)}
+    checks = []
+    for seed in () if args.quick else SEED_CHECKS:
+        folder = runs_root / f"{NAME}-seed{seed}"
+        checks.append(
+            demo.run_demo(
+                folder,
+                workers=args.workers,
+                settings=demo.settings_for(vary="depth", seeds=[seed]),
+                progress=True,
+                echo=print,
+                # what it is: the CLI's depth demo with another seed
+                command=f"mutransfer demo --vary depth --seeds {seed} --out {_rel(folder)}",
+            )
+        )
+    results["default"]["seed_checks"] = checks
     payload: dict[str, Any] = {
         "benchmark": NAME,
         "command": command_line(argv),

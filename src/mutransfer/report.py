@@ -207,6 +207,11 @@ def _fitted(sweep: dict[str, Any]) -> str:
     return "" if fitted is None else f" (fitted {fitted:.2f})"
 
 
+def _fitted_short(sweep: dict[str, Any]) -> str:
+    fitted = sweep.get("fitted_drift_octaves")
+    return "" if fitted is None else f" ({fitted:.2f})"
+
+
 def _mark_transfer(ax: Any, transfer: dict[str, Any] | None, axis: str) -> None:
     """A dotted line at the proxy's best LR and, in words, what it costs the largest model."""
     if not transfer or transfer["proxy_log2_lr"] is None:
@@ -587,8 +592,8 @@ def _seed_row(summary: dict[str, Any]) -> list[str]:
     better: dict[str, Any] = next((c for k, c in claims.items() if k.endswith("_is_better")), {})
     return [
         ",".join(map(str, summary["seeds"])),
-        _fmt_lr(sweeps[reference]["drift_octaves"]),
-        _fmt_lr(sweeps[candidate]["drift_octaves"]),
+        _fmt_lr(sweeps[reference]["drift_octaves"]) + _fitted_short(sweeps[reference]),
+        _fmt_lr(sweeps[candidate]["drift_octaves"]) + _fitted_short(sweeps[candidate]),
         _fmt_pct(transfer[reference]["regret_percent"]),
         _fmt_pct(transfer[candidate]["regret_percent"]),
         "yes" if better.get("holds") else "no",
