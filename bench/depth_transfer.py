@@ -112,7 +112,7 @@ def reading(summary: dict[str, Any]) -> list[str]:
         regret = t["regret_percent"]
         lines.append(
             f"{_name(rules)}: best log2 LR {'/'.join(_lr(x) for x in s['best_log2_lr'])} at "
-            f"depths {'/'.join(map(str, depths))} (drift {_lr(s['drift_octaves'])} octaves); "
+            f"depths {'/'.join(map(str, depths))} (drift {_octaves(s['drift_octaves'])}); "
             f"depth {depths[-1]} at depth {depths[0]}'s best LR: "
             + ("diverged" if regret is None else f"regret {regret:.2f} %")
             + f"; best loss {_loss(s['best_loss'][0])} → {_loss(s['best_loss'][-1])}."
@@ -123,7 +123,7 @@ def reading(summary: dict[str, Any]) -> list[str]:
         lines.append(
             f"Claim 'CompleteP's optimum moves <= 1 octave across {depths[-1] // depths[0]}× "
             f"depth, µP's more': {'holds' if holds else 'does NOT hold'} on this run "
-            f"(CompleteP {_lr(cp['drift_octaves'])}, µP {_lr(mup['drift_octaves'])} octaves)."
+            f"(CompleteP {_octaves(cp['drift_octaves'])}, µP {_octaves(mup['drift_octaves'])})."
         )
     return lines
 
@@ -141,6 +141,64 @@ def _name(rules: str) -> str:
     return display_name(rules)
 
 
+def _octaves(x: float | None) -> str:
+    return "—" if x is None else f"{x:g} octave{'' if x == 1 else 's'}"
+
+
+def claim_holds(summary: dict[str, Any]) -> bool | None:
+    """'CompleteP's optimum moves <= 1 octave, µP's more' (None if not measurable)."""
+    cp, mup = summary["sweeps"].get("completep"), summary["sweeps"].get("mup")
+    if not cp or not mup or cp["drift_octaves"] is None or mup["drift_octaves"] is None:
+        return None
+    return bool(cp["drift_octaves"] <= 1 and mup["drift_octaves"] > cp["drift_octaves"])
+
+
+def overview(payload: dict[str, Any]) -> str:
+    """One row per setting and seed: the drifts, regrets and the verdict side by side."""
+    from common import markdown_table
+
+    rows = []
+    for name, result in payload["settings"].items():
+        for summary in [result["summary"], *result.get("seed_checks", ())]:
+            sweeps, transfer = summary["sweeps"], summary["transfer"]
+            verdict = claim_holds(summary)
+
+            def drift(rules: str, sweeps: dict[str, Any] = sweeps) -> str:
+                fitted = sweeps[rules].get("fitted_drift_octaves")
+                grid = _lr(sweeps[rules]["drift_octaves"])
+                return grid if fitted is None else f"{grid} ({fitted:.2f})"
+
+            def regret(rules: str, transfer: dict[str, Any] = transfer) -> str:
+                value = transfer[rules]["regret_percent"]
+                return "diverged" if value is None else f"{value:.2f} %"
+
+            rows.append(
+                [
+                    TITLES[name],
+                    ",".join(map(str, summary["seeds"])),
+                    "/".join(map(str, summary["sizes"])),
+                    drift("mup"),
+                    drift("completep"),
+                    regret("mup"),
+                    regret("completep"),
+                    "—" if verdict is None else ("holds" if verdict else "fails"),
+                ]
+            )
+    return markdown_table(
+        [
+            "setting",
+            "seed",
+            "depths",
+            "µP drift (fitted)",
+            "CompleteP drift (fitted)",
+            "µP regret",
+            "CompleteP regret",
+            "CompleteP ≤ 1 octave, µP more",
+        ],
+        rows,
+    )
+
+
 def _lr(x: float | None) -> str:
     return "—" if x is None else f"{x:g}"
 
@@ -152,7 +210,21 @@ def _loss(x: float | None) -> str:
 def render(payload: dict[str, Any]) -> str:
     from mutransfer import report
 
-    out = []
+    first = next(iter(payload["settings"].values()))["summary"]
+    sizes = first["sizes"]
+    out = [
+        "## Depth transfer at a glance (`bench/depth_transfer.py`)",
+        "",
+        f"Byte-level GPT at width {first['config']['width']} on {first['data']['name']}, "
+        f"{sizes[0]} → {sizes[-1]} blocks ({sizes[-1] // sizes[0]}×), the shallowest model as "
+        "the proxy. Drift = max − min of the best log2 LR across depths in octaves (in brackets: "
+        "of the optima refined by a parabola through the best grid point and its neighbours); "
+        "regret = loss of the deepest model at the shallowest model's best LR over its own "
+        "best, in %. The sections below give each setting's grid, figure and provenance.",
+        "",
+        overview(payload),
+        "",
+    ]
     for name, result in payload["settings"].items():
         summary = result["summary"]
         section = report.results_section(
@@ -167,7 +239,12 @@ def render(payload: dict[str, Any]) -> str:
         head, _, tail = section.partition("How it was produced:")
         reading_md = ["Reading (generated from the numbers above):", ""]
         reading_md += ["- " + line for line in result["reading"]]
-        out.append(head + "\n".join(reading_md) + "\n\nHow it was produced:" + tail)
+        out.append(
+            head.replace("## Depth transfer:", "### Depth transfer:", 1)
+            + "\n".join(reading_md)
+            + "\n\nHow it was produced:"
+            + tail
+        )
     return "\n".join(out)
 
 
@@ -181,7 +258,15 @@ def main(argv: list[str] | None = None) -> int:
         help="parent of the demo outputs and run caches, one folder per setting (default: "
         "runs/bench, i.e. runs/bench/depth_transfer[-long]; --quick uses a temporary folder)",
     )
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite the .md from the .json in --out-dir (no training), keeping the recorded "
+        "runs' provenance",
+    )
     args = parser.parse_args(argv)
+    if args.rerender:
+        return rerender(Path(args.out_dir))
     torch.set_num_threads(args.threads)
     from mutransfer import demo, report
 
@@ -237,6 +322,22 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwrote {json_path} and {md_path}")
     if scratch is not None:
         scratch.cleanup()
+    return 0
+
+
+def rerender(out_dir: Path) -> int:
+    """Regenerate the readings and the markdown of a recorded run."""
+    import json
+
+    path = out_dir / f"{NAME}.json"
+    try:
+        payload = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"{path} does not exist: run the benchmark first") from None
+    for result in payload["settings"].values():
+        result["reading"] = reading(result["summary"])
+    json_path, md_path = write_results(NAME, payload, render(payload), out_dir)
+    print(f"rewrote {json_path} and {md_path} from the recorded runs")
     return 0
 
 

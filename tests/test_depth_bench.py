@@ -43,7 +43,9 @@ def test_depth_transfer_quick(tmp_path: Path) -> None:
         assert (tmp_path / result["figure"]).read_bytes()[:4] == b"\x89PNG"
         assert result["reading"] and "Claim 'CompleteP" in result["reading"][-1]
     assert payload["settings"]["long"]["summary"]["config"]["steps"] == 16
-    assert md.startswith("## Depth transfer: µP vs CompleteP, 1 → 2 blocks")
+    assert md.startswith("## Depth transfer at a glance")
+    assert "width 16 on pydoc, 1 → 2 blocks (2×)" in md
+    assert "### Depth transfer: µP vs CompleteP, 1 → 2 blocks" in md
     assert payload["settings"]["warmup"]["summary"]["config"]["warmup_steps"] == 2
     assert md.count("Reading (generated") == 3 and "How it was produced" in md
 
