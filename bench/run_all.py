@@ -57,6 +57,8 @@ BENCHMARKS = (
     Benchmark("plan_7b", "Plan set-up on a 7B meta model"),
     Benchmark("survival", "What survives deepcopy, pickle, compile, DDP, FSDP2"),
     Benchmark("step_overhead", "mutransfer's per-step overhead in detail"),
+    Benchmark("depth_transfer", "Depth transfer (µP vs CompleteP vs Depth-µP)"),
+    Benchmark("optimizers_transfer", "LR transfer with Lion and Muon"),
 )
 EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
 """Sections written by other tools (``mutransfer demo``), included when present."""
