@@ -81,24 +81,32 @@ def test_mlp_absorbed_plan_matches_table3(family: str, mult: int) -> None:
         assert plan["0.weight"].lr_scale == pytest.approx(mult)  # η·fan_out
 
 
+@pytest.mark.parametrize("family", ["adam", "sgd"])
 @pytest.mark.parametrize("mult", MULTS)
-def test_gpt_plan_matches_table(mult: int) -> None:
+def test_gpt_plan_matches_table(family: str, mult: int) -> None:
     width = BASE_WIDTH * 2 * mult
     model = make_gpt(width)
     base = on_meta(make_gpt, BASE_WIDTH * 2)
     delta = on_meta(make_gpt, BASE_WIDTH * 4)
-    plan = mt.parametrize(model, base, "mup", "adamw", mode="explicit", delta=delta)
+    plan = mt.parametrize(model, base, "mup", family, mode="explicit", delta=delta)
+    # Table 8 per role: Adam divides the hidden LR by m; SGD multiplies input/vector/readout LRs
+    adam = family == "adam"
     assert plan["wte.weight"].role == "input" and plan["wte.weight"].init_std == 1.0
+    assert plan["wte.weight"].lr_scale == pytest.approx(1.0 if adam else mult)
     assert plan["wpe.weight"].role == "input"
     for name in ("blocks.0.attn.q.weight", "blocks.1.mlp.fc.weight"):
         assert plan[name].role == "hidden"
-        assert plan[name].lr_scale == pytest.approx(1 / mult)
+        assert plan[name].lr_scale == pytest.approx(1 / mult if adam else 1.0)
         assert plan[name].init_std == pytest.approx(1 / math.sqrt(width))
-    # mlp.proj has fan-in 4·width
+    # mlp.fc widens 4×: fan_out/fan_in is width-independent, so SGD's hidden LR stays 1
     assert plan["blocks.0.mlp.proj.weight"].init_std == pytest.approx(1 / math.sqrt(4 * width))
+    assert plan["blocks.0.mlp.proj.weight"].lr_scale == pytest.approx(1 / mult if adam else 1.0)
     assert plan["blocks.0.ln1.weight"].role == "vector"
+    assert plan["blocks.0.ln1.weight"].lr_scale == pytest.approx(1.0 if adam else mult)
     assert plan["lm_head.weight"].role == "output"
     assert plan["lm_head.weight"].multiplier == pytest.approx(1 / mult)
+    assert plan["lm_head.weight"].lr_scale == pytest.approx(1.0 if adam else mult)
+    assert plan["lm_head.weight"].init_std == pytest.approx(1 / math.sqrt(BASE_WIDTH * 2))
     head_dim = width // 2
     base_head_dim = BASE_WIDTH
     for att in plan.attention.values():
