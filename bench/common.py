@@ -30,22 +30,12 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mutransfer.machine import cpu_model
+
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 # ------------------------------------------------------------------------------- machine
-def _cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (``platform.processor()`` is often empty)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> dict[str, Any]:
     """What a reader needs to judge a number: CPU, core count, Python/torch versions, date."""
     import torch
@@ -53,7 +43,7 @@ def machine_info() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "machine": platform.machine(),
-        "cpu": _cpu_model(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "python": platform.python_version(),
         "torch": torch.__version__,

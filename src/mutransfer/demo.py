@@ -38,6 +38,7 @@ from . import demo_analysis, report
 from .data import DataNotFoundError, TextCorpus, load_text
 from .demo_analysis import AXES, CLAIM_PAIRS, Axis
 from .demo_runs import RunStore, run_all, source_fingerprint, write_json_atomic
+from .machine import cpu_model
 from .rules import get_rules
 from .trainer import TrainConfig, TrainResult, train
 
@@ -451,7 +452,7 @@ def _summary(
             "val_bytes": len(source.val),
         },
         "machine": {
-            "cpu": _cpu_model(),
+            "cpu": cpu_model(),
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
             "python": platform.python_version(),
@@ -493,17 +494,6 @@ def _load_average() -> list[float] | None:
         return [round(x, 2) for x in os.getloadavg()]
     except OSError:
         return None
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _python_call(out: Path, quick: bool, workers: int, axis: str) -> str:
