@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
 from mutransfer import cli
+from mutransfer.trainer import TrainConfig
 from mutransfer.training import ConfigError, RunConfig, checkpoint, load, models, train
 from mutransfer.training.config import parse_override
 
@@ -61,7 +63,6 @@ def test_transfer_output_is_a_run_config_and_hparams_take_only_transferred_value
 
 def test_reads_what_mutransfer_transfer_writes(tmp_path: Path) -> None:
     from mutransfer.sweep.transfer import Transfer
-    from mutransfer.trainer import TrainConfig
 
     proxy = TrainConfig(width=512, lr=0.004, output_multiplier=2.0, steps=200)
     written = Transfer(
@@ -87,6 +88,18 @@ def test_reads_what_mutransfer_transfer_writes(tmp_path: Path) -> None:
         0.004,
         2.0,
     )
+    muon = Transfer(
+        sweep="s",
+        storage="journal",
+        from_width=128,
+        to_width=512,
+        trial=3,
+        loss=2.1,
+        params={"lr": 0.02},
+        config=proxy.with_(optimizer="muon", lr=0.02, adamw_lr=0.004).to_dict(),
+    ).write(tmp_path / "muon")
+    merged = load(run, hparams=muon["config"])
+    assert (merged.optimizer, merged.lr, merged.adamw_lr) == ("muon", 0.02, 0.004)
 
 
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
@@ -100,6 +113,15 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         RunConfig(precision="fp16")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="does not exist"):
         load(tmp_path / "missing.toml")
+    # the options shared with the proxy's TrainConfig are checked by the same code
+    with pytest.raises(ConfigError, match="optimizer must be one of adamw, adam, sgd, lion"):
+        RunConfig(optimizer="adagrad")
+    with pytest.raises(ConfigError, match="adamw_lr is the LR of Muon's AdamW side"):
+        RunConfig(adamw_lr=0.01)
+    with pytest.raises(ConfigError, match="^width must be a positive integer, got 0"):
+        RunConfig(width=0)
+    with pytest.raises(ValueError, match="^TrainConfig.width must be a positive integer, got 0"):
+        TrainConfig(width=0)
     assert parse_override("lr=3e-3") == ("lr", 0.003)
     assert parse_override("model=llama") == ("model", "llama")
     assert parse_override("compile=true") == ("compile", True)
@@ -110,11 +132,27 @@ class Stop(Exception):
     pass
 
 
-@pytest.mark.parametrize("model", ["gpt", "gpt2"])
-def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path: Path, model: str) -> None:
-    if model == "gpt2":
+OPTIMIZER_OPTIONS = {
+    "adamw": {},
+    "muon": {"optimizer": "muon", "lr": 2**-5, "adamw_lr": 2**-6, "grad_clip": 1.0},
+    "lion": {"optimizer": "lion", "lr": 2**-9},
+}
+
+
+@pytest.mark.parametrize(
+    ("model", "optimizer"),
+    [("gpt", "adamw"), ("gpt2", "adamw"), ("gpt", "muon"), ("llama", "muon"), ("gpt", "lion")],
+)
+def test_resume_reproduces_the_uninterrupted_run_exactly(
+    tmp_path: Path, model: str, optimizer: str
+) -> None:
+    if model != "gpt":
         pytest.importorskip("transformers")
-    config = tiny(tmp_path, model=model, checkpoint_every=3, grad_accum=2)
+    if optimizer == "lion":
+        pytest.importorskip("lion_pytorch")
+    config = tiny(
+        tmp_path, model=model, checkpoint_every=3, grad_accum=2, **OPTIMIZER_OPTIONS[optimizer]
+    )
     full = train(config.with_(out_dir=str(tmp_path / "full")), quiet=True)
 
     def crash(step: int, loss: float) -> None:
@@ -130,6 +168,50 @@ def test_resume_reproduces_the_uninterrupted_run_exactly(tmp_path: Path, model: 
     assert resumed.val_losses == full.val_losses
     state = checkpoint.read_state(resumed.checkpoint)
     assert state["step"] == 6 and state["plan"] == resumed.plan.to_dict()
+    assert len(state["schedulers"]) == (2 if optimizer == "muon" else 1)
+    assert full.losses[-1] < full.losses[0] - 0.3  # it learns
+
+
+def test_muon_checkpoint_holds_both_optimizers_and_logs_both_lrs(tmp_path: Path) -> None:
+    from torch.distributed.checkpoint import FileSystemReader
+
+    config = tiny(tmp_path, steps=3, warmup_steps=2, **OPTIMIZER_OPTIONS["muon"])
+    result = train(config, quiet=True)
+    stored = set(FileSystemReader(result.checkpoint).read_metadata().state_dict_metadata)
+    hidden = "optim.state.blocks.0.attn.q.weight.momentum_buffer"  # Muon's state
+    embedding = "optim.state.wte.weight.exp_avg_sq"  # AdamW's state
+    assert {hidden, embedding} <= stored
+    assert not any(k.startswith("optim.state.wte.weight.momentum") for k in stored)
+    trained = torch.load(checkpoint.export_model(result.checkpoint, tmp_path / "m.pt"))["model"]
+    initial = models.build(config)[0].state_dict()
+    # Muon moved the hidden matrices, AdamW everything else
+    assert [n for n, w in initial.items() if torch.equal(w, trained[n])] == []
+    schedulers = checkpoint.read_state(result.checkpoint)["schedulers"]
+    assert [s["last_epoch"] for s in schedulers] == [3, 3]
+    records = [json.loads(line) for line in (Path(config.out_dir) / "metrics.jsonl").open()]
+    # warmup over 2 steps: the base LRs of both sides at steps 1 and 2, then the full LR
+    assert [r["lr"] for r in records] == pytest.approx([2**-6, 2**-5, 2**-5])
+    assert [r["adamw_lr"] for r in records] == pytest.approx([2**-7, 2**-6, 2**-6])
+    with pytest.raises(ConfigError, match="'muon' there, 'adam' here"):
+        train(config.with_(steps=4, optimizer="adamw", adamw_lr=None), quiet=True)
+
+
+def test_resumes_a_checkpoint_written_before_several_optimizers(tmp_path: Path) -> None:
+    """Checkpoints from before Muon support hold one scheduler state under "scheduler"."""
+    config = tiny(tmp_path, steps=2)
+    first = train(config, quiet=True)
+    file = Path(first.checkpoint) / checkpoint.STATE_FILE
+    state = torch.load(file, weights_only=True)
+    state["scheduler"] = state.pop("schedulers")[0]
+    torch.save(state, file)
+    assert train(config.with_(steps=3), quiet=True).start_step == 2
+    with pytest.raises(ConfigError, match="optimizer family 'adam' there, 'muon' here"):
+        train(config.with_(steps=4, **OPTIMIZER_OPTIONS["muon"]), quiet=True)
+    state = torch.load(file, weights_only=True)
+    state["schedulers"] = [state.pop("scheduler")] * 2
+    torch.save(state, file)
+    with pytest.raises(ConfigError, match="trained with 2 optimizer"):
+        train(config.with_(steps=4, resume=str(file.parent)), quiet=True)
 
 
 def test_resume_refuses_another_plan_or_a_used_folder(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,10 +39,15 @@ Schedule = Literal["constant", "cosine", "linear"]
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines one proxy run; every field can be swept."""
+class RunOptions:
+    """The options a proxy run and the big run share: size, parametrization, optimizer, schedule.
 
-    model: ModelName = "gpt"
+    ``TrainConfig`` (this trainer) and ``mutransfer.training.RunConfig`` (the big run) both
+    extend it, so a hyperparameter found on the proxy means the same, is checked the same and
+    reaches ``parametrize`` the same way in the big run — and a transfer output, written with
+    these names, is itself a run config. Subclasses may change defaults, not meanings.
+    """
+
     width: int = 128
     depth: int = 2
     base_width: int = 32
@@ -65,48 +71,104 @@ class TrainConfig:
     beta2: float = 0.95
     warmup_steps: int = 0
     schedule: Schedule = "constant"
-    tie_embeddings: bool = False
     zero_init_readout: bool = False
     zero_init_query: bool = False
     seed: int = 0
     data: str = "shakespeare"
     eval_batches: int = 8
     eval_batch_size: int = 32
-    divergence_factor: float = 1.5
-    """The run counts as diverged if a (smoothed) training loss exceeds this × the first loss."""
     adamw_lr: float | None = None
     """``optimizer="muon"`` only: base LR of the AdamW that trains the non-hidden tensors (None:
     ``lr``). Sweeping Muon's ``lr`` with this one fixed is how a Muon LR transfer is measured."""
 
     def __post_init__(self) -> None:
-        for name in ("width", "depth", "base_width", "steps", "batch_size", "seq_len"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in _POSITIVE:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise self._invalid(f"{name} must be a positive integer, got {value!r}")
+        if self.base_depth is not None and (not _is_int(self.base_depth) or self.base_depth < 1):
+            raise self._invalid(f"base_depth must be >= 1 (or unset), got {self.base_depth!r}")
+        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
+            raise self._invalid(f"warmup_steps must be >= 0, got {self.warmup_steps!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr}")
-        if self.model not in ("gpt", "mlp"):
-            raise ValueError(f"TrainConfig.model must be 'gpt' or 'mlp', got {self.model!r}")
-        if self.base_depth is not None and self.base_depth < 1:
-            raise ValueError(f"TrainConfig.base_depth must be >= 1, got {self.base_depth}")
+            raise self._invalid(f"lr must be a positive number, got {self.lr}")
+        if not self.weight_decay >= 0:
+            raise self._invalid(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.optimizer.lower() not in OPTIMIZERS:
-            raise ValueError(
-                f"TrainConfig.optimizer must be one of {', '.join(OPTIMIZERS)}, "
-                f"got {self.optimizer!r}"
+            raise self._invalid(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
             )
         if self.adamw_lr is not None:
             if self.optimizer.lower() != "muon":
-                raise ValueError(
-                    "TrainConfig.adamw_lr is the LR of Muon's AdamW side; it only applies with "
+                raise self._invalid(
+                    "adamw_lr is the LR of Muon's AdamW side; it only applies with "
                     f"optimizer='muon', not {self.optimizer!r} (set lr instead)"
                 )
             if not (self.adamw_lr > 0 and math.isfinite(self.adamw_lr)):
-                raise ValueError(
-                    f"TrainConfig.adamw_lr must be a positive number, got {self.adamw_lr}"
-                )
+                raise self._invalid(f"adamw_lr must be a positive number, got {self.adamw_lr}")
         if self.schedule not in ("constant", "cosine", "linear"):
-            raise ValueError(
-                f"TrainConfig.schedule must be constant, cosine or linear, got {self.schedule!r}"
+            raise self._invalid(
+                f"schedule must be constant, cosine or linear, got {self.schedule!r}"
             )
+        if self.mode not in ("absorbed", "explicit"):
+            raise self._invalid(f"mode must be 'absorbed' or 'explicit', got {self.mode!r}")
+
+    @classmethod
+    def _invalid(cls, message: str) -> ValueError:
+        """The error for a bad option; the message starts with the option's name."""
+        return ValueError(f"{cls.__name__}.{message}")
+
+    def plan_options(self) -> dict[str, Any]:
+        """The keywords of ``parametrize`` (and ``parametrize_hf``) that these options set.
+
+        One place, so the proxy and the big run build the same plan from the same values.
+        """
+        return {
+            "rules": self.rules,
+            "optimizer": self.optimizer,
+            "mode": self.mode,
+            "seed": self.seed,
+            "init_std": self.init_std,
+            "input_multiplier": self.input_multiplier,
+            "output_multiplier": self.output_multiplier,
+            "attention_multiplier": self.attention_multiplier,
+            "zero_init_readout": self.zero_init_readout,
+        }
+
+
+_POSITIVE = (
+    "width",
+    "depth",
+    "base_width",
+    "n_heads",
+    "seq_len",
+    "batch_size",
+    "steps",
+    "eval_batches",
+    "eval_batch_size",
+)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class TrainConfig(RunOptions):
+    """Everything that defines one proxy run; every field can be swept.
+
+    The shared options are those of ``RunOptions``; these are the proxy's own.
+    """
+
+    model: ModelName = "gpt"
+    tie_embeddings: bool = False
+    divergence_factor: float = 1.5
+    """The run counts as diverged if a (smoothed) training loss exceeds this × the first loss."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.model not in ("gpt", "mlp"):
+            raise self._invalid(f"model must be 'gpt' or 'mlp', got {self.model!r}")
 
     def with_(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -203,21 +265,7 @@ def build_model(config: TrainConfig) -> tuple[nn.Module, Plan]:
         with torch.device("meta"):
             base = MLP(width=config.base_width, depth=config.base_depth or config.depth)
             delta = MLP(width=2 * config.base_width, depth=config.base_depth or config.depth)
-    plan = parametrize(
-        model,
-        base,
-        config.rules,
-        config.optimizer,
-        delta=delta,
-        mode=config.mode,
-        seed=config.seed,
-        init_std=config.init_std,
-        input_multiplier=config.input_multiplier,
-        output_multiplier=config.output_multiplier,
-        attention_multiplier=config.attention_multiplier,
-        zero_init_readout=config.zero_init_readout,
-        **options,
-    )
+    plan = parametrize(model, base, delta=delta, **config.plan_options(), **options)
     return model, plan
 
 

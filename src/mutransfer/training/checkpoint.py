@@ -4,9 +4,11 @@ A checkpoint is a folder ``<out_dir>/checkpoints/step_<N>/`` holding
 
 - the model and optimizer states, written with ``torch.distributed.checkpoint`` from
   ``get_state_dict`` (each FSDP2 rank writes its own shards; a checkpoint saved by N processes
-  loads into M, or into one);
-- ``trainer_state.pt``: the step, the LR scheduler, the data generator's state, the run config
-  and the plan (``plan.to_dict()``), written last — its presence marks a complete checkpoint;
+  loads into M, or into one). A run with several optimizers (Muon + AdamW) stores them as one
+  optimizer state keyed by parameter name: their parameters are disjoint;
+- ``trainer_state.pt``: the step, the LR schedulers (one per optimizer), the data generator's
+  state, the run config and the plan (``plan.to_dict()``), written last — its presence marks a
+  complete checkpoint;
 - ``rng_rank<R>.pt``: each process's torch RNG states (dropout), used when resumed with the
   same number of processes;
 - ``plan.json`` and ``config.json``: the same plan and config, for people and tools.
@@ -21,7 +23,7 @@ import json
 import os
 import shutil
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,8 +78,8 @@ def save(
     path: str | os.PathLike[str],
     *,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    optimizers: Sequence[torch.optim.Optimizer],
+    schedulers: Sequence[torch.optim.lr_scheduler.LRScheduler],
     step: int,
     plan: Plan,
     config: RunConfig,
@@ -94,7 +96,7 @@ def save(
     barrier(env)
     folder.mkdir(parents=True, exist_ok=True)
     barrier(env)
-    model_state, optim_state = get_state_dict(model, optimizer)
+    model_state, optim_state = get_state_dict(model, list(optimizers))
     with _quiet_single_process():
         dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=folder)
     torch.save(_rng_state(env), folder / f"rng_rank{env.rank}.pt")
@@ -106,7 +108,7 @@ def save(
             "format": FORMAT,
             "step": step,
             "world_size": env.world_size,
-            "scheduler": scheduler.state_dict(),
+            "schedulers": [s.state_dict() for s in schedulers],
             "data_generator": data_generator.get_state(),
             "plan": plan.to_dict(),
             "config": config.to_dict(),
@@ -145,7 +147,11 @@ def check_plan(saved: dict[str, Any], plan: Plan, path: str | os.PathLike[str]) 
     current = plan.to_dict()
     if saved == current:
         return
-    reason = "the rules differ" if saved.get("rules") != current.get("rules") else ""
+    reason = ""
+    if saved.get("rules") != current.get("rules"):
+        reason = "the rules differ"
+    elif saved.get("family") != current.get("family"):
+        reason = f"optimizer family {saved.get('family')!r} there, {current.get('family')!r} here"
     if not reason:
         for name, entry in current["tensors"].items():
             if saved["tensors"].get(name) != entry:
@@ -162,8 +168,8 @@ def load(
     path: str | os.PathLike[str],
     *,
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    optimizers: Sequence[torch.optim.Optimizer],
+    schedulers: Sequence[torch.optim.lr_scheduler.LRScheduler],
     plan: Plan,
     data_generator: torch.Generator,
     env: DistEnv,
@@ -175,14 +181,26 @@ def load(
     folder = Path(path)
     state = read_state(folder)
     check_plan(state["plan"], plan, folder)
-    model_state, optim_state = get_state_dict(model, optimizer)
+    # a checkpoint from before Muon support holds one scheduler under "scheduler"
+    saved_schedulers = state.get("schedulers") or [state["scheduler"]]
+    if len(saved_schedulers) != len(schedulers):
+        raise ConfigError(
+            f"the checkpoint {folder} was trained with {len(saved_schedulers)} optimizer(s), "
+            f"this run has {len(schedulers)} (optimizer {state['config'].get('optimizer')!r} "
+            "there); resume with the same optimizer, or start a new run"
+        )
+    model_state, optim_state = get_state_dict(model, list(optimizers))
     loaded: dict[str, Any] = {"model": model_state, "optim": optim_state}
     with _quiet_single_process():
         dcp.load(loaded, checkpoint_id=folder)
     set_state_dict(
-        model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optim"]
+        model,
+        list(optimizers),
+        model_state_dict=loaded["model"],
+        optim_state_dict=loaded["optim"],
     )
-    scheduler.load_state_dict(state["scheduler"])
+    for scheduler, saved in zip(schedulers, saved_schedulers, strict=True):
+        scheduler.load_state_dict(saved)
     data_generator.set_state(state["data_generator"])
     rng_file = folder / f"rng_rank{env.rank}.pt"
     if state["world_size"] == env.world_size and rng_file.is_file():

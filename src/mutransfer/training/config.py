@@ -1,10 +1,11 @@
 """The configuration of a training run, read from TOML (or JSON).
 
-The hyperparameters keep the names of the proxy trainer's ``TrainConfig`` (``lr``,
-``init_std``, ``input_multiplier``, ``output_multiplier``, ``attention_multiplier``,
-``weight_decay``, ``warmup_steps``, ``width``, ``base_width``...), so the file ``mutransfer
-transfer`` writes (a ``[train]`` table: the proxy's config at the target width, and a
-``[transfer]`` table saying where it came from) is itself a valid run config. Two ways to use it:
+``RunConfig`` and the proxy trainer's ``TrainConfig`` extend one class, ``RunOptions``: the
+hyperparameters (``lr``, ``init_std``, ``input_multiplier``, ``output_multiplier``,
+``attention_multiplier``, ``weight_decay``, ``warmup_steps``, ``width``, ``base_width``...) have
+the same names, checks and meaning in both, so the file ``mutransfer transfer`` writes (a
+``[train]`` table: the proxy's config at the target width, and a ``[transfer]`` table saying
+where it came from) is itself a valid run config. Two ways to use it:
 
 - ``mutransfer train transferred.toml --set steps=20000 ...``: the proxy's whole config, at the
   target width, with the run's own options changed on the command line;
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..trainer import TrainConfig
+from ..trainer import RunOptions, Schedule, TrainConfig
 
 ModelName = Literal["gpt", "gpt2", "llama"]
 Precision = Literal["fp32", "bf16"]
@@ -49,6 +49,7 @@ TRANSFERRED: tuple[str, ...] = (
     "base_depth",
     "rules",
     "optimizer",
+    "adamw_lr",
     "mode",
     "zero_init_readout",
     "zero_init_query",
@@ -64,48 +65,33 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class RunConfig:
-    """Everything one training run needs. Sizes of batches are global (all processes)."""
+class RunConfig(RunOptions):
+    """Everything one training run needs. Sizes of batches are global (all processes).
 
-    # --- model (the target) and its base
-    model: ModelName = "gpt"
+    The model's size, the parametrization and the transferred hyperparameters are the fields
+    of ``RunOptions``, shared with the proxy's ``TrainConfig`` (same names, same checks); the
+    fields below are the big run's own, and the defaults it changes.
+    """
+
+    # --- defaults of the shared options, for a run larger than a proxy
     width: int = 256
-    depth: int = 2
-    base_width: int = 32
-    base_depth: int | None = None
-    n_heads: int = 4
     seq_len: int = 128
-    tie_embeddings: bool | None = None
-    """``None``: the architecture's default (tied for gpt2, untied for gpt and llama)."""
-    zero_init_query: bool = False
-    zero_init_readout: bool = False
-    hf: Mapping[str, Any] = field(default_factory=dict)
-    """Extra keyword arguments for the Hugging Face config (gpt2/llama), at the target width."""
-
-    # --- parametrization and transferred hyperparameters
-    rules: str = "mup"
-    optimizer: str = "adamw"
-    mode: Literal["absorbed", "explicit"] = "absorbed"
-    lr: float = 2**-6
-    init_std: float = 1.0
-    input_multiplier: float = 1.0
-    output_multiplier: float = 1.0
-    attention_multiplier: float = 1.0
-    weight_decay: float = 0.0
-    eps: float = 1e-8
-    beta2: float = 0.95
-    warmup_steps: int = 0
-    schedule: Literal["constant", "cosine", "linear"] = "cosine"
-    grad_clip: float = 0.0
-    """Clip the global gradient norm to this value; 0 disables clipping."""
-
-    # --- the run
     steps: int = 1000
     batch_size: int = 32
     """Sequences per optimizer step, over all processes and accumulation micro-steps."""
+    schedule: Schedule = "cosine"
+
+    # --- model (the target)
+    model: ModelName = "gpt"
+    tie_embeddings: bool | None = None
+    """``None``: the architecture's default (tied for gpt2, untied for gpt and llama)."""
+    hf: Mapping[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments for the Hugging Face config (gpt2/llama), at the target width."""
+
+    # --- the run
+    grad_clip: float = 0.0
+    """Clip the global gradient norm to this value; 0 disables clipping."""
     grad_accum: int = 1
-    seed: int = 0
-    data: str = "shakespeare"
     precision: Precision = "fp32"
     compile: bool = False
     compile_backend: str = "inductor"
@@ -118,8 +104,6 @@ class RunConfig:
     # --- evaluation, logging, checkpoints
     eval_every: int = 0
     """Validate every N steps (0: only at the end)."""
-    eval_batches: int = 8
-    eval_batch_size: int = 32
     log_every: int = 10
     out_dir: str = "runs/train"
     checkpoint_every: int = 0
@@ -129,27 +113,21 @@ class RunConfig:
     """``auto``: continue from the latest checkpoint in ``out_dir`` if any; ``never``; or a path."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.model not in MODELS:
             raise ConfigError(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
-        for name in ("width", "depth", "base_width", "n_heads", "seq_len", "steps"):
-            _positive(name, getattr(self, name))
-        for name in ("batch_size", "grad_accum", "eval_batches", "eval_batch_size"):
-            _positive(name, getattr(self, name))
-        for name in ("warmup_steps", "eval_every", "log_every", "checkpoint_every"):
+        _positive("grad_accum", self.grad_accum)
+        for name in ("eval_every", "log_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError(f"lr must be a positive number, got {self.lr}")
-        if self.weight_decay < 0 or self.grad_clip < 0:
-            raise ConfigError("weight_decay and grad_clip must be >= 0")
+        if self.grad_clip < 0:
+            raise ConfigError(f"grad_clip must be >= 0, got {self.grad_clip}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.parallel not in ("auto", "none", "ddp", "fsdp2"):
             raise ConfigError(f"parallel must be auto, none, ddp or fsdp2, got {self.parallel!r}")
-        if self.schedule not in ("constant", "cosine", "linear"):
-            raise ConfigError(f"schedule must be constant, cosine or linear, got {self.schedule!r}")
         if self.batch_size % self.grad_accum:
             raise ConfigError(
                 f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}"
@@ -158,6 +136,10 @@ class RunConfig:
             raise ConfigError("hf must be a table of Hugging Face config options")
         if self.hf and self.model == "gpt":
             raise ConfigError("the [hf] table applies to model = 'gpt2' or 'llama', not 'gpt'")
+
+    @classmethod
+    def _invalid(cls, message: str) -> ValueError:
+        return ConfigError(message)
 
     # ------------------------------------------------------------------- conversions
     def with_(self, **changes: Any) -> RunConfig:
@@ -190,14 +172,11 @@ class RunConfig:
     def proxy_view(self) -> TrainConfig:
         """This run as the proxy trainer's ``TrainConfig``, to reuse its helpers.
 
-        ``lr_lambda`` (warmup + schedule), ``make_optimizer`` and ``build_model`` (the reference
-        GPT) read only the fields the two configs share; Hugging Face models appear as ``gpt``.
+        ``lr_lambda`` (warmup + schedule), ``make_optimizers`` and ``build_model`` (the reference
+        GPT) read only the shared ``RunOptions``; Hugging Face models appear as ``gpt``.
         """
-        shared = {f.name for f in dataclasses.fields(TrainConfig)} & set(self.to_dict())
-        values = {name: getattr(self, name) for name in shared}
-        values["model"] = "gpt"
-        values["tie_embeddings"] = bool(self.tie_embeddings)
-        return TrainConfig(**values)
+        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunOptions)}
+        return TrainConfig(**shared, model="gpt", tie_embeddings=bool(self.tie_embeddings))
 
 
 def _positive(name: str, value: Any) -> None:

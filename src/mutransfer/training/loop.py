@@ -5,8 +5,9 @@
 1. start or join the process group (``torchrun``) and pick the device;
 2. build the model on ``meta`` with its plan, shard it (FSDP2), allocate it on the device and
    initialise it from the plan with the run's seed (identical for any number of processes);
-3. AdamW/Adam/SGD on ``plan.param_groups`` and a warmup + decay ``LambdaLR`` — a multiplicative
-   schedule, so every group keeps its µP learning-rate scale;
+3. the optimizers of the proxy trainer on ``plan.param_groups`` (AdamW/Adam/SGD/Lion: one;
+   Muon: Muon for the hidden matrices and AdamW for the rest) and a warmup + decay ``LambdaLR``
+   for each — a multiplicative schedule, so every group keeps its µP learning-rate scale;
 4. optional ``torch.compile`` and bf16 autocast; gradient accumulation over micro-batches;
 5. every process draws the same global batch and trains on its slice, so the loss curve does
    not depend on the number of processes; checkpoints resume it exactly.
@@ -30,7 +31,7 @@ from torch import nn
 
 from ..data import TextCorpus, load_text
 from ..plan import Plan
-from ..trainer import lr_lambda, make_optimizer
+from ..trainer import lr_lambda, make_optimizers
 from . import checkpoint, distributed, models
 from .config import ConfigError, RunConfig
 from .distributed import DistEnv
@@ -184,8 +185,9 @@ def _train(
     if env.parallel == "ddp":
         model = distributed.wrap(model, env)
     plan.bind(model)
-    optimizer = make_optimizer(config.proxy_view(), model, plan)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config.proxy_view()))
+    optimizers = make_optimizers(config.proxy_view(), model, plan)
+    schedule = lr_lambda(config.proxy_view())
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]
     forward: nn.Module = model
     if config.compile:
         compiled: Any = torch.compile(
@@ -203,8 +205,8 @@ def _train(
         start = checkpoint.load(
             resume_from,
             model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
+            optimizers=optimizers,
+            schedulers=schedulers,
             plan=plan,
             data_generator=generator,
             env=env,
@@ -212,6 +214,11 @@ def _train(
         log.say(f"mutransfer train: resumed from {resume_from} at step {start}")
     else:
         log.say(_describe(config, env, plan))
+    if env.parallel == "fsdp2" and config.optimizer.lower() == "muon":
+        log.say(
+            "mutransfer train: Muon under FSDP2 orthogonalises sharded matrices through DTensor, "
+            "which gathers each one several times per step (see docs/training.md); DDP does not"
+        )
 
     losses: list[float] = []
     val_losses: dict[int, float] = {}
@@ -235,10 +242,13 @@ def _train(
             total += loss.detach()
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        lr = optimizer.param_groups[0]["lr"] / optimizer.param_groups[0].get("lr_scale", 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        lrs = [_base_lr(o) for o in optimizers]
+        for optimizer in optimizers:
+            optimizer.step()
+        for scheduler in schedulers:
+            scheduler.step()
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         value = distributed.mean_across(total, env)
         losses.append(value)
         done = step + 1
@@ -249,7 +259,10 @@ def _train(
             )
         if on_step is not None:
             on_step(step, value)
+        lr = lrs[0]
         record: dict[str, Any] = {"step": done, "loss": value, "lr": lr}
+        if len(lrs) > 1:
+            record["adamw_lr"] = lrs[1]  # Muon's AdamW side
         line = None
         if config.log_every and (done % config.log_every == 0 or done == config.steps):
             now = time.perf_counter()
@@ -269,8 +282,8 @@ def _train(
             folder = checkpoint.save(
                 checkpoint.checkpoint_dir(config.out_dir, done),
                 model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
+                optimizers=optimizers,
+                schedulers=schedulers,
                 step=done,
                 plan=plan,
                 config=config,
@@ -301,11 +314,24 @@ def _train(
     return result
 
 
+def _adamw_lr(config: RunConfig) -> str:
+    if config.optimizer.lower() != "muon":
+        return ""
+    return f" (AdamW side {config.adamw_lr if config.adamw_lr is not None else config.lr:g})"
+
+
+def _base_lr(optimizer: torch.optim.Optimizer) -> float:
+    """The base LR the schedule gives this step: a group's LR without its µP scale."""
+    group = optimizer.param_groups[0]
+    return float(group["lr"]) / group.get("lr_scale", 1.0)
+
+
 def _describe(config: RunConfig, env: DistEnv, plan: Plan) -> str:
     n_params = sum(math.prod(t.shape) for t in plan.tensors.values())
     return (
         f"mutransfer train: {config.model} width {config.width} (base {config.base_width}) "
         f"depth {config.depth}, {n_params / 1e6:.2f} M parameters, rules {plan.rules.name}, "
-        f"lr {config.lr:g}; {env.world_size} process(es), {env.parallel}, {env.device}, "
+        f"{config.optimizer} lr {config.lr:g}{_adamw_lr(config)}; "
+        f"{env.world_size} process(es), {env.parallel}, {env.device}, "
         f"{config.precision}{', compiled' if config.compile else ''}"
     )

@@ -79,19 +79,7 @@ def _build_hf(config: RunConfig, init: bool) -> tuple[nn.Module, Plan]:
         base_config.num_hidden_layers = config.base_depth
     model = model_cls(hf_config)
     plan = hf.parametrize_hf(
-        model,
-        base_config,
-        config.rules,
-        config.optimizer,
-        mode=config.mode,
-        zero_init=zero_init,
-        init=init,
-        seed=config.seed,
-        init_std=config.init_std,
-        input_multiplier=config.input_multiplier,
-        output_multiplier=config.output_multiplier,
-        attention_multiplier=config.attention_multiplier,
-        zero_init_readout=config.zero_init_readout,
+        model, base_config, zero_init=zero_init, init=init, **config.plan_options()
     )
     return model, plan
 
