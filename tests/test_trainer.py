@@ -41,3 +41,10 @@ def test_bad_config_is_a_clear_error() -> None:
         TrainConfig(lr=-1.0)
     with pytest.raises(ValueError, match="unknown training option.*widht"):
         TrainConfig.from_dict({"widht": 64})
+    # checks shared with the big run's RunConfig (mutransfer.trainer.RunOptions)
+    with pytest.raises(ValueError, match="TrainConfig.weight_decay must be >= 0"):
+        TrainConfig(weight_decay=-0.1)
+    with pytest.raises(ValueError, match="TrainConfig.n_heads must be a positive integer"):
+        TrainConfig(n_heads=0)
+    with pytest.raises(ValueError, match="TrainConfig.mode must be 'absorbed' or 'explicit'"):
+        TrainConfig(mode="folded")  # type: ignore[arg-type]
