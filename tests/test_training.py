@@ -61,10 +61,10 @@ def test_transfer_output_is_a_run_config_and_hparams_take_only_transferred_value
     assert dict(merged.hf) == {"rope_theta": 1e4}
 
 
-def test_reads_what_mutransfer_transfer_writes(tmp_path: Path) -> None:
+def _transfer_output(folder: Path, proxy: TrainConfig, params: dict[str, float]) -> str:
+    """The config file ``mutransfer transfer`` writes for a proxy run (to width 512)."""
     from mutransfer.sweep.transfer import Transfer
 
-    proxy = TrainConfig(width=512, lr=0.004, output_multiplier=2.0, steps=200)
     written = Transfer(
         sweep="s",
         storage="journal",
@@ -72,33 +72,32 @@ def test_reads_what_mutransfer_transfer_writes(tmp_path: Path) -> None:
         to_width=512,
         trial=3,
         loss=2.1,
-        params={"lr": 0.004, "output_multiplier": 2.0},
+        params=params,
         config=proxy.to_dict(),
-    ).write(tmp_path / "transfer")
-    assert load(written["config"]).to_dict() == {
+    ).write(folder)
+    return str(written["config"])
+
+
+def test_reads_what_mutransfer_transfer_writes(tmp_path: Path) -> None:
+    proxy = TrainConfig(width=512, lr=0.004, output_multiplier=2.0, steps=200)
+    written = _transfer_output(
+        tmp_path / "transfer", proxy, {"lr": 0.004, "output_multiplier": 2.0}
+    )
+    assert load(written).to_dict() == {
         **RunConfig().to_dict(),
         **{k: v for k, v in proxy.to_dict().items() if k in RunConfig().to_dict()},
     }
     run = tmp_path / "run.toml"
     run.write_text("steps = 5000\nbatch_size = 64\n")
-    merged = load(run, hparams=written["config"])
+    merged = load(run, hparams=written)
     assert (merged.steps, merged.width, merged.lr, merged.output_multiplier) == (
         5000,
         512,
         0.004,
         2.0,
     )
-    muon = Transfer(
-        sweep="s",
-        storage="journal",
-        from_width=128,
-        to_width=512,
-        trial=3,
-        loss=2.1,
-        params={"lr": 0.02},
-        config=proxy.with_(optimizer="muon", lr=0.02, adamw_lr=0.004).to_dict(),
-    ).write(tmp_path / "muon")
-    merged = load(run, hparams=muon["config"])
+    muon = proxy.with_(optimizer="muon", lr=0.02, adamw_lr=0.004)
+    merged = load(run, hparams=_transfer_output(tmp_path / "muon", muon, {"lr": 0.02}))
     assert (merged.optimizer, merged.lr, merged.adamw_lr) == ("muon", 0.02, 0.004)
 
 
