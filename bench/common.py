@@ -205,6 +205,16 @@ def write_results(
     return json_path, md_path
 
 
+def read_results(name: str, out_dir: Path | str = RESULTS_DIR) -> dict[str, Any]:
+    """The recorded ``<out_dir>/<name>.json`` (for ``--rerender``); exits if there is none."""
+    path = Path(out_dir) / f"{name}.json"
+    try:
+        payload: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"{path} does not exist: run the benchmark first") from None
+    return payload
+
+
 def arg_parser(description: str) -> argparse.ArgumentParser:
     """The options every benchmark takes: ``--quick``, ``--out-dir``, ``--threads``."""
     parser = argparse.ArgumentParser(description=description)

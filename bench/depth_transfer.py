@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 
-from common import RESULTS_DIR, arg_parser, command_line, machine_info, write_results
+from common import RESULTS_DIR, arg_parser, command_line, machine_info, read_results, write_results
 
 NAME = "depth_transfer"
 ROOT = Path(__file__).resolve().parent.parent
@@ -327,13 +327,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def rerender(out_dir: Path) -> int:
     """Regenerate the readings and the markdown of a recorded run."""
-    import json
-
-    path = out_dir / f"{NAME}.json"
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SystemExit(f"{path} does not exist: run the benchmark first") from None
+    payload = read_results(NAME, out_dir)
     for result in payload["settings"].values():
         result["reading"] = reading(result["summary"])
     json_path, md_path = write_results(NAME, payload, render(payload), out_dir)

@@ -45,6 +45,7 @@ from common import (
     command_line,
     machine_info,
     markdown_table,
+    read_results,
     write_results,
 )
 
@@ -362,11 +363,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def rerender(out_dir: Path) -> int:
     """Regenerate the reading and the markdown of a recorded run."""
-    path = out_dir / f"{NAME}.json"
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SystemExit(f"{path} does not exist: run the benchmark first") from None
+    payload = read_results(NAME, out_dir)
     payload["reading"] = reading(payload)
     json_path, md_path = write_results(NAME, payload, render(payload), out_dir)
     print(f"rewrote {json_path} and {md_path} from the recorded runs")

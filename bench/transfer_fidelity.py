@@ -56,6 +56,7 @@ from common import (
     machine_info,
     machine_line,
     markdown_table,
+    read_results,
     write_results,
 )
 from peers import INSTALL_HINT, available
@@ -397,13 +398,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def rerender(out_dir: Path) -> int:
     """Regenerate the reading, the markdown and the figure of a recorded run."""
-    import json
-
-    path = out_dir / f"{NAME}.json"
-    try:
-        payload = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SystemExit(f"{path} does not exist: run the benchmark first") from None
+    payload = read_results(NAME, out_dir)
     if payload.get("variants"):
         plot(payload, out_dir / f"{NAME}.png")
     payload["reading"] = reading(payload)
