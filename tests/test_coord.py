@@ -140,7 +140,8 @@ def test_factory_may_return_model_and_plan() -> None:
     calls = []
 
     def factory(width: int):
-        calls.append(width)
+        if not torch.empty(0).is_meta:  # a probe on meta (is this a pair?) builds nothing
+            calls.append(width)
         model = TinyResNet(width)
         plan = mt.parametrize(model, TinyResNet, "mup", base_width=32, seed=len(calls))
         return model, plan
@@ -185,6 +186,49 @@ def test_worker_threads_give_the_same_report() -> None:
     threaded = coord_check(gpt, (32, 64, 128), steps=2, seeds=3, workers=2)
     assert threaded.values == serial.values
     assert [r.key for r in threaded.rows] == [r.key for r in serial.rows]
+
+
+def test_a_model_the_plan_initialises_entirely_is_built_without_its_default_init() -> None:
+    real_builds = []
+
+    def factory(width: int) -> nn.Module:
+        if not torch.empty(0).is_meta:
+            real_builds.append(width)
+        return mlp(width)
+
+    report = coord_check(factory, WIDTHS, steps=2, seeds=2)
+    assert report.ok
+    assert real_builds == []  # built on meta, given memory, initialised by reinit alone
+    assert report.values == coord_check(mlp, WIDTHS, steps=2, seeds=2).values
+
+
+class Offset(nn.Module):
+    """A frozen gain no ``reset_parameters`` restores, and a buffer: values only the
+    constructor sets, which a build on meta would lose."""
+
+    def __init__(self, width: int, buffer: bool) -> None:
+        super().__init__()
+        self.inp, self.hidden, self.out = (
+            nn.Linear(8, width),
+            nn.Linear(width, width),
+            nn.Linear(width, 3),
+        )
+        self.gain = nn.Parameter(torch.full((width,), 2.0), requires_grad=False)
+        if buffer:
+            self.register_buffer("shift", torch.full((width,), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        assert torch.equal(self.gain, torch.full_like(self.gain, 2.0)), "gain lost"
+        shift = getattr(self, "shift", None)
+        assert shift is None or torch.equal(shift, torch.full_like(shift, 0.5)), "buffer lost"
+        return self.out(F.relu(self.hidden(F.relu(self.inp(x)) * self.gain)))
+
+
+@pytest.mark.parametrize("buffer", [False, True])
+def test_values_only_the_constructor_sets_survive(buffer: bool) -> None:
+    data = (torch.randn(4, 8), torch.tensor([0, 1, 2, 0]))
+    report = coord_check(lambda w: Offset(w, buffer), WIDTHS, steps=2, seeds=2, data=data)
+    assert report.values
 
 
 # ----------------------------------------------------------------------------- recording

@@ -376,6 +376,11 @@ class _Runner:
 
     # -------------------------------------------------------------------------- building
     def _build(self, size: int, seed: int) -> tuple[nn.Module, Plan, bool]:
+        """The model at ``size``, its plan, and whether the plan is ours (then ``reinit``
+        initialises the model for every seed, the first one included)."""
+        empty = self._build_empty(size)
+        if empty is not None:
+            return empty[0], empty[1], True
         with _GLOBAL_RNG:
             torch.manual_seed(seed)
             built = self.factory(size)
@@ -395,6 +400,41 @@ class _Runner:
                 "a (model, plan) pair"
             )
         model = built.to(self.device)
+        return model, self._parametrize(model, size), True
+
+    def _build_empty(self, size: int) -> tuple[nn.Module, Plan] | None:
+        """The model built on ``meta`` and given uninitialised memory, when ``reinit`` will set
+        every one of its tensors anyway; None when that cannot be shown (buffers, a tensor left
+        at a default no ``reset_parameters`` restores, a factory that fails on meta or returns
+        its own plan).
+
+        Building for real draws each tensor's default init only for ``reinit`` to overwrite it
+        before the first step: for the widest model that is a full pass of the slow CPU RNG,
+        made while holding the global-RNG lock that keeps the other workers waiting.
+        """
+        try:
+            with torch.device("meta"):
+                built = self.factory(size)
+        except Exception:  # the real build below reports what is wrong with the factory
+            return None
+        if not isinstance(built, nn.Module) or any(True for _ in built.buffers()):
+            return None  # a (model, plan) pair is initialised by its factory: built for real
+        plan = self._parametrize(built, size)
+        resettable = {
+            f"{prefix}.{leaf}" if prefix else leaf
+            for prefix, module in built.named_modules()
+            if callable(getattr(module, "reset_parameters", None))
+            and not isinstance(module, nn.MultiheadAttention)
+            for leaf, _ in module.named_parameters(recurse=False)
+        }
+        for name, _ in built.named_parameters():
+            if plan[canonical_name(name)].init == "default" and name not in resettable:
+                return None
+        model = built.to_empty(device=self.device)
+        plan.retie_(model)
+        return model, plan
+
+    def _parametrize(self, model: nn.Module, size: int) -> Plan:
         kwargs = dict(self.parametrize_kwargs)
         branches = getattr(model, "residual_branches", None)
         if "residual_branches" not in kwargs and branches:
@@ -417,7 +457,7 @@ class _Runner:
             )
         except RoleError as exc:
             raise CoordCheckError(f"cannot parametrize the model at size {size}: {exc}") from exc
-        return model, plan, True
+        return plan
 
     def _describe(self, model: nn.Module, plan: Plan, result: _JobResult) -> None:
         """What the verdict needs to know about modules: the roles of their parameters and
@@ -562,10 +602,13 @@ def reinit(plan: Plan, model: nn.Module, seed: int) -> None:
     The tensors the plan leaves at their default are set by the modules' own
     ``reset_parameters``, which draw from the global RNG; seeding it under a lock makes a
     width's init a function of ``seed`` alone, also when worker threads check widths in parallel.
+    Only that step holds the lock: the plan's own draws (the wide weights, most of the time)
+    use a generator of their own, so worker threads make them at the same time.
     """
     with _GLOBAL_RNG:
         torch.manual_seed(seed)
-        plan.init_(model, seed=seed)
+        plan.reset_defaults_(model)
+    plan.init_(model, seed=seed, defaults=False)
 
 
 def _make_optimizer(

@@ -195,32 +195,26 @@ class Plan:
 
     # ------------------------------------------------------------------------------ init
     @torch.no_grad()
-    def init_(self, model: nn.Module | None = None, seed: int | None = None) -> nn.Module:
+    def init_(
+        self, model: nn.Module | None = None, seed: int | None = None, *, defaults: bool = True
+    ) -> nn.Module:
         """Initialise every parameter as the plan prescribes (works after ``to_empty``).
 
-        Modules' own ``reset_parameters`` run first so that tensors the plan leaves at their
-        default (norm gains, custom vectors) are valid — skipped for modules whose parameters
-        the plan sets entirely, which halves the init time of wide models; then weights get
-        N(0, init_std²) (or zeros) and biases zeros. Under DTensor (FSDP2) each shard is filled
-        in place.
+        First the tensors the plan leaves at their default (norm gains, custom vectors, biases
+        under some rules) get them from their modules' own ``reset_parameters`` (see
+        ``reset_defaults_``; ``defaults=False`` skips this step for a caller that ran it
+        itself, e.g. under a lock on the global RNG). Then weights get N(0, init_std²) from
+        ``seed``'s own generator (or zeros) and biases zeros. Under DTensor (FSDP2) each shard
+        is filled in place.
         """
         target = self._resolve(model)
         self._check_fits(target)
         self.retie_(target)
+        if defaults:
+            self.reset_defaults_(target)
         generator = None
         if seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(seed)
-        for prefix, module in target.named_modules():
-            reset = getattr(module, "reset_parameters", None)
-            if not callable(reset) or isinstance(module, nn.MultiheadAttention):
-                continue
-            own = [
-                f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)
-            ]
-            planned = own and all(self[n].init != "default" for n in own)
-            if planned and not any(True for _ in module.buffers(recurse=False)):
-                continue  # the plan overwrites everything reset_parameters would set
-            reset()
         params = _dedup_named_parameters(target)
         for name, p in params.items():
             entry = self[name]
@@ -236,6 +230,28 @@ class Plan:
             pad = getattr(module, "padding_idx", None)
             if isinstance(module, nn.Embedding) and pad is not None:
                 module.weight[pad].zero_()
+        return target
+
+    @torch.no_grad()
+    def reset_defaults_(self, model: nn.Module | None = None) -> nn.Module:
+        """Run modules' ``reset_parameters`` for the tensors the plan leaves at their default.
+
+        These draws come from torch's global RNG (seed it for a reproducible init). A module
+        whose parameters the plan sets entirely is skipped unless it has buffers to reset:
+        that halves the init time of wide models.
+        """
+        target = self._resolve(model)
+        for prefix, module in target.named_modules():
+            reset = getattr(module, "reset_parameters", None)
+            if not callable(reset) or isinstance(module, nn.MultiheadAttention):
+                continue
+            own = [
+                f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)
+            ]
+            planned = own and all(self[n].init != "default" for n in own)
+            if planned and not any(True for _ in module.buffers(recurse=False)):
+                continue  # the plan overwrites everything reset_parameters would set
+            reset()
         return target
 
     def retie_(self, model: nn.Module | None = None) -> nn.Module:
