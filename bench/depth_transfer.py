@@ -46,6 +46,8 @@ IMAGES = ROOT / "docs" / "images"
 
 HALF_OCTAVES = tuple(x / 2 for x in range(-18, -11))
 """-9, -8.5, ..., -6: the long setting's grid, twice as fine around the optima of the default."""
+QK_NORM_GRID = tuple(x / 2 for x in range(-18, -8))
+"""-9, -8.5, ..., -4.5: the QK-norm settings' grid, 1.5 octaves higher than the long one's."""
 
 
 def settings(quick: bool) -> dict[str, Any]:
@@ -70,6 +72,10 @@ def settings(quick: bool) -> dict[str, Any]:
             "default": demo.settings_for(vary="depth", steps=8, **tiny),
             "long": demo.settings_for(vary="depth", steps=16, **tiny),
             "warmup": demo.settings_for(vary="depth", steps=16, warmup_steps=2, **tiny),
+            "long_qk_norm": demo.settings_for(vary="depth", steps=16, qk_norm=True, **tiny),
+            "warmup_qk_norm": demo.settings_for(
+                vary="depth", steps=16, warmup_steps=2, qk_norm=True, **tiny
+            ),
         }
     return {
         "default": demo.settings_for(vary="depth", rules=["mup", "completep", "depth-mup"]),
@@ -83,6 +89,21 @@ def settings(quick: bool) -> dict[str, Any]:
             log2_lrs=tuple(x / 2 for x in range(-18, -8)),
             depths=[2, 16],
         ),
+        # the long setting and the warmup one with queries and keys RMS-normalised per head:
+        # in both, the depth-16 attention logits grew to the hundreds under µP and CompleteP
+        # alike, an instability no depth rule addresses; QK-norm bounds them. The grid reaches
+        # higher, where the bounded logits may move the optima.
+        "long_qk_norm": demo.settings_for(
+            vary="depth", steps=400, log2_lrs=QK_NORM_GRID, qk_norm=True
+        ),
+        "warmup_qk_norm": demo.settings_for(
+            vary="depth",
+            steps=400,
+            warmup_steps=40,
+            log2_lrs=QK_NORM_GRID,
+            depths=[2, 16],
+            qk_norm=True,
+        ),
     }
 
 
@@ -94,11 +115,15 @@ FIGURES = {
     "default": "lr_transfer_depth.png",
     "long": "lr_transfer_depth_long.png",
     "warmup": "lr_transfer_depth_warmup.png",
+    "long_qk_norm": "lr_transfer_depth_long_qk_norm.png",
+    "warmup_qk_norm": "lr_transfer_depth_warmup_qk_norm.png",
 }
 TITLES = {
     "default": "the depth demo's setting (`mutransfer demo --vary depth`)",
     "long": "twice the steps, half-octave LR grid",
     "warmup": "twice the steps with 10 % LR warmup, half-octave LR grid",
+    "long_qk_norm": "twice the steps, QK-norm, half-octave LR grid",
+    "warmup_qk_norm": "twice the steps with 10 % LR warmup, QK-norm, half-octave LR grid",
 }
 
 

@@ -47,6 +47,28 @@ def test_gpt_forward_backward_at_several_widths(tie: bool, rules: str) -> None:
         assert model.blocks[0].attn.scaling == pytest.approx(expected)
 
 
+def test_qk_norm_normalises_each_heads_queries_and_keys_and_passes_the_coord_check() -> None:
+    from mutransfer.coord import coord_check
+    from mutransfer.trainer import build_model
+
+    model, plan = build_model(TrainConfig(width=64, base_width=32, seq_len=8, qk_norm=True))
+    attn = model.blocks[0].attn
+    assert plan["blocks.0.attn.q_norm.weight"].role == "vector"  # head_dim grows with width
+    seen = {}
+    attn.q_norm.register_forward_hook(lambda m, args, out: seen.update(q=out))
+    with torch.no_grad():
+        attn.q_norm.weight.fill_(3.0)
+        model(torch.randint(0, 256, (2, 8)))
+    rms = seen["q"].pow(2).mean(-1).sqrt()  # per head and position: the gain, whatever x was
+    assert rms.shape == (2, 8, 4) and torch.allclose(rms, torch.full_like(rms, 3.0), atol=1e-3)
+
+    def make(width: int) -> GPT:
+        return GPT(GPTConfig(width=width, n_heads=2, seq_len=16, qk_norm=True))
+
+    assert coord_check(make, (32, 64, 128, 256), steps=3, seeds=2).ok
+    assert not coord_check(make, (32, 64, 128, 256), steps=3, seeds=2, rules="sp").ok
+
+
 # ---------------------------------------------------------------------------- analysis
 def _fake_sweep(rules: str, table: dict[int, list[float | None]]) -> demo_analysis.Sweep:
     lrs = [-8.0, -7.0, -6.0, -5.0]
@@ -175,8 +197,17 @@ def test_run_key_covers_every_option_and_the_data() -> None:
     cfg = TrainConfig()
     assert run_key(cfg, "a") == run_key(TrainConfig(), "a")
     assert run_key(cfg, "a") != run_key(cfg, "b")
-    for change in ({"steps": 201}, {"beta2": 0.99}, {"rules": "sp"}, {"seed": 1}):
+    for change in (
+        {"steps": 201},
+        {"beta2": 0.99},
+        {"rules": "sp"},
+        {"seed": 1},
+        {"qk_norm": True},
+    ):
         assert run_key(cfg.with_(**change), "a") != run_key(cfg, "a")
+    # a field added later is left out at its default: runs stored before it keep their key
+    assert "qk_norm" not in cfg.to_dict() and cfg.with_(qk_norm=True).to_dict()["qk_norm"]
+    assert TrainConfig.from_dict(cfg.with_(qk_norm=True).to_dict()).qk_norm
 
 
 def test_cli_rejects_bad_options_with_a_clear_message(tmp_path, capsys) -> None:

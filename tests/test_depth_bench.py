@@ -35,7 +35,13 @@ def run_quick(script: str, out_dir: Path) -> tuple[dict[str, Any], str]:
 def test_depth_transfer_quick(tmp_path: Path) -> None:
     payload, md = run_quick("depth_transfer.py", tmp_path)
     assert payload["quick"] is True and "--quick" in payload["command"].split()
-    assert set(payload["settings"]) == {"default", "long", "warmup"}
+    assert set(payload["settings"]) == {
+        "default",
+        "long",
+        "warmup",
+        "long_qk_norm",
+        "warmup_qk_norm",
+    }
     for result in payload["settings"].values():
         summary = result["summary"]
         assert summary["axis"] == "depth" and summary["rules"] == ["mup", "completep"]
@@ -47,7 +53,8 @@ def test_depth_transfer_quick(tmp_path: Path) -> None:
     assert "width 16 on pydoc, 1 → 2 blocks (2×)" in md
     assert "### Depth transfer: µP vs CompleteP, 1 → 2 blocks" in md
     assert payload["settings"]["warmup"]["summary"]["config"]["warmup_steps"] == 2
-    assert md.count("Reading (generated") == 3 and "How it was produced" in md
+    assert payload["settings"]["long_qk_norm"]["summary"]["config"]["qk_norm"] is True
+    assert md.count("Reading (generated") == 5 and "How it was produced" in md
 
 
 def test_optimizers_transfer_quick(tmp_path: Path) -> None:

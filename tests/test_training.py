@@ -119,6 +119,8 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
         RunConfig(adamw_lr=0.01)
     with pytest.raises(ConfigError, match="^width must be a positive integer, got 0"):
         RunConfig(width=0)
+    with pytest.raises(ConfigError, match="qk_norm is an option of the reference model"):
+        RunConfig(model="llama", qk_norm=True)
     with pytest.raises(ValueError, match="^TrainConfig.width must be a positive integer, got 0"):
         TrainConfig(width=0)
     assert parse_override("lr=3e-3") == ("lr", 0.003)

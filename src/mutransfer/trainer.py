@@ -73,6 +73,8 @@ class RunOptions:
     schedule: Schedule = "constant"
     zero_init_readout: bool = False
     zero_init_query: bool = False
+    qk_norm: bool = False
+    """The reference GPT only: RMS-normalise queries and keys per head (``GPTConfig.qk_norm``)."""
     seed: int = 0
     data: str = "shakespeare"
     eval_batches: int = 8
@@ -174,10 +176,10 @@ class TrainConfig(RunOptions):
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Every field, except optional ones left unset (see ``_OMIT_WHEN_NONE``)."""
+        """Every field, except later additions left at their default (see ``_OMIT_AT_DEFAULT``)."""
         data = dataclasses.asdict(self)
-        for name in _OMIT_WHEN_NONE:
-            if data[name] is None:
+        for name, default in _OMIT_AT_DEFAULT.items():
+            if data[name] == default:
                 del data[name]
         return data
 
@@ -195,9 +197,10 @@ class TrainConfig(RunOptions):
 
 OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon")
 
-_OMIT_WHEN_NONE = ("adamw_lr",)
-"""Fields added after runs were first stored: left out of ``to_dict`` while unset, so a config
-that does not use them keeps the dict (and so the run-store key) it had before they existed."""
+_OMIT_AT_DEFAULT: dict[str, Any] = {"adamw_lr": None, "qk_norm": False}
+"""Fields added after runs were first stored: left out of ``to_dict`` at their default, so a
+config that does not use them keeps the dict (and so the run-store key) it had before they
+existed, and finished runs stay found."""
 
 
 @dataclass
@@ -252,6 +255,7 @@ def build_model(config: TrainConfig) -> tuple[nn.Module, Plan]:
             n_heads=config.n_heads,
             seq_len=config.seq_len,
             tie_embeddings=config.tie_embeddings,
+            qk_norm=config.qk_norm,
         )
         base_cfg = gpt_cfg.with_(width=config.base_width, depth=config.base_depth or config.depth)
         delta_cfg = base_cfg.with_(width=2 * config.base_width)

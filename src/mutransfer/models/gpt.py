@@ -29,6 +29,9 @@ class GPTConfig:
     mlp_ratio: int = 4
     tie_embeddings: bool = False
     bias: bool = False
+    qk_norm: bool = False
+    """RMS-normalise each head's queries and keys (with learned gains) before the logits:
+    bounds the logits' growth in long or deep runs (OLMo 2, Gemma 3 do the same)."""
 
     def __post_init__(self) -> None:
         if self.width % self.n_heads:
@@ -50,13 +53,16 @@ class CausalSelfAttention(nn.Module):
         self.k = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
         self.v = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
         self.o = nn.Linear(cfg.width, cfg.width, bias=cfg.bias)
+        # per head over head_dim: the gains are vectors that grow with width like any norm gain
+        self.q_norm = nn.RMSNorm(self.head_dim) if cfg.qk_norm else nn.Identity()
+        self.k_norm = nn.RMSNorm(self.head_dim) if cfg.qk_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = (
-            proj(x).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
-            for proj in (self.q, self.k, self.v)
+            proj(x).view(b, t, self.n_heads, self.head_dim) for proj in (self.q, self.k, self.v)
         )
+        q, k, v = (h.transpose(1, 2) for h in (self.q_norm(q), self.k_norm(k), v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.scaling)
         return self.o(y.transpose(1, 2).reshape(b, t, c))
 

@@ -53,6 +53,7 @@ TRANSFERRED: tuple[str, ...] = (
     "mode",
     "zero_init_readout",
     "zero_init_query",
+    "qk_norm",
 )
 """What ``--hparams`` takes from a transfer output (with the keys the sweep searched over)."""
 
@@ -134,6 +135,11 @@ class RunConfig(RunOptions):
             )
         if not isinstance(self.hf, Mapping):
             raise ConfigError("hf must be a table of Hugging Face config options")
+        if self.qk_norm and self.model != "gpt":
+            raise ConfigError(
+                f"qk_norm is an option of the reference model (model = 'gpt'), not of "
+                f"{self.model!r}: Hugging Face's GPT-2 and Llama have no query/key norms"
+            )
         if self.hf and self.model == "gpt":
             raise ConfigError("the [hf] table applies to model = 'gpt2' or 'llama', not 'gpt'")
 
