@@ -197,6 +197,10 @@ def overview(payload: dict[str, Any]) -> str:
                 value = transfer[rules]["regret_percent"]
                 return "diverged" if value is None else f"{value:.2f} %"
 
+            def deeper(rules: str, sweeps: dict[str, Any] = sweeps) -> str:
+                best = sweeps[rules]["best_loss"]
+                return f"{_loss(best[0])} → {_loss(best[-1])}"
+
             rows.append(
                 [
                     TITLES[name],
@@ -206,6 +210,8 @@ def overview(payload: dict[str, Any]) -> str:
                     drift("completep"),
                     regret("mup"),
                     regret("completep"),
+                    deeper("mup"),
+                    deeper("completep"),
                     "—" if verdict is None else ("holds" if verdict else "fails"),
                 ]
             )
@@ -218,6 +224,8 @@ def overview(payload: dict[str, Any]) -> str:
             "CompleteP drift (fitted)",
             "µP regret",
             "CompleteP regret",
+            "µP best loss, shallowest → deepest",
+            "CompleteP best loss, shallowest → deepest",
             "CompleteP ≤ 1 octave, µP more",
         ],
         rows,

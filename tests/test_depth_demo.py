@@ -256,3 +256,16 @@ def test_fitted_optimum_resolves_drift_below_one_grid_step() -> None:
         }
     )
     assert "optimum moves 0 octaves (fitted 0.80) across depths" in text
+
+
+def test_cli_qk_norm_reaches_every_run(tmp_path, monkeypatch) -> None:
+    seen = {}
+
+    def fake_run_demo(out, *, settings, **kwargs):
+        seen["settings"] = settings
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    assert cli.main(["demo", "--vary", "depth", "--qk-norm", "--out", str(tmp_path)]) == 0
+    assert seen["settings"].base.qk_norm is True
+    assert cli.main(["demo", "--vary", "depth", "--out", str(tmp_path)]) == 0
+    assert seen["settings"].base.qk_norm is False

@@ -583,6 +583,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--width", type=int, help="model width (--vary depth; default 64)")
     parser.add_argument("--warmup", type=int, dest="warmup_steps", help="LR warmup steps")
     parser.add_argument(
+        "--qk-norm",
+        dest="qk_norm",
+        action="store_const",
+        const=True,
+        help="RMS-normalise each head's queries and keys (recommended with --vary depth)",
+    )
+    parser.add_argument(
         "--no-progress", dest="progress", action="store_false", help="no progress bar"
     )
     parser.set_defaults(func=_main)
@@ -591,7 +598,16 @@ def register(subparsers: Any) -> None:
 def _main(args: argparse.Namespace) -> int:
     from .cli import UserError
 
-    names = ("steps", "batch_size", "seq_len", "depth", "width", "warmup_steps", "optimizer")
+    names = (
+        "steps",
+        "batch_size",
+        "seq_len",
+        "depth",
+        "width",
+        "warmup_steps",
+        "optimizer",
+        "qk_norm",
+    )
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")

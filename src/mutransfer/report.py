@@ -86,11 +86,10 @@ def _optimizer(config: dict[str, Any]) -> str:
 
 
 def _fixed(summary: dict[str, Any]) -> str:
-    """The dimension that does not vary, e.g. ``GPT depth 2`` across widths."""
+    """The dimension that does not vary, e.g. ``GPT depth 2`` across widths (and QK-norm)."""
     config = summary["config"]
-    if summary["axis"] == "width":
-        return f"GPT depth {config['depth']}"
-    return f"GPT width {config['width']}"
+    fixed = "depth" if summary["axis"] == "width" else "width"
+    return f"GPT {fixed} {config[fixed]}" + (", QK-norm" if config.get("qk_norm") else "")
 
 
 def _fmt_lr(x: float | None) -> str:
@@ -418,6 +417,8 @@ def provenance_lines(summary: dict[str, Any]) -> list[str]:
             f"GPT width {config['width']}, {config['n_heads']} heads, depths "
             f"{'/'.join(map(str, summary['sizes']))} (base depth {config['base_depth']})"
         )
+    if config.get("qk_norm"):
+        model += ", QK-norm"
     optimizer = config["optimizer"]
     if optimizer in ("adamw", "adam"):
         optimizer += f" (β2 {config['beta2']})"
