@@ -18,6 +18,7 @@ import pytest
 
 from mutransfer import demo
 from mutransfer.trainer import TrainConfig, train
+from terminal_job import start_job
 
 ARGS = ["--text", "pydoc", "--widths", "16,32", "--lrs=-8:-6", "--steps", "100"]
 ARGS += ["--batch-size", "8", "--seq-len", "32", "--no-progress"]
@@ -28,12 +29,11 @@ GRID = len(SETTINGS.grid())
 
 
 def _start(out: Path) -> subprocess.Popen[str]:
-    return subprocess.Popen(
+    return start_job(
         [sys.executable, "-m", "mutransfer.cli", "demo", "--out", str(out), *ARGS],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=True,  # its own process group, like a shell job
     )
 
 

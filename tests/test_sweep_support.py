@@ -24,6 +24,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from mutransfer.sweep.trials import point_of
+from terminal_job import start_job
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -77,14 +78,13 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 def start(tmp_path: Path, workers: int, env: dict[str, str], *extra: str) -> subprocess.Popen[str]:
     """``mutransfer sweep sweep.toml --workers N [extra]`` in ``tmp_path``."""
-    return subprocess.Popen(
+    return start_job(
         [*CLI, "sweep", "sweep.toml", "--workers", str(workers), *extra],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        start_new_session=True,  # its own process group, so a test can signal all of it
     )
 
 
