@@ -107,9 +107,30 @@ def settings(quick: bool) -> dict[str, Any]:
     }
 
 
-SEED_CHECKS = (1,)
-"""Other seeds run on the default setting (µP and CompleteP only), each a full grid: whether
-its verdict, which hangs on one grid step, depends on the seed."""
+SEED_CHECKS: dict[str, tuple[int, ...]] = {"default": (1,), "long_qk_norm": (1,)}
+"""Other seeds, each a full grid (µP and CompleteP only): whether a setting's verdict, which
+hangs on one grid step, depends on the seed."""
+
+
+def seed_check(name: str, seed: int, runs_root: Path) -> tuple[Path, Any, str]:
+    """(folder, settings, the equivalent ``mutransfer demo`` command) of one seed check."""
+    from mutransfer import demo
+
+    if name == "default":
+        folder = runs_root / f"{NAME}-seed{seed}"
+        grid = demo.settings_for(vary="depth", seeds=[seed])
+        flags = ""
+    elif name == "long_qk_norm":
+        folder = runs_root / f"{NAME}-{name}-seed{seed}"
+        grid = demo.settings_for(
+            vary="depth", steps=400, log2_lrs=QK_NORM_GRID, qk_norm=True, seeds=[seed]
+        )
+        flags = f" --steps 400 --lrs={','.join(f'{x:g}' for x in QK_NORM_GRID)} --qk-norm"
+    else:
+        raise ValueError(f"no seed check defined for setting {name!r}")
+    command = f"mutransfer demo --vary depth{flags} --seeds {seed} --out {_rel(folder)}"
+    return folder, grid, command
+
 
 FIGURES = {
     "default": "lr_transfer_depth.png",
@@ -329,21 +350,21 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copyfile(drawn, out_dir / FIGURES[name])
             figure = FIGURES[name]
         results[name] = {"figure": figure, "summary": summary, "reading": reading(summary)}
-    checks = []
-    for seed in () if args.quick else SEED_CHECKS:
-        folder = runs_root / f"{NAME}-seed{seed}"
-        checks.append(
-            demo.run_demo(
-                folder,
-                workers=args.workers,
-                settings=demo.settings_for(vary="depth", seeds=[seed]),
-                progress=True,
-                echo=print,
-                # what it is: the CLI's depth demo with another seed
-                command=f"mutransfer demo --vary depth --seeds {seed} --out {_rel(folder)}",
+    for name, seeds in {} if args.quick else SEED_CHECKS.items():
+        checks = []
+        for seed in seeds:
+            folder, grid, command = seed_check(name, seed, runs_root)
+            checks.append(
+                demo.run_demo(
+                    folder,
+                    workers=args.workers,
+                    settings=grid,
+                    progress=True,
+                    echo=print,
+                    command=command,  # what it is: the CLI's depth demo with another seed
+                )
             )
-        )
-    results["default"]["seed_checks"] = checks
+        results[name]["seed_checks"] = checks
     payload: dict[str, Any] = {
         "benchmark": NAME,
         "command": command_line(argv),
