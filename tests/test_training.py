@@ -12,30 +12,14 @@ from mutransfer import cli
 from mutransfer.trainer import TrainConfig
 from mutransfer.training import ConfigError, RunConfig, checkpoint, load, models, train
 from mutransfer.training.config import parse_override
+from tiny_runs import tiny_run
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(tmp_path: Path, **kw) -> RunConfig:
-    options = dict(
-        model="gpt",
-        width=64,
-        base_width=32,
-        depth=2,
-        n_heads=2,
-        seq_len=16,
-        batch_size=8,
-        steps=6,
-        warmup_steps=2,
-        data="pydoc",
-        eval_batches=1,
-        eval_batch_size=4,
-        log_every=0,
-        out_dir=str(tmp_path / "run"),
-    )
-    options.update(kw)
-    return RunConfig(**options)
+    return tiny_run(tmp_path / "run", **kw)
 
 
 # ----------------------------------------------------------------------------------- config

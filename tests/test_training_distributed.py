@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from mutransfer.training import RunConfig, checkpoint, train
+from tiny_runs import tiny_run
 
 pytest.importorskip("transformers")
 pytestmark = pytest.mark.distributed
@@ -38,23 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny(out: Path, **kw) -> RunConfig:
-    options = dict(
-        width=64,
-        base_width=32,
-        depth=2,
-        n_heads=2,
-        seq_len=16,
-        batch_size=8,
-        steps=5,
-        warmup_steps=2,
-        data="pydoc",
-        eval_batches=1,
-        eval_batch_size=4,
-        log_every=0,
-        out_dir=str(out),
-    )
-    options.update(kw)
-    return RunConfig(**options)
+    return tiny_run(out, **{"steps": 5, **kw})  # 5 steps: the DDP/FSDP2 comparison
 
 
 MUON = {"optimizer": "muon", "lr": 2**-5, "adamw_lr": 2**-6, "grad_clip": 1.0}
