@@ -7,29 +7,11 @@ scripts run against the current library, as ``bench/run_all.py`` calls them (``-
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def run_quick(script: str, out_dir: Path) -> tuple[dict[str, Any], str]:
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / script), "--quick", "--out-dir", str(out_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert proc.returncode == 0, f"{script} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
-    name = script.removesuffix(".py")
-    payload = json.loads((out_dir / f"{name}.json").read_text(encoding="utf-8"))
-    return payload, (out_dir / f"{name}.md").read_text(encoding="utf-8")
+from test_bench_smoke import run_quick
 
 
 def test_depth_transfer_quick(tmp_path: Path) -> None:
