@@ -36,7 +36,7 @@ from torch import nn
 from .build import parametrize
 from .coord_record import Delta, Key, Recorder, attention_probe, default_include, first_tensor
 from .coord_verdict import CoordReport, Thresholds, judge
-from .plan import Plan
+from .plan import Plan, resettable_modules
 from .roles import RoleError, canonical_name, depth_containers
 from .rules import Rules, get_rules, optimizer_family
 
@@ -422,9 +422,7 @@ class _Runner:
         plan = self._parametrize(built, size)
         resettable = {
             f"{prefix}.{leaf}" if prefix else leaf
-            for prefix, module in built.named_modules()
-            if callable(getattr(module, "reset_parameters", None))
-            and not isinstance(module, nn.MultiheadAttention)
+            for prefix, module, _ in resettable_modules(built)
             for leaf, _ in module.named_parameters(recurse=False)
         }
         for name, _ in built.named_parameters():

@@ -17,7 +17,7 @@ import dataclasses
 import json
 import math
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -241,10 +241,7 @@ class Plan:
         that halves the init time of wide models.
         """
         target = self._resolve(model)
-        for prefix, module in target.named_modules():
-            reset = getattr(module, "reset_parameters", None)
-            if not callable(reset) or isinstance(module, nn.MultiheadAttention):
-                continue
+        for prefix, module, reset in resettable_modules(target):
             own = [
                 f"{prefix}.{n}" if prefix else n for n, _ in module.named_parameters(recurse=False)
             ]
@@ -493,6 +490,20 @@ _INIT_LABELS = {"zeros": "zero", "ones": "one", "default": "—"}
 def _key(x: float) -> float:
     """Round a scale for grouping so that 1/3·3 and 1.0 land in the same group."""
     return float(f"{x:.12g}")
+
+
+def resettable_modules(
+    model: nn.Module,
+) -> Iterator[tuple[str, nn.Module, Callable[[], Any]]]:
+    """``(name, module, module.reset_parameters)`` for the modules that can restore their own
+    tensors' default init: what ``Plan.reset_defaults_`` calls for tensors the plan leaves at
+    their default. ``MultiheadAttention`` is left out even where a subclass adds a public
+    ``reset_parameters``: torch's own reset is private and re-draws the packed in-projection,
+    whose planned init it would mix with torch's."""
+    for prefix, module in model.named_modules():
+        reset = getattr(module, "reset_parameters", None)
+        if callable(reset) and not isinstance(module, nn.MultiheadAttention):
+            yield prefix, module, reset
 
 
 def _normal_(p: torch.Tensor, std: float, generator: torch.Generator | None) -> None:
