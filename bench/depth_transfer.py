@@ -310,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="parent of the demo outputs and run caches, one folder per setting (default: "
-        "runs/bench, i.e. runs/bench/depth_transfer[-long]; --quick uses a temporary folder)",
+        "runs/bench, i.e. runs/bench/depth_transfer[-SETTING]; --quick uses a temporary folder)",
     )
     parser.add_argument(
         "--rerender",
