@@ -13,17 +13,19 @@ a byte-level GPT at one width, 2 → 16 blocks (8×), an LR grid per preset, and
   the deepest model's own best, in % of loss,
 
 with the figure (``docs/images/lr_transfer_depth.png``), the command, the machine and the date.
-Three settings are measured: the depth demo's own (200 steps, one point per octave, all three
+Five settings are measured: the depth demo's own (200 steps, one point per octave, all three
 presets), the same with twice the steps on a half-octave grid (µP and CompleteP), and that one
 with a 10 % linear LR warmup at depths 2 and 16 — the longer ones because the claim did not
 survive the longer horizon, the warmup to test whether early instability at depth moves the
-optimum.
+optimum — and the two long ones again with QK-norm (queries and keys RMS-normalised per head),
+because attention logits in the hundreds were the instability seen there. The default and the
+long QK-norm setting are also run with a second seed (``SEED_CHECKS``).
 
 Runs are cached one file per run (``--runs-dir``; the demo's run store), so an interrupted run
 resumes. ``--quick`` is a seconds-long smoke test (tiny model, pydoc text) whose numbers mean
 nothing.
 
-    .venv/bin/python bench/depth_transfer.py            # the recorded numbers (3 settings)
+    .venv/bin/python bench/depth_transfer.py            # the recorded numbers (5 settings)
     .venv/bin/python bench/depth_transfer.py --quick    # smoke
 """
 
