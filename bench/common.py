@@ -231,3 +231,17 @@ def arg_parser(description: str) -> argparse.ArgumentParser:
         "--threads", type=int, default=1, help="torch.set_num_threads (default 1: shared CPU)"
     )
     return parser
+
+
+def add_run_cache_options(parser: argparse.ArgumentParser, runs_dir_help: str) -> None:
+    """The options of the benchmarks that train through the demo's run store: ``--workers``,
+    ``--runs-dir`` (where finished runs are cached) and ``--rerender`` (rewrite the .md from
+    the recorded .json, keeping its provenance, without training)."""
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
+    parser.add_argument("--runs-dir", type=Path, default=None, help=runs_dir_help)
+    parser.add_argument(
+        "--rerender",
+        action="store_true",
+        help="rewrite the .md (and figures) from the .json in --out-dir, no training: keeps the "
+        "recorded runs' provenance when only the text or the figure code changed",
+    )

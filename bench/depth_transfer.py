@@ -39,7 +39,15 @@ from typing import Any
 
 import torch
 
-from common import RESULTS_DIR, arg_parser, command_line, machine_info, read_results, write_results
+from common import (
+    RESULTS_DIR,
+    add_run_cache_options,
+    arg_parser,
+    command_line,
+    machine_info,
+    read_results,
+    write_results,
+)
 
 NAME = "depth_transfer"
 ROOT = Path(__file__).resolve().parent.parent
@@ -306,19 +314,10 @@ def render(payload: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = arg_parser(__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=None,
-        help="parent of the demo outputs and run caches, one folder per setting (default: "
+    add_run_cache_options(
+        parser,
+        "parent of the demo outputs and run caches, one folder per setting (default: "
         "runs/bench, i.e. runs/bench/depth_transfer[-SETTING]; --quick uses a temporary folder)",
-    )
-    parser.add_argument(
-        "--rerender",
-        action="store_true",
-        help="rewrite the .md from the .json in --out-dir (no training), keeping the recorded "
-        "runs' provenance",
     )
     args = parser.parse_args(argv)
     if args.rerender:

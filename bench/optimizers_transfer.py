@@ -41,6 +41,7 @@ import torch
 
 from common import (
     RESULTS_DIR,
+    add_run_cache_options,
     arg_parser,
     command_line,
     machine_info,
@@ -281,22 +282,13 @@ def render(payload: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = arg_parser(__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
-    parser.add_argument(
-        "--only", default=None, help=f"comma-separated optimizers (default: {','.join(SPECS)})"
-    )
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=None,
-        help="the demo outputs and run cache, one folder per optimizer (default: "
+    add_run_cache_options(
+        parser,
+        "the demo outputs and run cache, one folder per optimizer (default: "
         "runs/bench/optimizers_transfer; --quick uses a temporary folder)",
     )
     parser.add_argument(
-        "--rerender",
-        action="store_true",
-        help="rewrite the .md from the .json in --out-dir (no training), keeping the recorded "
-        "run's provenance and timings",
+        "--only", default=None, help=f"comma-separated optimizers (default: {','.join(SPECS)})"
     )
     args = parser.parse_args(argv)
     if args.rerender:

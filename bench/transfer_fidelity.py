@@ -51,6 +51,7 @@ from torch import nn
 
 from common import (
     RESULTS_DIR,
+    add_run_cache_options,
     arg_parser,
     command_line,
     machine_info,
@@ -305,22 +306,13 @@ def main(argv: list[str] | None = None) -> int:
         default="demo",
         help="the demo's default setting (recorded numbers) or its --quick setting",
     )
-    parser.add_argument("--workers", type=int, default=2, help="worker processes (1 thread each)")
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=None,
-        help="cache of finished runs (default: runs/bench/transfer_fidelity; --quick and "
-        "--fresh use a temporary folder)",
+    add_run_cache_options(
+        parser,
+        "cache of finished runs (default: runs/bench/transfer_fidelity; --quick and --fresh "
+        "use a temporary folder)",
     )
     parser.add_argument(
         "--only", default=None, help="comma-separated variant keys (default: all installed)"
-    )
-    parser.add_argument(
-        "--rerender",
-        action="store_true",
-        help="rewrite the .md and the figure from the .json in --out-dir (no training): keeps "
-        "the recorded run's provenance when only the text or the figure code changed",
     )
     parser.add_argument(
         "--fresh",
