@@ -258,6 +258,9 @@ def _tensor_plan(
         init=init,
         aliases=role.aliases,
         tied_roles=role.tied_roles,
+        alias_roles=tuple(role.extra["alias_roles"][n] for n in role.names)
+        if role.is_tied
+        else (),
     )
 
 

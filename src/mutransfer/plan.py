@@ -53,10 +53,22 @@ class TensorPlan:
     init: Literal["normal", "zeros", "ones", "default"] = "normal"
     aliases: tuple[str, ...] = ()
     tied_roles: tuple[str, ...] = ()
+    alias_roles: tuple[str, ...] = ()
+    """For a tied tensor, the role under each of ``names`` (e.g. ``("input", "output")`` for an
+    embedding shared with the readout); empty when the tensor has one role."""
 
     @property
     def names(self) -> tuple[str, ...]:
         return (self.name, *self.aliases)
+
+    def role_as(self, name: str) -> str:
+        """The role of this tensor as used under ``name``: a tied readout alias is ``output``."""
+        if self.alias_roles:
+            key = canonical_name(name)
+            for alias, role in zip(self.names, self.alias_roles, strict=True):
+                if alias == key:
+                    return role
+        return self.role
 
 
 @dataclass(frozen=True)
@@ -113,6 +125,10 @@ class Plan:
 
     def __len__(self) -> int:
         return len(self.tensors)
+
+    def role_of(self, name: str) -> str:
+        """The role of parameter ``name`` as used under that name (a tied readout: ``output``)."""
+        return self[name].role_as(name)
 
     def _by_alias(self) -> dict[str, TensorPlan]:
         return {alias: t for t in self.tensors.values() for alias in t.aliases}
@@ -395,8 +411,8 @@ class Plan:
 
         def tensor(d: Mapping[str, Any]) -> TensorPlan:
             d = dict(d)
-            for key in ("shape", "aliases", "tied_roles"):
-                d[key] = tuple(d[key])
+            for key in ("shape", "aliases", "tied_roles", "alias_roles"):
+                d[key] = tuple(d.get(key, ()))
             return TensorPlan(**d)
 
         return cls(
