@@ -112,6 +112,23 @@ def test_attention_scaled_by_sqrt_d_is_flagged_at_the_attention_logits() -> None
     assert culprit_keys(report) == {("blocks.0.attn", "Δlogits"), ("blocks.1.attn", "Δlogits")}
 
 
+def test_a_tied_readout_is_judged_as_a_readout() -> None:
+    def tied(width: int) -> GPT:
+        return GPT(GPTConfig(width=width, depth=2, n_heads=2, seq_len=16, tie_embeddings=True))
+
+    # embedding σ 0.02 as GPT-2 and nanoGPT draw it: with the reference σ = 1, the tied readout
+    # starts with logits of RMS ≈ 8 at the base width, a saturated softmax
+    options = {"role_init_std": {"input": 0.02}}
+    report = coord_check(tied, WIDTHS, steps=3, seeds=2, parametrize_kwargs=options)
+    assert report.ok, report.table()
+    # one tensor, two roles: the embedding is an input, the same weight read out is a readout
+    assert report.row("wte", "out").roles == ["input"]
+    readout = report.row("lm_head", "out")
+    assert readout.roles == ["output"]
+    assert readout.statuses[0] == EXPECTED and readout.verdict == STABLE  # 1/√width, explained
+    assert math.isclose(readout.slopes[0] or 0.0, -0.5, abs_tol=0.1)
+
+
 # --------------------------------------------------------------------- any model, any form
 class TinyResNet(nn.Module):
     """A user's own model: an input layer, one pre-norm residual block, a readout."""

@@ -459,12 +459,18 @@ class _Runner:
 
     def _describe(self, model: nn.Module, plan: Plan, result: _JobResult) -> None:
         """What the verdict needs to know about modules: the roles of their parameters and
-        which modules are residual branches that the depth rules scale."""
+        which modules are residual branches that the depth rules scale.
+
+        A parameter's role is taken under the name the module uses it by (``plan.role_of``): a
+        weight tied between the input embedding and the readout is ``input`` in the embedding
+        and ``output`` in the readout, whose expected 1/√width shrinkage at step 0 must be
+        judged as a readout's, not reported as an embedding that vanishes.
+        """
         rename = self.rename or (lambda name: name)
         for name, module in model.named_modules():
             mine = {
-                plan[canonical_name(f"{name}.{leaf}" if name else leaf)].role
-                for leaf, _ in module.named_parameters(recurse=False)
+                plan.role_of(canonical_name(f"{name}.{leaf}" if name else leaf))
+                for leaf, _ in module.named_parameters(recurse=False, remove_duplicate=False)
             }
             if mine:
                 result.roles.setdefault(rename(canonical_name(name)), set()).update(mine)
