@@ -53,7 +53,9 @@ def test_absorbed_equals_explicit_mlp(family: str, lr: float) -> None:
     for mode in ("explicit", "absorbed"):
         model = make_mlp(128).double()
         base = on_meta(make_mlp, BASE_WIDTH)
-        plan = mt.parametrize(model, base, "mup", family, mode=mode, seed=1, output_multiplier=3.0)
+        plan = mt.parametrize(
+            model, base, "mup", family, mode=mode, seed=1, output_multiplier=3.0, base_init="rules"
+        )
         # eps large enough to matter, so a wrong ε scale would show in the losses
         losses[mode] = train(model, plan, family, mlp_data(), eps=1e-3, lr=lr, wd=0.1)
     assert plan["4.weight"].absorbed != 1.0  # the readout multiplier really was absorbed

@@ -54,9 +54,11 @@ def test_gpt2_roles_conv1d_layout_and_tied_readout() -> None:
     # Conv1D weights are (in, out): c_fc is 128 → 512, a hidden weight with fan-in 128
     fc = plan["transformer.h.0.mlp.c_fc.weight"]
     assert fc.role == "hidden" and fc.shape == (128, 512)
-    assert fc.init_std == pytest.approx(1 / math.sqrt(32) / 2)  # σ/√base_fan_in · m_in^-½
+    # HF's own std at the base width (initializer_range 0.02), then µP's m_in^-½
+    assert fc.init_std == pytest.approx(0.02 / 2)
     proj = plan["transformer.h.0.mlp.c_proj.weight"]
-    assert proj.init_std == pytest.approx(1 / math.sqrt(128) / 2)  # base fan-in 4·32
+    # GPT-2's own residual projections: 0.02/√(2·n_layer) at the base width
+    assert proj.init_std == pytest.approx(0.02 / math.sqrt(2 * 2) / 2)
     assert fc.lr_scale == pytest.approx(0.25)
     # wte and lm_head are one tensor: input init/LR, readout multiplier 1/m as a hook
     wte = plan["lm_head.weight"]

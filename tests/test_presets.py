@@ -111,7 +111,9 @@ def test_unit_mup_is_mup_up_to_constants() -> None:
     ratios = []
     for width in (32, 64, 128, 256):
         base = on_meta(make_mlp, BASE_WIDTH)
-        mup = _absorbed(mt.parametrize(make_mlp(width), base, "mup", "adam", init=False))
+        mup = _absorbed(
+            mt.parametrize(make_mlp(width), base, "mup", "adam", init=False, base_init="rules")
+        )
         unit = _absorbed(mt.parametrize(make_mlp(width), base, umup, "adam", init=False))
         ratios.append({n: (unit[n][0] / mup[n][0], unit[n][1] / mup[n][1]) for n in mup})
     for name in ratios[0]:
@@ -130,7 +132,7 @@ def test_unit_mup_and_mup_train_identically_once_constants_match() -> None:
     width, lr = 128, 2e-3
     base = on_meta(make_mlp, BASE_WIDTH)
     unit_plan = mt.parametrize(make_mlp(width), base, umup, "adam", init=False)
-    plain = mt.parametrize(make_mlp(width), base, "mup", "adam", init=False)
+    plain = mt.parametrize(make_mlp(width), base, "mup", "adam", init=False, base_init="rules")
     role_of = {n: t.role for n, t in unit_plan.tensors.items() if t.init == "normal"}
     init_ratio = {role_of[n]: unit_plan[n].init_std / plain[n].init_std for n in role_of}
     lr_ratio = {role_of[n]: unit_plan[n].lr_scale / plain[n].lr_scale for n in role_of}
@@ -143,7 +145,7 @@ def test_unit_mup_and_mup_train_identically_once_constants_match() -> None:
     losses = {}
     for name, rules in (("u-mup", umup), ("mup", matched)):
         model = make_mlp(width).double()
-        plan = mt.parametrize(model, base, rules, "adam", seed=3)
+        plan = mt.parametrize(model, base, rules, "adam", seed=3, base_init="rules")
         # ε set far below the gradients: the two forms scale ε differently (a constant too)
         opt = torch.optim.Adam(plan.param_groups(lr, eps=1e-30))
         out = []
@@ -170,6 +172,7 @@ def test_adam_atan2_absorbed_equals_explicit_without_eps() -> None:
             mode=mode,
             seed=1,
             output_multiplier=3.0,
+            base_init="rules",  # the init these losses (and the "it trained" check) were set for
         )
         opt = AdamAtan2(plan.param_groups(3e-3, weight_decay=0.1))
         out = []

@@ -7,6 +7,7 @@ forward multipliers, finds attention modules and residual branches, and returns 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import math
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from . import ops
+from .own_init import BaseInit, OwnInit, declared_rules, has_values, own_init_at_base
 from .plan import AttentionPlan, Mode, ModuleScale, Plan, TensorPlan
 from .roles import (
     RoleError,
@@ -64,6 +66,44 @@ def _build_on_meta(factory: Callable[[int], nn.Module], width: int) -> nn.Module
     return module
 
 
+# Measured own inits of width factories' bases: a coordinate check or a sweep builds many plans
+# from one factory, and the base it builds for real to measure is the same every time.
+_FACTORY_BASES: weakref.WeakKeyDictionary[Any, dict[int, nn.Module]] = weakref.WeakKeyDictionary()
+
+
+def _build_for_real(factory: Callable[[int], nn.Module], width: int) -> nn.Module:
+    """The factory's model at ``width`` with its own init, drawn from a fixed seed.
+
+    The global RNG is restored afterwards: measuring the base must not change what the user's
+    next draw gives. Built once per factory and width (small: it is the base).
+    """
+    try:
+        cached = _FACTORY_BASES.get(factory)
+    except TypeError:  # not weak-referenceable
+        cached = None
+    if cached is not None and width in cached:
+        return cached[width]
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.manual_seed(0)
+        module = factory(width)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"the width factory returned {type(module).__name__}, not an nn.Module")
+    with contextlib.suppress(TypeError):
+        _FACTORY_BASES.setdefault(factory, {})[width] = module
+    return module
+
+
+def _resolve_base_init(model: nn.Module, rules: Rules, base_init: BaseInit | None) -> BaseInit:
+    """``model`` (read the model's own init) unless the rules or the model say otherwise."""
+    if base_init is not None:
+        if base_init not in ("model", "rules"):
+            raise ValueError(f"base_init must be 'model' or 'rules', got {base_init!r}")
+        return base_init
+    if rules.init_base == "unit" or declared_rules(model):
+        return "rules"  # u-µP has no base width; the reference models have no init of their own
+    return "model"
+
+
 def parametrize(
     model: nn.Module,
     base: nn.Module | Shapes | Callable[[int], nn.Module],
@@ -79,6 +119,8 @@ def parametrize(
     residual_branches: Iterable[str] = (),
     base_head_dim: int | None = None,
     attention: bool = True,
+    base_init: BaseInit | None = None,
+    base_init_std: Mapping[str, float] | None = None,
     init: bool = True,
     seed: int | None = None,
     **constants: Any,
@@ -103,6 +145,12 @@ def parametrize(
         base_head_dim: head dimension at base width when ``base`` is given as shapes.
         attention: set the logit scale of attention modules (``head_dim`` + ``scaling``);
             ``False`` leaves attention to the model's own code (e.g. the mup compat layer).
+        base_init: where each tensor's init std at the base width comes from: ``"model"``
+            (default) reads the model's own init, so that at the base width the plan *is* the
+            model as its authors wrote it (see ``mutransfer.own_init``); ``"rules"`` uses the
+            rules' σ/√fan_in. σ (``init_std=``) multiplies either.
+        base_init_std: fnmatch patterns of parameter names → their init std at the base width
+            (replaces what ``base_init`` gives for those tensors).
         init: initialise the model now (skipped automatically on ``meta``).
         seed: seed for that initialisation.
         **constants: tunable constants of the rules, e.g. ``output_multiplier=2.0``.
@@ -123,33 +171,51 @@ def parametrize(
     if mode not in ("absorbed", "explicit"):
         raise ValueError(f"mode must be 'absorbed' or 'explicit', got {mode!r}")
 
+    init_from = _resolve_base_init(model, rules_obj, base_init)
     base_module: nn.Module | None = None
+    measured_base: nn.Module | None = None
     if callable(base) and not isinstance(base, nn.Module):
         if base_width is None:
             raise TypeError("base given as a width factory needs base_width=")
         base_module = _build_on_meta(base, base_width)
         if delta is None:
             delta = _build_on_meta(base, 2 * base_width)
+        if init_from == "model" and not declared_rules(base_module):
+            measured_base = _build_for_real(base, base_width)
     elif isinstance(base, nn.Module):
         base_module = base
+        measured_base = base if has_values(base) else None
     base_shapes = _shapes_of(base if base_module is None else base_module, "base")
     delta_shapes = _shapes_of(delta, "delta") if delta is not None else None
 
     tensor_roles = infer_roles(model, base_shapes, delta_shapes, roles=roles, layouts=layouts)
+    all_names = [n for r in tensor_roles.values() for n in r.names]
     zero_patterns = list(zero_init)
     if zero_patterns:
-        _check_patterns_used(
-            "zero_init",
-            {p: True for p in zero_patterns},
-            [n for r in tensor_roles.values() for n in r.names],
-        )
+        _check_patterns_used("zero_init", {p: True for p in zero_patterns}, all_names)
+    std_overrides = dict(base_init_std or {})
+    _check_patterns_used("base_init_std", std_overrides, all_names)
+    own: dict[str, OwnInit] = {}
+    if init_from == "model":
+        own = own_init_at_base(model, tensor_roles, measured_base)
     modules = {canonical_name(n): m for n, m in model.named_modules()}
     algebra = FAMILY_ALGEBRA[family]
     tensors: dict[str, TensorPlan] = {}
     module_scales: dict[str, ModuleScale] = {}
     for name, role in tensor_roles.items():
+        own_init = own.get(name)
+        override = next(
+            (
+                v
+                for p, v in std_overrides.items()
+                if any(fnmatch.fnmatchcase(n, p) for n in role.names)
+            ),
+            None,
+        )
+        if override is not None:
+            own_init = OwnInit(float(override), None, "base_init_std")
         tensors[name] = _tensor_plan(
-            role, rules_obj, family, algebra, mode, zero_patterns, modules, module_scales
+            role, rules_obj, family, algebra, mode, zero_patterns, modules, module_scales, own_init
         )
 
     _add_residual_scales(model, base_shapes, rules_obj, residual_branches, module_scales)
@@ -182,10 +248,23 @@ def _tensor_plan(
     zero_patterns: Sequence[str],
     modules: Mapping[str, nn.Module],
     module_scales: dict[str, ModuleScale],
+    own: OwnInit | None = None,
 ) -> TensorPlan:
     rule = rules.rule(family, role.role)
     m = role.scaling_args
-    base_std = 1.0 if rules.init_base == "unit" else 1.0 / math.sqrt(role.base_fan_in)
+    init: Literal["normal", "zeros", "ones", "default"] = "normal"
+    if own is None or own.source == "rules":
+        source = "rules"
+        base_std = 1.0 if rules.init_base == "unit" else 1.0 / math.sqrt(role.base_fan_in)
+        if len(role.shape) <= 1:
+            init = "zeros" if role.name.rpartition(".")[2] == "bias" else "default"
+    else:
+        source = own.source
+        base_std = own.std
+        if own.constant is not None:
+            init = {0.0: "zeros", 1.0: "ones"}.get(own.constant, "default")  # type: ignore[assignment]
+        elif not own.centered:
+            init = "default"  # e.g. gains drawn around 1: the module's own init keeps them
     init_std = rules.sigma(role.role) * base_std * rule.init(*m)
     lr_scale = rule.lr(*m) * rules.lr_multiplier(role.role)
     eps_scale = rule.eps(*m)
@@ -199,10 +278,6 @@ def _tensor_plan(
     elif role.role == "output":
         multiplier *= rules.output_multiplier
 
-    init: Literal["normal", "zeros", "ones", "default"] = "normal"
-    leaf = role.name.rpartition(".")[2]
-    if len(role.shape) <= 1:
-        init = "zeros" if leaf == "bias" else "default"
     if any(fnmatch.fnmatchcase(n, p) for p in zero_patterns for n in role.names):
         init = "zeros"
     if role.role == "output" and rules.zero_init_readout and not role.is_tied:
@@ -258,9 +333,8 @@ def _tensor_plan(
         init=init,
         aliases=role.aliases,
         tied_roles=role.tied_roles,
-        alias_roles=tuple(role.extra["alias_roles"][n] for n in role.names)
-        if role.is_tied
-        else (),
+        init_source=source,
+        alias_roles=tuple(role.extra["alias_roles"][n] for n in role.names) if role.is_tied else (),
     )
 
 

@@ -53,6 +53,9 @@ class TensorPlan:
     init: Literal["normal", "zeros", "ones", "default"] = "normal"
     aliases: tuple[str, ...] = ()
     tied_roles: tuple[str, ...] = ()
+    init_source: str = "rules"
+    """Where the init std at the base width came from: ``base``, ``torch default``, ``model``,
+    ``base_init_std`` or ``rules`` (see ``mutransfer.own_init``)."""
     alias_roles: tuple[str, ...] = ()
     """For a tied tensor, the role under each of ``names`` (e.g. ``("input", "output")`` for an
     embedding shared with the readout); empty when the tensor has one role."""
@@ -236,10 +239,10 @@ class Plan:
             entry = self[name]
             if entry.init == "default":
                 continue
-            if entry.init == "zeros" or entry.init_std == 0.0:
-                p.zero_()
-            elif entry.init == "ones":
+            if entry.init == "ones":
                 p.fill_(1.0)
+            elif entry.init == "zeros" or entry.init_std == 0.0:
+                p.zero_()
             else:
                 _normal_(p, entry.init_std, generator)
         for module in target.modules():
@@ -484,7 +487,14 @@ class Plan:
         ]
         lines.insert(1, "  ".join("-" * w for w in widths))
         title = f"mutransfer plan: rules={self.rules.name} optimizer={self.family} mode={self.mode}"
+        sources: dict[str, int] = {}
+        for t in self.tensors.values():
+            sources[t.init_source] = sources.get(t.init_source, 0) + 1
         extra = [
+            "  init std at the base width from: "
+            + ", ".join(f"{_SOURCE_LABELS.get(k, k)} ({n})" for k, n in sources.items())
+        ]
+        extra += [
             f"  hook {s.module}: {s.kind} × {s.multiplier:.4g} ({s.reason})"
             for s in self.module_scales.values()
         ]
@@ -498,6 +508,15 @@ class Plan:
     def __str__(self) -> str:
         return self.table()
 
+
+# how the table names where a tensor's init std at the base width came from (own_init.py)
+_SOURCE_LABELS = {
+    "base": "the base model's own init",
+    "torch default": "torch's default init of the layer",
+    "model": "the model's own init, width-independent",
+    "rules": "the rules' σ/√fan_in",
+    "base_init_std": "base_init_std",
+}
 
 # how the table shows tensors that are not drawn from N(0, init_std²)
 _INIT_LABELS = {"zeros": "zero", "ones": "one", "default": "—"}

@@ -92,6 +92,8 @@ class TensorRole:
     tied_roles: tuple[str, ...] = ()
     owner_types: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    base_name: str = ""
+    """The name of the corresponding tensor in the base (differs in a deeper model)."""
 
     @property
     def is_tied(self) -> bool:
@@ -314,6 +316,7 @@ def infer_roles(
             extra={"alias_roles": {r.name: r.role for r in per_alias}}
             if len(tied_roles) > 1
             else {},
+            base_name=primary.base_name,
         )
     if result and not any_width:
         raise RoleError(
@@ -417,6 +420,7 @@ def _alias_role(
         m_depth=depth.depth_multiplier(name),
         base_fan_out=base_fan_out,
         owner_types=(owner_type,),
+        base_name=base_name,
     )
 
 

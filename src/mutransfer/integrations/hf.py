@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..build import parametrize
+from ..own_init import has_values
 from ..plan import Mode, Plan, PlanError
 from ..roles import canonical_name
 from ..rules import Rules, get_rules
@@ -145,8 +146,21 @@ def config_at_width(config: Any, width: int, *, widen: Widen = "head_dim") -> An
 
 
 def build_on_meta(model_cls: type[nn.Module], config: Any) -> nn.Module:
-    """Build a HF model on ``meta`` (no memory, no init cost), e.g. the base of a plan."""
+    """Build a HF model on ``meta`` (no memory, no init cost), e.g. a second width."""
     with torch.device("meta"):
+        return model_cls(config)
+
+
+def build_base(model_cls: type[nn.Module], config: Any) -> nn.Module:
+    """The base model for real, with Hugging Face's own init, from a fixed seed.
+
+    The plan reads every tensor's own init std here (``initializer_range``, GPT-2's scaled
+    residual projections, T5's factors...), so that at the base width µP *is* the model as
+    Hugging Face builds it. It is the small model, built on the CPU; the global RNG is
+    restored afterwards.
+    """
+    with torch.random.fork_rng(devices=[]), torch.device("cpu"):
+        torch.manual_seed(0)
         return model_cls(config)
 
 
@@ -191,11 +205,13 @@ def parametrize_hf(
     _check_config(config)
     base_module: nn.Module
     if isinstance(base, int) and not isinstance(base, bool):
-        base_module = build_on_meta(type(model), config_at_width(config, base, widen=widen))
+        base_module = build_base(type(model), config_at_width(config, base, widen=widen))
     elif isinstance(base, nn.Module):
         base_module = base
+        if not has_values(base) and getattr(base, "config", None) is not None:
+            base_module = build_base(type(model), base.config)
     elif hasattr(base, "to_dict") and hasattr(base, "model_type"):
-        base_module = build_on_meta(type(model), base)
+        base_module = build_base(type(model), base)
     else:
         raise TypeError(
             "base must be the base width (int), a transformers config at base width, or a base "

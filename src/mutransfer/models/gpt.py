@@ -1,9 +1,11 @@
 """A byte-level pre-LN GPT in plain PyTorch, for the demo, the tests and the benchmarks.
 
 Nothing in it knows about µP: the plan supplies everything (init, per-tensor LRs, the readout
-multiplier, the residual-branch multiplier of the depth rules). The only convention it follows
-is the Hugging Face one for attention: each attention module exposes ``head_dim`` and a float
-``scaling`` for the q·k logits, which the plan sets to 1/d under µP (1/√d under SP).
+multiplier, the residual-branch multiplier of the depth rules). It has no init of its own
+(``mutransfer_init = "rules"``): at the base width it is the rules' σ/√fan_in. The only
+convention it follows is the Hugging Face one for attention: each attention module exposes
+``head_dim`` and a float ``scaling`` for the q·k logits, which the plan sets to 1/d under µP
+(1/√d under SP).
 """
 
 from __future__ import annotations
@@ -96,6 +98,8 @@ class GPT(nn.Module):
 
     residual_branches = ("blocks.*.attn", "blocks.*.mlp")
     query_weights = "blocks.*.attn.q.weight"
+    mutransfer_init = "rules"
+    """No init of its own: the plan's σ/√fan_in (embeddings σ) is this model's parametrization."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()

@@ -7,6 +7,9 @@ from torch import nn
 
 
 class MLP(nn.Module):
+    mutransfer_init = "rules"
+    """No init of its own: the plan's σ/√fan_in is this model's parametrization."""
+
     def __init__(
         self,
         width: int = 256,
