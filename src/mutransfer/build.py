@@ -93,6 +93,18 @@ def _build_for_real(factory: Callable[[int], nn.Module], width: int) -> nn.Modul
     return module
 
 
+def _rebuild_from_config(base: nn.Module) -> nn.Module | None:
+    """A meta base that carries its ``config`` (the Hugging Face convention) built for real from
+    it, so that its own init is read exactly at the base width; None for other modules."""
+    config = getattr(base, "config", None)
+    if config is None or not hasattr(config, "to_dict"):
+        return None
+    try:
+        return _build_for_real(lambda _: type(base)(config), 0)
+    except Exception:  # an unusual constructor: read the model's values instead
+        return None
+
+
 def _resolve_base_init(model: nn.Module, rules: Rules, base_init: BaseInit | None) -> BaseInit:
     """``model`` (read the model's own init) unless the rules or the model say otherwise."""
     if base_init is not None:
@@ -184,7 +196,8 @@ def parametrize(
             measured_base = _build_for_real(base, base_width)
     elif isinstance(base, nn.Module):
         base_module = base
-        measured_base = base if has_values(base) else None
+        if init_from == "model":
+            measured_base = base if has_values(base) else _rebuild_from_config(base)
     base_shapes = _shapes_of(base if base_module is None else base_module, "base")
     delta_shapes = _shapes_of(delta, "delta") if delta is not None else None
 
@@ -219,8 +232,11 @@ def parametrize(
         )
 
     _add_residual_scales(model, base_shapes, rules_obj, residual_branches, module_scales)
+    delta_module = delta if isinstance(delta, nn.Module) else None
     attention_plans = (
-        _attention_plans(model, base_module, rules_obj, base_head_dim) if attention else {}
+        _attention_plans(model, base_module, delta_module, rules_obj, base_head_dim)
+        if attention
+        else {}
     )
     plan = Plan(
         rules=rules_obj,
@@ -395,36 +411,96 @@ def _add_residual_scales(
         )
 
 
+HEAD_DIM_ATTRIBUTES = ("head_dim", "attention_head_size", "head_size", "key_value_proj_dim")
+"""Names under which attention modules expose their head dimension: Llama-style ``head_dim``,
+BERT's ``attention_head_size``, GPT-NeoX's ``head_size``, T5's ``key_value_proj_dim``."""
+
+
+def attention_head_dim(module: nn.Module) -> int | None:
+    """The head dimension of an attention module whose logit scale is a float ``scaling``
+    attribute (the Hugging Face convention, which the reference GPT follows); else None."""
+    if not isinstance(getattr(module, "scaling", None), float):
+        return None
+    for attr in HEAD_DIM_ATTRIBUTES:
+        value = getattr(module, attr, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def _attention_plans(
-    model: nn.Module, base: nn.Module | None, rules: Rules, base_head_dim: int | None
+    model: nn.Module,
+    base: nn.Module | None,
+    delta: nn.Module | None,
+    rules: Rules,
+    base_head_dim: int | None,
 ) -> dict[str, AttentionPlan]:
-    """Attention modules expose ``head_dim`` and a float ``scaling`` (the HF convention)."""
-    base_modules = (
-        {canonical_name(n): m for n, m in base.named_modules()} if base is not None else {}
-    )
+    """The logit scale of every attention module that exposes a float ``scaling``.
+
+    µP scales the logits by 1/d relative to the model's own scale at the base width:
+    ``α · s_base · d_base/d``. For the usual s = 1/√d that is ``α·√d_base/d``; a model with
+    another convention (T5 folds 1/√d into the query init and has s = 1) keeps its own at the
+    base. SP follows the model's own law across widths (read from ``delta`` or the model).
+    """
+    base_modules = _named_modules(base)
+    delta_modules = _named_modules(delta)
     plans: dict[str, AttentionPlan] = {}
     for name, module in model.named_modules():
-        head_dim = getattr(module, "head_dim", None)
-        if not isinstance(head_dim, int) or not isinstance(getattr(module, "scaling", None), float):
+        head_dim = attention_head_dim(module)
+        if head_dim is None:
             continue
         key = canonical_name(name)
-        base_dim = base_head_dim
+        base_mod = _counterpart(base_modules, key, module)
+        base_dim = base_head_dim if base_head_dim is not None else attention_head_dim(base_mod)
         if base_dim is None:
-            base_mod = base_modules.get(key)
-            if base_mod is None and base_modules:
-                # deeper model: use any base attention module of the same type
-                base_mod = next((m for m in base_modules.values() if type(m) is type(module)), None)
-            base_dim = getattr(base_mod, "head_dim", None)
-        if not isinstance(base_dim, int):
             raise RoleError(
-                f"attention module {key!r} has head_dim={head_dim} but the base head dimension "
-                "is unknown (base given as shapes); pass base_head_dim="
+                f"attention module {key!r} has head dimension {head_dim} but the base head "
+                "dimension is unknown (base given as shapes); pass base_head_dim="
             )
-        scale = ops.attention_scale(
-            head_dim,
-            base_head_dim=base_dim,
-            kind=rules.attention,
-            multiplier=rules.attention_multiplier,
-        )
+        base_scale = getattr(base_mod, "scaling", None)
+        if not isinstance(base_scale, float):
+            base_scale = 1.0 / math.sqrt(base_dim)
+        own_law = _own_scale_law(module, head_dim, base_dim, base_scale, delta_modules, key)
+        if rules.attention == "mup":
+            scale = rules.attention_multiplier * base_scale * base_dim / head_dim
+        elif rules.attention == "sp":
+            scale = rules.attention_multiplier * base_scale * (head_dim / base_dim) ** own_law
+        else:
+            scale = ops.attention_scale(
+                head_dim, kind=rules.attention, multiplier=rules.attention_multiplier
+            )
         plans[key] = AttentionPlan(key, head_dim, base_dim, scale)
     return plans
+
+
+def _named_modules(module: nn.Module | None) -> dict[str, nn.Module]:
+    return {canonical_name(n): m for n, m in module.named_modules()} if module is not None else {}
+
+
+def _counterpart(modules: Mapping[str, nn.Module], key: str, module: nn.Module) -> Any:
+    """The module of the same name in a base (or delta), or, in a deeper model, any attention
+    module of the same type there."""
+    found = modules.get(key)
+    if found is None and modules:
+        found = next((m for m in modules.values() if type(m) is type(module)), None)
+    return found
+
+
+def _own_scale_law(
+    module: nn.Module,
+    head_dim: int,
+    base_dim: int,
+    base_scale: float,
+    delta_modules: Mapping[str, nn.Module],
+    key: str,
+) -> float:
+    """The exponent p of the model's own logit scale s(d) = s_base·(d/d_base)^p (−½ for 1/√d),
+    measured between the base and a second width (``delta``, else the model itself)."""
+    other = _counterpart(delta_modules, key, module)
+    for candidate in (other, module):
+        dim, scale = attention_head_dim(candidate) if candidate is not None else None, None
+        if dim is not None:
+            scale = candidate.scaling
+        if dim is not None and dim != base_dim and isinstance(scale, float) and scale > 0:
+            return math.log(scale / base_scale) / math.log(dim / base_dim)
+    return -0.5

@@ -50,6 +50,10 @@ LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
     "in,out": ((1,), (0,)),  # transposed weights: HF Conv1D, x @ W parameters, ConvTransposeNd
     "embedding": ((1,), ()),  # (vocab, dim): one-hot input, fan-in 1
     "vector": ((0,), ()),
+    # a stack of matrices, one per expert (mixture-of-experts): dim 0 counts them and is
+    # neither fan-in nor fan-out; each matrix is used as F.linear(x, W[e]) or x @ W[e]
+    "experts,out,in": ((1,), (2,)),
+    "experts,in,out": ((2,), (1,)),
 }
 
 
@@ -373,7 +377,7 @@ def _alias_role(
         if override is not None or not width_dims:
             layout = "out,in"
         elif (
-            len(shape) >= 2
+            len(shape) == 2
             and set(width_dims) >= {0, 1}
             and _ratio(shape, base_shape, 0) == _ratio(shape, base_shape, 1)
         ):
@@ -384,7 +388,8 @@ def _alias_role(
                 f"owned by a module with a known layout ({owner_type}), so its fan-in and fan-out "
                 "are unknown and its role is ambiguous. Declare it, e.g. "
                 f"layouts={{'{name}': 'in,out'}} for a weight used as x @ W, or 'out,in' for "
-                f"F.linear(x, W), or roles={{'{name}': 'output'}}."
+                f"F.linear(x, W) ('experts,out,in' / 'experts,in,out' for one matrix per "
+                f"expert along dim 0), or roles={{'{name}': 'output'}}."
             )
     out_dims, in_dims, kernel = _fan_dims(layout, len(shape))
     changed_kernel = [d for d in kernel if shape[d] != base_shape[d]]
