@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import fnmatch
 import math
+import warnings
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Literal
@@ -20,7 +21,7 @@ from torch import nn
 
 from . import ops
 from .own_init import BaseInit, OwnInit, declared_rules, has_values, own_init_at_base
-from .plan import AttentionPlan, Mode, ModuleScale, Plan, TensorPlan
+from .plan import AttentionPlan, Mode, ModuleScale, Plan, PlanError, TensorPlan
 from .roles import (
     RoleError,
     Shapes,
@@ -133,6 +134,7 @@ def parametrize(
     attention: bool = True,
     base_init: BaseInit | None = None,
     base_init_std: Mapping[str, float] | None = None,
+    strict: bool = False,
     init: bool = True,
     seed: int | None = None,
     **constants: Any,
@@ -163,6 +165,8 @@ def parametrize(
             rules' σ/√fan_in. σ (``init_std=``) multiplies either.
         base_init_std: fnmatch patterns of parameter names → their init std at the base width
             (replaces what ``base_init`` gives for those tensors).
+        strict: raise ``PlanError`` (instead of warning) when a module computes attention
+            with a scale the plan cannot set (e.g. a bare ``scaled_dot_product_attention``).
         init: initialise the model now (skipped automatically on ``meta``).
         seed: seed for that initialisation.
         **constants: tunable constants of the rules, e.g. ``output_multiplier=2.0``.
@@ -238,6 +242,8 @@ def parametrize(
         if attention
         else {}
     )
+    if attention and rules_obj.attention != "sp":
+        _report_unscaled_attention(model, attention_plans, strict)
     plan = Plan(
         rules=rules_obj,
         family=family,
@@ -418,7 +424,10 @@ BERT's ``attention_head_size``, GPT-NeoX's ``head_size``, T5's ``key_value_proj_
 
 def attention_head_dim(module: nn.Module) -> int | None:
     """The head dimension of an attention module whose logit scale is a float ``scaling``
-    attribute (the Hugging Face convention, which the reference GPT follows); else None."""
+    attribute (the Hugging Face convention, which the reference GPT follows) or of torch's
+    ``nn.MultiheadAttention`` (rescaled through ``ops.ScaledMultiheadAttention``); else None."""
+    if isinstance(module, nn.MultiheadAttention):
+        return int(module.head_dim)
     if not isinstance(getattr(module, "scaling", None), float):
         return None
     for attr in HEAD_DIM_ATTRIBUTES:
@@ -457,8 +466,8 @@ def _attention_plans(
                 f"attention module {key!r} has head dimension {head_dim} but the base head "
                 "dimension is unknown (base given as shapes); pass base_head_dim="
             )
-        base_scale = getattr(base_mod, "scaling", None)
-        if not isinstance(base_scale, float):
+        base_scale = _own_scaling(base_mod, base_dim) if base_mod is not None else None
+        if base_scale is None:
             base_scale = 1.0 / math.sqrt(base_dim)
         own_law = _own_scale_law(module, head_dim, base_dim, base_scale, delta_modules, key)
         if rules.attention == "mup":
@@ -498,9 +507,103 @@ def _own_scale_law(
     measured between the base and a second width (``delta``, else the model itself)."""
     other = _counterpart(delta_modules, key, module)
     for candidate in (other, module):
-        dim, scale = attention_head_dim(candidate) if candidate is not None else None, None
-        if dim is not None:
-            scale = candidate.scaling
-        if dim is not None and dim != base_dim and isinstance(scale, float) and scale > 0:
+        dim = attention_head_dim(candidate) if candidate is not None else None
+        scale = _own_scaling(candidate, dim) if dim is not None else None
+        if dim is not None and dim != base_dim and scale is not None and scale > 0:
             return math.log(scale / base_scale) / math.log(dim / base_dim)
     return -0.5
+
+
+def _own_scaling(module: nn.Module, head_dim: int) -> float | None:
+    """The logit scale a module applies by itself: its float ``scaling``, or torch's 1/√d for
+    an ``nn.MultiheadAttention`` the plan has not rescaled yet."""
+    scale = module.__dict__.get("scaling", getattr(module, "scaling", None))
+    if isinstance(scale, float):
+        return scale
+    if isinstance(module, nn.MultiheadAttention):
+        return 1.0 / math.sqrt(head_dim)
+    return None
+
+
+class UnscaledAttentionWarning(UserWarning):
+    """A module computes attention logits with a scale the plan cannot set (µP needs 1/d)."""
+
+
+# What in a forward's source says "this module computes attention logits itself".
+_ATTENTION_CALLS = ("scaled_dot_product_attention", "flash_attn")
+
+
+def _computes_attention(cls: type) -> str | None:
+    """The attention call in the source of ``cls`` (its own methods and those of its user-
+    defined bases, since the call often sits in a helper method), or None: a bare SDPA /
+    flash-attention call, or a softmax over a product scaled by a square root (hand-written
+    attention)."""
+    import inspect
+
+    for klass in cls.__mro__:
+        if klass.__module__.startswith(("torch.", "builtins")) or klass is object:
+            continue
+        try:
+            source = inspect.getsource(klass)
+        except (OSError, TypeError):  # built-in or generated: nothing to read
+            continue
+        for call in _ATTENTION_CALLS:
+            if call in source:
+                return call
+        if "softmax" in source and any(s in source for s in ("sqrt", "** -0.5", "**-0.5")):
+            return "softmax(q·kᵀ/√d)"
+    return None
+
+
+def _report_unscaled_attention(
+    model: nn.Module, planned: Mapping[str, AttentionPlan], strict: bool
+) -> None:
+    """Warn (or raise, ``strict``) about attention whose logit scale stays the model's own.
+
+    Modules the plan rescales (a float ``scaling``, ``nn.MultiheadAttention``) and their
+    children are fine; torch's own modules are not inspected. Never silent: µP's 1/d matters
+    most in exactly the wide models the proxy is meant for.
+    """
+    covered = tuple(f"{name}." for name in planned)
+    candidates: dict[str, tuple[str, str]] = {}  # module name → (class name, call)
+    for name, module in model.named_modules():
+        key = canonical_name(name)
+        if (
+            key in planned
+            or key.startswith(covered)
+            or type(module).__module__.startswith("torch.")
+        ):
+            continue
+        call = _computes_attention(type(module))
+        if call is not None:
+            candidates[key] = (type(module).__name__, call)
+    # the innermost modules only: a container of attention (the model itself, a block) is not
+    # the one computing it, and a container of attention the plan rescales is fine
+    found: dict[str, list[str]] = {}
+    calls: dict[str, str] = {}
+    for key, (cls, call) in candidates.items():
+        if any(
+            other != key and (key == "" or other.startswith(f"{key}."))
+            for other in [*candidates, *planned]
+        ):
+            continue
+        found.setdefault(cls, []).append(key or "(root)")
+        calls[cls] = call
+    if not found:
+        return
+    listing = "; ".join(
+        f"{cls} ({calls[cls]}) in {', '.join(names[:3])}"
+        + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        for cls, names in found.items()
+    )
+    message = (
+        f"attention the plan cannot rescale: {listing}. These modules compute their logits "
+        "with their own scale (1/sqrt(d) unless they say otherwise), not µP's 1/d, so the "
+        "logits will grow with width. Fix: give each such module an int `head_dim` and a "
+        "float `scaling`, and pass scale=self.scaling to scaled_dot_product_attention (the "
+        "plan then sets it); or compute the scale with plan.attention_scale(head_dim, "
+        "base_head_dim). The coordinate check shows the effect (Δlogits blow up)."
+    )
+    if strict:
+        raise PlanError(message)
+    warnings.warn(message, UnscaledAttentionWarning, stacklevel=3)

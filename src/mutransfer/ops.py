@@ -95,7 +95,116 @@ class OutputScale:
         return f"OutputScale({self.multiplier:g})"
 
 
-MUTRANSFER_HOOKS = (InputScale, OutputScale)
+class KeepSlowPath:
+    """Forward pre-hook that changes nothing: its presence keeps ``nn.TransformerEncoderLayer``
+    off its fused inference kernel, which reads the attention weights directly and would
+    compute 1/√d logits behind a ``ScaledMultiheadAttention``'s back (torch skips that kernel
+    when a submodule has hooks)."""
+
+    def __call__(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "KeepSlowPath()"
+
+
+MUTRANSFER_HOOKS = (InputScale, OutputScale, KeepSlowPath)
+
+
+class ScaledMultiheadAttention(torch.nn.MultiheadAttention):
+    """``nn.MultiheadAttention`` with its q·k logit scale in a float ``scaling`` attribute.
+
+    torch's module fixes the scale at 1/√head_dim inside its kernels; µP needs 1/d. The plan
+    turns an existing ``nn.MultiheadAttention`` into this subclass in place (same parameters,
+    same ``state_dict``, still an ``nn.MultiheadAttention``) and sets ``scaling``. The scale is
+    applied by multiplying the query rows of the input projection (weight and bias) by
+    ``scaling·√head_dim`` inside the forward, which is exactly a multiplier on the logits
+    and leaves the stored parameters and their gradients' meaning unchanged. At the model's own
+    scale the forward is torch's, fast paths included.
+    """
+
+    scaling: float
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        key_padding_mask: torch.Tensor | None = None,
+        need_weights: bool = True,
+        attn_mask: torch.Tensor | None = None,
+        average_attn_weights: bool = True,
+        is_causal: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        factor = float(getattr(self, "scaling", 0.0)) * math.sqrt(self.head_dim)
+        if factor == 1.0 or not factor:
+            return super().forward(
+                query,
+                key,
+                value,
+                key_padding_mask=key_padding_mask,
+                need_weights=need_weights,
+                attn_mask=attn_mask,
+                average_attn_weights=average_attn_weights,
+                is_causal=is_causal,
+            )
+        transpose = self.batch_first and query.dim() == 3
+        if transpose:  # the functional form wants (length, batch, embed); keep q is k is v
+            query, key, value = _transposed(query, key, value)
+        e = self.embed_dim
+        bias: torch.Tensor | None = self.in_proj_bias
+        if bias is not None:
+            bias = torch.cat([bias[:e] * factor, bias[e:]])
+        separate = not self._qkv_same_embed_dim
+        weight = (
+            None
+            if separate
+            else torch.cat([self.in_proj_weight[:e] * factor, self.in_proj_weight[e:]])
+        )
+        out, weights = F.multi_head_attention_forward(
+            query,
+            key,
+            value,
+            self.embed_dim,
+            self.num_heads,
+            weight,
+            bias,
+            self.bias_k,
+            self.bias_v,
+            self.add_zero_attn,
+            self.dropout,
+            self.out_proj.weight,
+            self.out_proj.bias,
+            training=self.training,
+            key_padding_mask=key_padding_mask,
+            need_weights=need_weights,
+            attn_mask=attn_mask,
+            use_separate_proj_weight=separate,
+            q_proj_weight=self.q_proj_weight * factor if separate else None,
+            k_proj_weight=self.k_proj_weight if separate else None,
+            v_proj_weight=self.v_proj_weight if separate else None,
+            average_attn_weights=average_attn_weights,
+            is_causal=is_causal,
+        )
+        return (out.transpose(0, 1) if transpose else out), weights
+
+
+def _transposed(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(1, 0)-transposes of q, k, v that stay the same object where the inputs were (self-
+    attention: one packed projection)."""
+    q = query.transpose(0, 1)
+    k = q if key is query else key.transpose(0, 1)
+    v = k if value is key else (q if value is query else value.transpose(0, 1))
+    return q, k, v
+
+
+def scale_multihead_attention_(module: torch.nn.MultiheadAttention, scaling: float) -> None:
+    """Make ``module`` a ``ScaledMultiheadAttention`` with logits × ``scaling`` (in place)."""
+    if not isinstance(module, ScaledMultiheadAttention):
+        module.__class__ = ScaledMultiheadAttention
+    module.__dict__["scaling"] = float(scaling)  # a plain float: a constant to torch.compile
 
 
 def remove_hooks(module: torch.nn.Module) -> int:

@@ -209,7 +209,24 @@ class Plan:
                 raise PlanError(
                     f"attention module {att.module!r} from the plan is not in the model"
                 )
-            module.scaling = att.scale
+            if isinstance(module, nn.MultiheadAttention):
+                ops.scale_multihead_attention_(module, att.scale)
+                module.register_forward_pre_hook(ops.KeepSlowPath())
+            else:
+                module.scaling = att.scale
+        for module in modules.values():
+            # torch's encoder packs padded batches into nested tensors for its fused kernels,
+            # which would bypass the scaled attention: keep it on the ordinary path
+            layers = getattr(module, "layers", None)
+            if (
+                isinstance(module, nn.TransformerEncoder)
+                and layers is not None
+                and any(
+                    isinstance(getattr(layer, "self_attn", None), ops.ScaledMultiheadAttention)
+                    for layer in layers
+                )
+            ):
+                module.use_nested_tensor = False
         return target
 
     # ------------------------------------------------------------------------------ init
