@@ -23,11 +23,11 @@ from . import ops
 from .own_init import BaseInit, OwnInit, declared_rules, has_values, own_init_at_base
 from .plan import AttentionPlan, Mode, ModuleScale, Plan, PlanError, TensorPlan
 from .roles import (
+    DepthMap,
     RoleError,
     Shapes,
     TensorRole,
     _check_patterns_used,
-    _DepthMap,
     canonical_name,
     infer_roles,
     named_shapes,
@@ -397,8 +397,7 @@ def _add_residual_scales(
     patterns = list(patterns)
     if not patterns:
         return
-    names = [canonical_name(n) for n, _ in model.named_parameters(remove_duplicate=False)]
-    depth = _DepthMap.build(names, base_shapes)
+    depth = DepthMap(named_shapes(model), base_shapes)
     matched = False
     for name, module in model.named_modules():
         key = canonical_name(name)

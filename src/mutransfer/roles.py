@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import fnmatch
 import math
-import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -164,64 +163,223 @@ def _role_from(in_width: bool, out_width: bool, ndim: int, has_width: bool) -> s
     return "scalar"
 
 
-@dataclass
-class _DepthMap:
-    """Maps the blocks of a deeper model onto the blocks of its base (block i → i mod L_base)."""
+class DepthMap:
+    """Pairs the layers of a deeper (or shallower) model with the base layers of the same kind.
 
-    base_indices: dict[tuple[str, ...], list[int]]
-    model_counts: dict[tuple[str, ...], int]
+    A *depth container* is a numbered module list (``blocks.0``, ``blocks.1``... or the
+    children of an ``nn.Sequential``) whose length differs from the base's. Its elements are
+    grouped into *kinds*: same parameter names and number of dimensions, and shapes that agree
+    up to the model's width ratios (``nn.Sequential(Linear(12, w), Linear(w, w), Linear(w, 5))``
+    holds three kinds: the input layer, the hidden layer, the readout). The k-th element of a
+    kind in the model maps onto element ``k mod n`` of the n base elements of that kind, so
+    transformer blocks map as ``blocks.i → blocks.(i mod L_base)``, and a readout is never
+    paired with a hidden layer. Where a layer matches no base kind, or several, it is an error
+    that says how to give the base: a silent mis-pairing would give it another layer's role.
 
-    @classmethod
-    def build(cls, model_names: Iterable[str], base_names: Iterable[str]) -> _DepthMap:
-        def index_sets(names: Iterable[str]) -> dict[tuple[str, ...], set[int]]:
-            found: dict[tuple[str, ...], set[int]] = defaultdict(set)
-            for name in names:
-                parts = name.split(".")
-                for k, part in enumerate(parts[:-1]):
-                    if part.isdigit():
-                        found[tuple(parts[:k])].add(int(part))
-            return found
+    The depth multiplier m_L of an element is how many more layers of its kind the model has
+    than the base: the number of blocks for a block list, 1 for an input or readout layer that
+    occurs once in both.
+    """
 
-        base = index_sets(base_names)
-        model = index_sets(model_names)
-        return cls(
-            base_indices={k: sorted(v) for k, v in base.items()},
-            model_counts={k: len(v) for k, v in model.items()},
-        )
+    def __init__(self, model_shapes: Shapes, base_shapes: Shapes) -> None:
+        self.model = {n: tuple(s) for n, s in model_shapes.items()}
+        self.base = {n: tuple(s) for n, s in base_shapes.items()}
+        self._maps: dict[tuple[str, str], dict[int, tuple[int, float]] | None] = {}
+        self._changed = _changed_containers(self.model, self.base)
+        self._ratios = _width_ratios(self.model, self.base, self._changed)
 
-    def base_name(self, name: str, base_names: Shapes) -> str | None:
+    def base_name(self, name: str) -> str | None:
         """The base parameter that ``name`` corresponds to, or None."""
-        if name in base_names:
-            return name
-        parts = name.split(".")
-        for k, part in enumerate(parts[:-1]):
-            indices = self.base_indices.get(tuple(parts[:k]))
-            if part.isdigit() and indices:
-                mapped = [*parts[:k], str(indices[int(part) % len(indices)]), *parts[k + 1 :]]
-                candidate = ".".join(mapped)
-                if candidate in base_names:
-                    return candidate
-        return None
+        mapped, _ = self._walk(name)
+        return mapped if mapped in self.base else None
 
     def depth_multiplier(self, name: str) -> float:
-        """m_L of the first block container (a numbered module list) whose length changed."""
+        """m_L of the first depth container on ``name``'s path (1.0 outside any)."""
+        _, m_depth = self._walk(name)
+        return m_depth
+
+    def containers(self) -> dict[str, tuple[int, int]]:
+        """Depth containers (model names): prefix → (depth, base depth)."""
+        return dict(self._changed)
+
+    def _walk(self, name: str) -> tuple[str, float]:
+        parts = name.split(".")
+        out: list[str] = []
+        m_depth: float | None = None
+        for k, part in enumerate(parts):
+            if part.isdigit() and k < len(parts) - 1:
+                mapping = self._map(".".join(parts[:k]), ".".join(out))
+                if mapping is not None and int(part) in mapping:
+                    index, element_depth = mapping[int(part)]
+                    part = str(index)
+                    if m_depth is None:
+                        m_depth = element_depth
+            out.append(part)
+        return ".".join(out), 1.0 if m_depth is None else m_depth
+
+    def _map(self, model_prefix: str, base_prefix: str) -> dict[int, tuple[int, float]] | None:
+        """model index → (base index, m_L) for one container; None when the lengths agree."""
+        key = (model_prefix, base_prefix)
+        if key not in self._maps:
+            self._maps[key] = self._build_map(model_prefix, base_prefix)
+        return self._maps[key]
+
+    def _build_map(
+        self, model_prefix: str, base_prefix: str
+    ) -> dict[int, tuple[int, float]] | None:
+        model = _elements(self.model, model_prefix)
+        base = _elements(self.base, base_prefix)
+        if not base or len(model) == len(base):
+            return None
+        ratios = self._ratios or _end_ratios(model, base)
+        kinds: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        for j, element in sorted(base.items()):
+            kinds[_kind_key(element)].append(j)
+        model_kinds = {
+            i: self._kind_of(model_prefix, i, element, base, kinds, ratios)
+            for i, element in sorted(model.items())
+        }
+        counts: dict[tuple[Any, ...], int] = defaultdict(int)
+        for kind in model_kinds.values():
+            counts[kind] += 1
+        seen: dict[tuple[Any, ...], int] = defaultdict(int)
+        result: dict[int, tuple[int, float]] = {}
+        for i, kind in sorted(model_kinds.items()):
+            candidates = kinds[kind]
+            result[i] = (candidates[seen[kind] % len(candidates)], counts[kind] / len(candidates))
+            seen[kind] += 1
+        return result
+
+    def _kind_of(
+        self,
+        prefix: str,
+        index: int,
+        element: dict[str, tuple[int, ...]],
+        base: Mapping[int, dict[str, tuple[int, ...]]],
+        kinds: Mapping[tuple[Any, ...], list[int]],
+        ratios: set[float],
+    ) -> tuple[Any, ...]:
+        where = f"{prefix}.{index}" if prefix else str(index)
+        container = repr(prefix) if prefix else "its top-level container"
+        scored: dict[tuple[Any, ...], int] = {}
+        for kind, members in kinds.items():
+            score = _compatibility(element, base[members[0]], ratios)
+            if score is not None:
+                scored[kind] = score
+        best = [k for k, s in scored.items() if s == max(scored.values(), default=-1)]
+        if not best:
+            raise RoleError(
+                f"the model's depth differs from its base's in {container}, and its layer "
+                f"{where!r} ({_describe(element)}) matches no layer of the base there by "
+                "parameter names and shapes, so mutransfer cannot tell what it corresponds to. "
+                "Build the base from the same code as the model, at the base width and the base "
+                "depth (e.g. with the same factory), so that every kind of layer appears in it."
+            )
+        if len(best) > 1:
+            options = "; ".join(
+                f"{prefix + '.' if prefix else ''}{kinds[k][0]} ({_describe(base[kinds[k][0]])})"
+                for k in best
+            )
+            raise RoleError(
+                f"the model's depth differs from its base's in {container}, and its layer "
+                f"{where!r} ({_describe(element)}) could be any of several different base "
+                f"layers: {options}. Give the base at the same depth as the model (only the "
+                "width differing), so that every layer has a counterpart of the same name."
+            )
+        return best[0]
+
+
+def _elements(shapes: Shapes, prefix: str) -> dict[int, dict[str, tuple[int, ...]]]:
+    """The elements of a numbered container: index → {relative parameter name: shape}."""
+    start = f"{prefix}." if prefix else ""
+    out: dict[int, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for name, shape in shapes.items():
+        if not name.startswith(start):
+            continue
+        head, _, rest = name[len(start) :].partition(".")
+        if head.isdigit() and rest:
+            out[int(head)][rest] = tuple(shape)
+    return dict(out)
+
+
+def _containers(names: Iterable[str]) -> dict[str, set[int]]:
+    """Numbered containers (prefix → indices) on the paths of parameter names."""
+    found: dict[str, set[int]] = defaultdict(set)
+    for name in names:
         parts = name.split(".")
         for k, part in enumerate(parts[:-1]):
-            key = tuple(parts[:k])
-            if part.isdigit() and key in self.base_indices:
-                base_count = len(self.base_indices[key])
-                count = self.model_counts.get(key, base_count)
-                if count != base_count:
-                    return count / base_count
-        return 1.0
+            if part.isdigit():
+                found[".".join(parts[:k])].add(int(part))
+    return found
 
-    def depth_containers(self) -> dict[str, tuple[int, int]]:
-        """Block containers whose depth differs from the base: prefix → (depth, base_depth)."""
-        return {
-            ".".join(k): (self.model_counts.get(k, len(v)), len(v))
-            for k, v in self.base_indices.items()
-            if self.model_counts.get(k, len(v)) != len(v)
-        }
+
+def _changed_containers(model: Iterable[str], base: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """Numbered containers (by model name) whose length differs from the base's."""
+    base_counts = {k: len(v) for k, v in _containers(base).items()}
+    return {
+        prefix: (len(indices), base_counts[prefix])
+        for prefix, indices in _containers(model).items()
+        if prefix in base_counts and len(indices) != base_counts[prefix]
+    }
+
+
+def _width_ratios(model: Shapes, base: Shapes, changed: Mapping[str, Any]) -> set[float]:
+    """Ratios model/base of the dims that differ, over parameters outside depth containers."""
+    inside = tuple(f"{p}." if p else "" for p in changed)
+    ratios: set[float] = set()
+    for name, shape in model.items():
+        if name.startswith(inside) or name not in base:
+            continue
+        other = base[name]
+        if len(other) == len(shape):
+            ratios |= {round(a / b, 9) for a, b in zip(shape, other, strict=True) if a != b}
+    return ratios
+
+
+def _end_ratios(
+    model: Mapping[int, dict[str, tuple[int, ...]]],
+    base: Mapping[int, dict[str, tuple[int, ...]]],
+) -> set[float]:
+    """Width ratios from a container's first and last elements, for a model that is nothing but
+    the container (an ``nn.Sequential`` MLP): its input and readout layers align at the ends."""
+    ratios: set[float] = set()
+    for i, j in ((min(model), min(base)), (max(model), max(base))):
+        a, b = model[i], base[j]
+        if set(a) == set(b) and all(len(a[n]) == len(b[n]) for n in a):
+            for n in a:
+                ratios |= {round(x / y, 9) for x, y in zip(a[n], b[n], strict=True) if x != y}
+    return ratios
+
+
+def _kind_key(element: Mapping[str, tuple[int, ...]]) -> tuple[Any, ...]:
+    return tuple(sorted(element.items()))
+
+
+def _compatibility(
+    element: Mapping[str, tuple[int, ...]],
+    base: Mapping[str, tuple[int, ...]],
+    ratios: set[float],
+) -> int | None:
+    """How well a model element fits a base element: None if it cannot be the same kind of layer
+    (other parameters, or a dimension that differs by something other than a width ratio), else
+    the number of dimensions that are exactly equal."""
+    if set(element) != set(base):
+        return None
+    equal = 0
+    for name, shape in element.items():
+        other = base[name]
+        if len(shape) != len(other):
+            return None
+        for a, b in zip(shape, other, strict=True):
+            if a == b:
+                equal += 1
+            elif ratios and round(a / b, 9) not in ratios:
+                return None
+    return equal
+
+
+def _describe(element: Mapping[str, tuple[int, ...]]) -> str:
+    return ", ".join(f"{n} {list(s)}" for n, s in sorted(element.items()))
 
 
 def _match(patterns: Mapping[str, Any], names: Sequence[str]) -> Any:
@@ -282,7 +440,7 @@ def infer_roles(
     _check_patterns_used("role override", roles, all_names)
     _check_patterns_used("layout", layouts, all_names)
 
-    depth = _DepthMap.build(all_names, base_shapes)
+    depth = DepthMap(named_shapes(model), base_shapes)
     result: dict[str, TensorRole] = {}
     any_width = False
     for members in groups.values():
@@ -338,11 +496,11 @@ def _alias_role(
     modules: Mapping[str, nn.Module],
     base_shapes: Shapes,
     delta_shapes: Shapes | None,
-    depth: _DepthMap,
+    depth: DepthMap,
     roles: Mapping[str, str],
     layouts: Mapping[str, str],
 ) -> TensorRole:
-    base_name = depth.base_name(name, base_shapes)
+    base_name = depth.base_name(name)
     if base_name is None:
         raise RoleError(
             f"parameter {name!r} (shape {list(shape)}) is missing from the base model. The base "
@@ -437,7 +595,4 @@ def depth_containers(
     model_names: Iterable[str], base_names: Iterable[str]
 ) -> dict[str, tuple[int, int]]:
     """Numbered block lists whose length differs from the base: prefix → (depth, base depth)."""
-    return _DepthMap.build(model_names, base_names).depth_containers()
-
-
-_DIGITS = re.compile(r"\d+")
+    return _changed_containers(model_names, base_names)
