@@ -7,6 +7,7 @@ across many seeds is in test_coord_calibration.py.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -19,11 +20,14 @@ from mutransfer.coord_record import Recorder, attention_logits
 from mutransfer.coord_verdict import (
     BLOWS_UP,
     EXPECTED,
+    LAZY,
+    NOISY,
     STABLE,
     VANISHES,
     ZERO,
     CoordReport,
     Thresholds,
+    fit_series,
     fit_slope,
     judge,
     series_slope,
@@ -42,15 +46,21 @@ def mlp(width: int) -> MLP:
     return MLP(width=width, depth=3, in_features=16, num_classes=10)
 
 
-def broken(role: str, rule: RoleRule, name: str) -> mt.Rules:
-    """µP with one role's Adam rule replaced: a few lines, as a user would write it."""
-    adam = {**mt.MUP.families["adam"], role: rule}
-    return mt.MUP.with_(name=name, families={**mt.MUP.families, "adam": adam})
+def broken(role: str, rule: RoleRule, name: str, family: str = "adam") -> mt.Rules:
+    """µP with one role's rule replaced: a few lines, as a user would write it."""
+    table = {**mt.MUP.families[family], role: rule}
+    return mt.MUP.with_(name=name, families={**mt.MUP.families, family: table})
 
 
 HIDDEN_LR_UNSCALED = broken("hidden", RoleRule.make(init=-0.5, eps=-1), "hidden-lr-unscaled")
 NO_READOUT_MULTIPLIER = broken("output", RoleRule(), "no-readout-multiplier")
 ATTENTION_SQRT = mt.MUP.with_(name="attention-1/sqrt(d)", attention="sp")
+# the readout's LR divided by width once more than µP's (Adam: 1/m instead of 1; SGD: 1 instead
+# of m): it learns too slowly at large width, and nothing grows
+LAZY_READOUT = broken("output", RoleRule.make(multiplier=-1, lr=-1), "readout-lr-divided-by-width")
+LAZY_READOUT_SGD = broken("output", RoleRule.make(multiplier=-1), "readout-lr-divided", "sgd")
+# hidden weights drawn with the base width's std at every width (1/√base_fan_in, not 1/√fan_in)
+HIDDEN_INIT_UNSCALED = broken("hidden", RoleRule.make(lr=-1, eps=-1), "hidden-init-unscaled")
 
 GPT_HIDDEN = {
     f"blocks.{i}.{m}" for i in range(2) for m in ("attn.q", "attn.k", "attn.v", "attn.o")
@@ -127,6 +137,27 @@ def test_a_tied_readout_is_judged_as_a_readout() -> None:
     assert readout.roles == ["output"]
     assert readout.statuses[0] == EXPECTED and readout.verdict == STABLE  # 1/√width, explained
     assert math.isclose(readout.slopes[0] or 0.0, -0.5, abs_tol=0.1)
+
+
+def test_readout_lr_divided_by_width_fails_at_the_readout() -> None:
+    report = coord_check(gpt, WIDTHS, steps=3, seeds=2, rules=LAZY_READOUT)
+    assert not report.ok and not report.blowing_up()  # nothing grows: it fails all the same
+    assert culprit_keys(report) == {("lm_head", "update")}
+    slopes = [s for s in report.row("lm_head", "update").slopes if s is not None]
+    assert max(slopes) < -0.85  # ~ -1: one factor of width
+    assert "1 layer learns too slowly" in report.summary()
+    # under SGD, with a readout bias: the bias's update (Θ(1)) is kept apart from ΔW·x
+    sgd = coord_check(mlp, WIDTHS, steps=3, seeds=2, optimizer="sgd", rules=LAZY_READOUT_SGD)
+    assert not sgd.ok and culprit_keys(sgd) == {("readout", "update")}
+    assert sgd.row("readout", "Δbias").verdict == STABLE
+
+
+def test_hidden_init_not_scaled_fails_at_initialisation() -> None:
+    report = coord_check(gpt, WIDTHS, steps=3, seeds=2, rules=HIDDEN_INIT_UNSCALED)
+    assert not report.ok
+    wrong_at_init = {m for m, q in culprit_keys(report) if q == "out"}
+    assert wrong_at_init >= GPT_HIDDEN
+    assert all(report.row(m, "out").statuses[0] == BLOWS_UP for m in GPT_HIDDEN)
 
 
 # --------------------------------------------------------------------- any model, any form
@@ -268,10 +299,17 @@ def test_update_term_is_delta_w_times_the_current_input() -> None:
     recorder.remove()
     h = torch.tanh(model[0](x))
     first = model[0]
-    change = F.linear(h, model[2].weight - old[2], model[2].bias - old[3])
-    assert math.isclose(got[("2", "update")], change.pow(2).mean().sqrt().item(), rel_tol=1e-5)
-    change0 = F.linear(x, first.weight - old[0], first.bias - old[1])
-    assert math.isclose(got[("0", "update")], change0.pow(2).mean().sqrt().item(), rel_tol=1e-5)
+
+    def rms(t: torch.Tensor) -> float:
+        return t.pow(2).mean().sqrt().item()
+
+    # the weight's ΔW·x and the bias's part (Δb added at every position) are kept apart
+    change = F.linear(h, model[2].weight - old[2])
+    assert math.isclose(got[("2", "update")], rms(change), rel_tol=1e-5)
+    change0 = F.linear(x, first.weight - old[0])
+    assert math.isclose(got[("0", "update")], rms(change0), rel_tol=1e-5)
+    bias_change = F.linear(h, torch.zeros_like(old[2]), model[2].bias - old[3])
+    assert math.isclose(got[("2", "Δbias")], rms(bias_change), rel_tol=1e-5)
     assert not model[0]._forward_hooks  # hooks removed
 
 
@@ -353,32 +391,111 @@ def test_slope_fit_and_special_series() -> None:
     assert status is None and math.isclose(slope or 0, 1.0)
 
 
-def test_judge_on_synthetic_series() -> None:
-    sizes, seeds = [32, 64, 128, 256], [0]
-    values = {}
-    for i, n in enumerate(sizes):
-        for t in range(2):
-            values.setdefault(("grows", "update"), {})[(t, i, 0)] = float(n)
-            values.setdefault(("flat", "out"), {})[(t, i, 0)] = 1.0
-            values.setdefault(("slow", "update"), {})[(t, i, 0)] = 1.0 / n
-            values.setdefault(("head", "out"), {})[(t, i, 0)] = n**-0.5
-    report = judge(
+def synthetic(
+    series: dict[tuple[str, str], Callable[[int, int, int], float]],
+    *,
+    seeds: int = 1,
+    steps: int = 2,
+    roles: dict[str, list[str]] | None = None,
+    strict: bool = False,
+) -> CoordReport:
+    """A report judged from made-up RMS values ``series[key](width, step, seed)``."""
+    sizes = [32, 64, 128, 256]
+    values = {
+        key: {
+            (t, i, j): fn(n, t, j)
+            for t in range(steps + 1)
+            for i, n in enumerate(sizes)
+            for j in range(seeds)
+        }
+        for key, fn in series.items()
+    }
+    return judge(
         sizes=sizes,
-        seeds=seeds,
-        steps=1,
+        seeds=list(range(seeds)),
+        steps=steps,
         values=values,
         losses={},
         order={k: i for i, k in enumerate(values)},
-        context={"roles": {"head": ["output"]}, "vary": "width", "attention": "mup"},
+        context={"roles": roles or {}, "vary": "width", "attention": "mup"},
         settings={"vary": "width"},
         thresholds=Thresholds(),
+        strict=strict,
+    )
+
+
+def test_judge_on_synthetic_series() -> None:
+    report = synthetic(
+        {
+            ("grows", "update"): lambda n, t, j: float(n),
+            ("flat", "out"): lambda n, t, j: 1.0,
+            ("slow", "update"): lambda n, t, j: 1.0 / n,  # one factor of width too many
+            ("incoherent", "update"): lambda n, t, j: n**-0.5,  # µP's own worst shrinkage
+            ("shrinks", "out"): lambda n, t, j: n**-0.6,
+            ("head", "out"): lambda n, t, j: n**-0.5,
+        },
+        roles={"head": ["output"]},
     )
     verdicts = {r.module: r.verdict for r in report.rows}
-    assert verdicts == {"grows": BLOWS_UP, "flat": STABLE, "slow": VANISHES, "head": STABLE}
+    assert verdicts == {
+        "grows": BLOWS_UP,
+        "flat": STABLE,
+        "slow": LAZY,
+        "incoherent": VANISHES,
+        "shrinks": VANISHES,
+        "head": STABLE,
+    }
     assert report.row("head").notes  # the readout's 1/√width is explained, not flagged
-    assert [r.module for r in report.culprits()] == ["grows"]
+    assert [r.module for r in report.culprits()] == ["grows", "slow"]  # what fails, in order
+    assert not report.ok
+    assert report.summary().startswith("FAIL: 1 series blows up with width; 1 layer learns")
+    assert "slow (update: slope -1.00 or less at every step)" in report.summary()
     clone = CoordReport.from_json(report.to_json())
     assert clone.rows == report.rows and clone.values == report.values
+    assert clone.strict == report.strict and clone.ok == report.ok
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_the_printed_verdict_is_the_outcome(strict: bool) -> None:
+    # an update that shrinks at step 1 only (it catches up later) and an activation that shrinks:
+    # warnings by default, failures when strict — and the words say so either way
+    report = synthetic(
+        {
+            ("late", "update"): lambda n, t, j: n**-1.0 if t == 1 else 1.0,
+            ("shrinks", "out"): lambda n, t, j: n**-0.6,
+        },
+        strict=strict,
+    )
+    assert report.row("late", "update").verdict == VANISHES  # not LAZY: it keeps up at t=2
+    assert report.ok is not strict
+    summary, table = report.summary(), report.table()
+    first = summary.splitlines()[0]
+    assert first.startswith("FAIL: 2 series shrink with width (strict)" if strict else "PASS: ")
+    assert table.startswith("coord check [FAIL]" if strict else "coord check [PASS]")
+    assert ("warning: 2 series shrink" in summary) is not strict
+    assert report.to_dict()["ok"] is report.ok
+
+
+def test_a_slope_within_its_own_scatter_is_not_a_blow_up() -> None:
+    jitter = [1.0, 2.2, 0.8, 2.0]  # a noisy series: the points do not follow a power law
+    sizes = [32, 64, 128, 256]
+    report = synthetic(
+        {
+            ("noisy", "update"): lambda n, t, j: jitter[(sizes.index(n) + j) % 4] * n**0.3,
+            ("clean", "update"): lambda n, t, j: (1.0 + 0.1 * j) * n**0.3,
+        },
+        seeds=2,
+    )
+    noisy, clean = report.row("noisy", "update"), report.row("clean", "update")
+    assert clean.verdict == BLOWS_UP
+    assert all(e is not None and e < 1e-9 for e in clean.errors[1:])  # on its line exactly
+    assert all(s is not None and s > 0.25 for s in noisy.slopes[1:])
+    assert noisy.statuses[1:] == [NOISY, NOISY] and noisy.verdict == STABLE
+    assert "?" in report.table()
+    fit = fit_series(
+        sizes, [[jitter[(i + j) % 4] * n**0.3 for j in range(2)] for i, n in enumerate(sizes)]
+    )
+    assert fit.slope is not None and fit.error is not None and fit.slope < 2 * fit.error
 
 
 # --------------------------------------------------------------------------------- errors

@@ -1,9 +1,13 @@
 """The verdict's thresholds hold across seeds: correct µP passes, each broken variant fails at
-the layer that has the fault, for every pair of seeds tried (widths 32–256, 3 steps, Adam).
+the layer that has the fault, for every pair of seeds tried (3 steps, Adam and SGD, the
+reference GPT and MLP; widths 32–256, and 64–512 for the GPT under SGD, which needs them).
 
-This is the calibration behind ``Thresholds`` (see docs/coord-check.md for the numbers): the
-largest slope of a correct µP model stays well below the blow-up threshold (0.25), the
-smallest slope of a faulty layer well above it.
+This is the calibration behind ``Thresholds`` (see docs/coord-check.md for the numbers, and
+``bench/coord_faults.py --calibrate`` for the full measurement): the largest slope of a correct
+µP model stays well below the blow-up threshold (+0.25), the smallest slope of a faulty layer
+well above it; every trained layer's own update of a correct model keeps, at its best step, a
+slope well above the ``lazy`` threshold (−0.75), a readout whose LR is divided by width stays
+near −1 at every step.
 """
 
 from __future__ import annotations
@@ -12,11 +16,14 @@ import pytest
 
 import mutransfer as mt
 from mutransfer.coord import coord_check
-from mutransfer.coord_verdict import EXPECTED, CoordReport
+from mutransfer.coord_verdict import EXPECTED, LEARNED, ZERO, CoordReport, Thresholds
 from test_coord import (
     ATTENTION_SQRT,
     GPT_HIDDEN,
+    HIDDEN_INIT_UNSCALED,
     HIDDEN_LR_UNSCALED,
+    LAZY_READOUT,
+    LAZY_READOUT_SGD,
     NO_READOUT_MULTIPLIER,
     WIDTHS,
     gpt,
@@ -25,6 +32,8 @@ from test_coord import (
 
 pytestmark = pytest.mark.slow
 SEED_PAIRS = [(0, 1), (2, 3), (4, 5)]
+WIDE = (64, 128, 256, 512)
+LAZY = Thresholds().lazy
 
 
 def largest_unexplained_slope(report: CoordReport) -> float:
@@ -36,16 +45,31 @@ def largest_unexplained_slope(report: CoordReport) -> float:
     )
 
 
+def slowest_update(report: CoordReport) -> float:
+    """The smallest, over trained layers, of their own update's best slope over steps."""
+    return min(
+        max(s for s, st in zip(r.slopes, r.statuses, strict=True) if s is not None and st != ZERO)
+        for r in report.rows
+        if r.quantity in LEARNED and any(s is not None for s in r.slopes)
+    )
+
+
 def faulty(report: CoordReport) -> set[tuple[str, str]]:
     return {r.key for r in report.culprits()}
 
 
+CORRECT = [(gpt, "adam", WIDTHS), (gpt, "sgd", WIDE), (mlp, "adam", WIDTHS), (mlp, "sgd", WIDTHS)]
+
+
 @pytest.mark.parametrize("seeds", SEED_PAIRS)
 def test_mup_passes_with_margin(seeds: tuple[int, int]) -> None:
-    for factory, optimizer in ((gpt, "adam"), (mlp, "adam"), (mlp, "sgd")):
-        report = coord_check(factory, WIDTHS, steps=3, seeds=seeds, optimizer=optimizer)
+    for factory, optimizer, widths in CORRECT:
+        report = coord_check(factory, widths, steps=3, seeds=seeds, optimizer=optimizer)
         assert report.ok, report.table()
         assert largest_unexplained_slope(report) < 0.2, report.table()
+        # SGD's first updates of attention queries and keys shrink like 1/√width (measured
+        # down to -0.63); Adam's updates are Θ(1) from the first step
+        assert slowest_update(report) > (LAZY + 0.1 if optimizer == "sgd" else -0.3)
 
 
 @pytest.mark.parametrize("seeds", SEED_PAIRS)
@@ -64,3 +88,25 @@ def test_broken_variants_fail_at_the_faulty_layer(seeds: tuple[int, int]) -> Non
 
     sp = coord_check(mlp, WIDTHS, steps=3, seeds=seeds, rules=mt.SP)
     assert {("body.2", "update"), ("readout", "update")} <= faulty(sp)
+
+    init = coord_check(gpt, WIDTHS, steps=3, seeds=seeds, rules=HIDDEN_INIT_UNSCALED)
+    assert {m for m, q in faulty(init) if q == "out"} >= GPT_HIDDEN
+
+
+LAZY_CASES = [
+    (gpt, "adam", WIDTHS, LAZY_READOUT, "lm_head"),
+    (gpt, "sgd", WIDE, LAZY_READOUT_SGD, "lm_head"),
+    (mlp, "adam", WIDTHS, LAZY_READOUT, "readout"),
+    (mlp, "sgd", WIDTHS, LAZY_READOUT_SGD, "readout"),
+]
+
+
+@pytest.mark.parametrize("seeds", SEED_PAIRS)
+def test_a_lazy_readout_fails_at_the_readout_alone(seeds: tuple[int, int]) -> None:
+    for factory, optimizer, widths, rules, readout in LAZY_CASES:
+        report = coord_check(
+            factory, widths, steps=3, seeds=seeds, optimizer=optimizer, rules=rules
+        )
+        assert faulty(report) == {(readout, "update")}, report.table()
+        best = max(s for s in report.row(readout, "update").slopes if s is not None)
+        assert best < LAZY - 0.1, report.table()

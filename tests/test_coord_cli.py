@@ -23,9 +23,15 @@ def make(width):
                          nn.Linear(width, 4))
 
 
-# a broken variant: the hidden LR shrinks like 1/width² instead of 1/width
-adam = {**mt.MUP.families["adam"], "hidden": mt.RoleRule.make(init=-0.5, lr=-2, eps=-1)}
-SLOW = mt.MUP.with_(name="hidden-lr-too-small", families={**mt.MUP.families, "adam": adam})
+def with_hidden_lr(exponent, name):
+    adam = {**mt.MUP.families["adam"], "hidden": mt.RoleRule.make(init=-0.5, lr=exponent, eps=-1)}
+    return mt.MUP.with_(name=name, families={**mt.MUP.families, "adam": adam})
+
+
+# broken variants: the hidden LR shrinks like 1/width² (its update like 1/width: a layer that
+# learns too slowly) or like 1/width^1.5 (its update like 1/√width: a shrinking series)
+SLOW = with_hidden_lr(-2, "hidden-lr-too-small")
+SLOWISH = with_hidden_lr(-1.5, "hidden-lr-a-bit-small")
 """
 
 
@@ -52,16 +58,35 @@ def test_mup_mlp_passes_without_a_figure(tmp_path: Path) -> None:
     assert not (tmp_path / "coord_check.png").exists()
 
 
-def test_user_factory_and_rules_from_a_file(tmp_path: Path) -> None:
+def verdict_line(out: str) -> str:
+    return next(line for line in out.splitlines() if line.startswith(("PASS: ", "FAIL: ")))
+
+
+def test_user_factory_and_rules_from_a_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     user = tmp_path / "user_model.py"
     user.write_text(USER_FILE)
     assert run(tmp_path / "ok", f"{user}:make", *FAST, "--no-plot") == 0
+    assert verdict_line(capsys.readouterr().out).startswith("PASS: ")
+    # a layer whose own update shrinks like 1/width fails by default, named
     slow = [f"{user}:make", "--rules", f"{user}:SLOW", *FAST, "--no-plot"]
-    assert run(tmp_path / "slow", *slow) == 0  # vanishing is a warning...
-    assert run(tmp_path / "strict", *slow, "--strict") == 1  # ...unless --strict
+    assert run(tmp_path / "slow", *slow) == 1
+    line = verdict_line(capsys.readouterr().out)
+    assert line.startswith("FAIL: 1 layer learns too slowly") and "At fault: 2 (update" in line
     report = json.loads((tmp_path / "slow" / "coord_check.json").read_text())
-    vanishing = {r["module"] for r in report["rows"] if r["verdict"] == "vanishes"}
-    assert "2" in vanishing and report["settings"]["rules"] == "hidden-lr-too-small"
+    assert report["ok"] is False and report["settings"]["rules"] == "hidden-lr-too-small"
+    assert report["culprits"] == [c for c in report["culprits"] if c.startswith("2 (update")]
+    # one that shrinks like 1/√width is a warning, and a failure with --strict
+    slowish = [f"{user}:make", "--rules", f"{user}:SLOWISH", *FAST, "--no-plot"]
+    assert run(tmp_path / "slowish", *slowish) == 0
+    out = capsys.readouterr().out
+    assert verdict_line(out).startswith("PASS: ") and "warning: " in out and "2 (update" in out
+    assert run(tmp_path / "strict", *slowish, "--strict") == 1
+    out = capsys.readouterr().out
+    assert "coord check [FAIL]" in out and "(strict)" in verdict_line(out)
+    strict = json.loads((tmp_path / "strict" / "coord_check.json").read_text())
+    assert strict["ok"] is False and strict["strict"] is True
 
 
 def test_package_factory_and_depth_mode(tmp_path: Path) -> None:

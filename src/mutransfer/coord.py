@@ -26,6 +26,7 @@ import dataclasses
 import math
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Literal, TypeAlias
 
@@ -47,6 +48,9 @@ LossFn: TypeAlias = Callable[[Any, Batch], torch.Tensor]
 
 DEFAULT_LR = {"adam": 1e-2, "sgd": 0.1}
 """Base-width learning rates large enough that a wrong scale shows within a few steps."""
+
+REFERENCE_INIT_STD = 1 / math.sqrt(64)
+"""The hidden init std (1/√fan_in at width 64) that Adam's default LR of 1e-2 is made for."""
 
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
@@ -75,6 +79,7 @@ def coord_check(
     updates: bool = True,
     attention_logits: bool = True,
     thresholds: Thresholds | None = None,
+    strict: bool = False,
     device: str | torch.device | None = None,
     workers: int = 1,
     progress: Callable[[str], None] | None = None,
@@ -90,7 +95,10 @@ def coord_check(
         steps: optimizer updates; coordinates are recorded after 0, 1, ..., ``steps`` updates.
         seeds: number of seeds (``0..n-1``) or the seeds themselves; slopes are averaged.
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a ``torch.optim`` optimizer class.
-        lr: base learning rate (the plan scales it per tensor); default 1e-2 (Adam), 0.1 (SGD).
+        lr: base learning rate (the plan scales it per tensor). Default 0.1 for SGD; for Adam
+            1e-2, times (hidden init std at the base) / (1/√64) when the model's hidden weights
+            start smaller than 1/√64 (see ``_Runner.default_lr``): e.g. 1.6e-3 for a GPT-2-style
+            init of σ 0.02.
         data: a batch, a callable ``data(generator) -> batch`` called once per seed, or
             batches (a list, a DataLoader) of which the first is used; the same batch is used
             at every step. A batch is ``(inputs, targets)``
@@ -113,6 +121,9 @@ def coord_check(
             module per step, and a copy of the parameters unless the optimizer is plain SGD).
         attention_logits: record the logits of ``F.scaled_dot_product_attention`` calls.
         thresholds: slope thresholds of the verdict (defaults calibrated on real runs).
+        strict: also fail when a series vanishes (an activation or update that shrinks with
+            width at some step, beyond µP's explained shrinkages); by default those are
+            warnings, and only blow-ups and layers that learn too slowly fail.
         device: where to train (default: CPU).
         workers: threads training different sizes and seeds at once (torch kernels release
             the GIL; torch's intra-op threads are divided between them). Results do not
@@ -132,11 +143,9 @@ def coord_check(
     if workers < 1:
         raise CoordCheckError(f"workers must be at least 1 (got {workers})")
     family = optimizer_family(optimizer)
-    if lr is None:
-        if family not in DEFAULT_LR:
-            raise CoordCheckError(f"pass lr= for optimizer {optimizer!r} (no default for it)")
-        lr = DEFAULT_LR[family]
-    if not (lr > 0 and math.isfinite(lr)):
+    if lr is None and family not in DEFAULT_LR:
+        raise CoordCheckError(f"pass lr= for optimizer {optimizer!r} (no default for it)")
+    if lr is not None and not (lr > 0 and math.isfinite(lr)):
         raise CoordCheckError(f"lr must be a positive finite number (got {lr!r})")
     rules_obj = get_rules(rules)
     base_size = base_width if base_width is not None else sizes[0]
@@ -149,7 +158,7 @@ def coord_check(
         base_size=base_size,
         rules=rules_obj,
         optimizer=optimizer,
-        lr=lr,
+        lr=lr or 0.0,
         data=data,
         loss=loss,
         parametrize_kwargs=dict(parametrize_kwargs or {}),
@@ -161,6 +170,10 @@ def coord_check(
         progress=progress,
     )
     started = time.perf_counter()
+    lr_source = "given"
+    if lr is None:
+        lr, lr_source = runner.default_lr(family)
+        runner.lr = lr
     fork_devices = [target] if target.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices), contextlib.ExitStack() as stack:
         if attention_logits:
@@ -180,6 +193,7 @@ def coord_check(
         "optimizer": optimizer if isinstance(optimizer, str) else optimizer.__name__,
         "family": family,
         "lr": lr,
+        "lr_source": lr_source,
         "steps": steps,
         "base_size": base_size,
         "device": str(target),
@@ -196,6 +210,7 @@ def coord_check(
         context=context,
         settings=settings,
         thresholds=thresholds or Thresholds(),
+        strict=strict,
     )
 
 
@@ -373,6 +388,47 @@ class _Runner:
                     f"{time.perf_counter() - started:.2f}s"
                 )
         return result
+
+    def default_lr(self, family: str) -> tuple[float, str]:
+        """The base LR when none is given, and where it comes from.
+
+        Adam moves every weight by about the LR per step, whatever its size, so its default
+        is scaled to the model's hidden init at the base: 1e-2 suits hidden weights of std
+        1/√64 (the rules' σ/√fan_in at width 64), where a step changes a weight by ~8 % of its
+        size. A model that draws its hidden weights with GPT-2's σ 0.02 would be moved by ~60 %
+        per step: a regime so nonlinear that finite-width effects swamp the slopes (measured on
+        a nanoGPT-style model under correct µP, widths 64–512, 2 seeds: at 1e-2, 4 of 8 seed
+        pairs had a series at slope +0.25 to +0.5; at 1e-3 none above +0.2), while its faults
+        show as clearly at the smaller LR. SGD's step scales with the gradient: 0.1, unscaled.
+        """
+        lr = DEFAULT_LR[family]
+        if family != "adam":
+            return lr, "default"
+        std = self._hidden_init_std()
+        if std is None or std >= REFERENCE_INIT_STD:
+            return lr, "default"
+        scaled = lr * std / REFERENCE_INIT_STD
+        return scaled, f"1e-2 × hidden init std {std:.3g} at the base / {REFERENCE_INIT_STD:.3g}"
+
+    def _hidden_init_std(self) -> float | None:
+        """Median init std of the hidden weights at the base size (None: none, or unknown)."""
+        try:
+            with torch.device("meta"):
+                built = self.factory(self.base_size)
+            if isinstance(built, tuple):
+                plan = built[1]
+            else:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the real build warns, once
+                    plan = self._parametrize(built, self.base_size)
+        except Exception:  # the real build reports what is wrong with the factory
+            return None
+        if not isinstance(plan, Plan):
+            return None
+        stds = sorted(
+            t.init_std for t in plan.tensors.values() if t.role == "hidden" and t.init == "normal"
+        )
+        return stds[len(stds) // 2] if stds else None
 
     # -------------------------------------------------------------------------- building
     def _build(self, size: int, seed: int) -> tuple[nn.Module, Plan, bool]:

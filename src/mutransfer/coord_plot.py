@@ -1,10 +1,10 @@
 """The coordinate-check figure: the evidence behind the verdict, with the faulty series in colour.
 
 One column per step, two rows: what the modules output (activations and attention logits) and
-what each layer's own update changes (ΔW·x and Δlogits). Every series is the RMS against size
+what each layer's own update changes (ΔW·x, Δbias and Δlogits). Every series is the RMS against size
 on log-log axes, averaged over seeds (geometric mean); a flat line is what µP promises. Stable
 series are drawn thin and grey so that the ones that blow up (red shades, solid) or vanish
-(blue shades, dashed) stand out without a 40-entry legend to decode.
+or learn too slowly (blue shades, dashed) stand out without a 40-entry legend to decode.
 
 matplotlib is imported here only, through ``Figure`` (no pyplot): no global state, no GUI
 backend, safe in worker processes.
@@ -16,13 +16,13 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .coord_verdict import BLOWS_UP, VANISHES
+from .coord_verdict import BLOWS_UP, LAZY, VANISHES
 
 if TYPE_CHECKING:
     from .coord_verdict import CoordReport
 
-ROWS = (("out", "logits"), ("update", "Δlogits"))
-ROW_TITLES = ("output RMS", "update RMS (own ΔW·x, Δlogits)")
+ROWS = (("out", "logits"), ("update", "Δbias", "Δlogits"))
+ROW_TITLES = ("output RMS", "update RMS (own ΔW·x, Δbias, Δlogits)")
 # culprits get their own colour; consequences one light shade each; stable series grey
 _CULPRIT = (
     "#d62728",
@@ -36,7 +36,7 @@ _CULPRIT = (
     "#bcbd22",
     "#7f7f7f",
 )
-_CONSEQUENCE = {BLOWS_UP: "#f2a3a3", VANISHES: "#9ec3e6"}
+_CONSEQUENCE = {BLOWS_UP: "#f2a3a3", LAZY: "#9ec3e6", VANISHES: "#9ec3e6"}
 MAX_CULPRITS = len(_CULPRIT)
 
 
@@ -112,8 +112,8 @@ def plot_report(report: CoordReport, path: str | None = None, *, dpi: int = 110)
 
 def _styles(report: CoordReport) -> dict[tuple[str, str], _Style]:
     styles: dict[tuple[str, str], _Style] = {}
-    culprits = [*report.culprits(BLOWS_UP), *report.culprits(VANISHES)]
-    culprits = [c for c in culprits if c.verdict in (BLOWS_UP, VANISHES)][:MAX_CULPRITS]
+    culprits = [*report.culprits(BLOWS_UP), *report.culprits(LAZY), *report.culprits(VANISHES)]
+    culprits = [c for c in culprits if c.verdict in (BLOWS_UP, LAZY, VANISHES)][:MAX_CULPRITS]
     for i, row in enumerate(culprits):
         styles[row.key] = _Style(
             _CULPRIT[i],
@@ -180,6 +180,8 @@ def _title(report: CoordReport) -> str:
         f"coord check {'PASS' if report.ok else 'FAIL'} — rules={s.get('rules')} "
         f"optimizer={s.get('optimizer')} lr={s.get('lr')}, {len(report.seeds)} seeds"
     )
+    if report.ok and report.vanishing():
+        return head + " — nothing fails; the dashed series shrink (warnings)"
     if report.ok:
         return head + " — every series flat (grey) or explained"
     culprits = [r.module + f" ({r.quantity})" for r in report.culprits()]

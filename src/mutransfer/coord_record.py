@@ -16,7 +16,8 @@ Four quantities are recorded, keyed ``(module name, quantity)``:
     this is where a wrong learning rate or multiplier shows, at the layer that has it, before the
     effect spreads to every activation downstream. For modules linear in their parameters
     (``Linear``, convolutions, embeddings, norms) it is computed exactly as ``f(x; ΔW)``, with no
-    cancellation error; for other modules as a difference of two calls.
+    cancellation error; for other modules as a difference of two calls. The bias of a
+    ``Linear``-like module is left out of it (see ``Δbias``).
 ``logits``
     RMS of the attention logits ``scale · q·kᵀ`` (over the positions the mask allows) of every
     ``F.scaled_dot_product_attention`` call made inside the module. Models that call SDPA (the
@@ -26,6 +27,13 @@ Four quantities are recorded, keyed ``(module name, quantity)``:
     RMS of the change of those logits due to the module's own last update, at its current input
     (the module called again with its previous weights). This is where a 1/√d instead of 1/d
     attention scale shows from the first step: the learned part of q·k grows like d.
+``Δbias``
+    RMS of the change of the output of a ``Linear``-like module (linear, convolution, GPT-2's
+    ``Conv1D``) due to the last update of its ``bias``: the bias is added to every position, so
+    this is the RMS of Δbias itself (no extra call). It is kept apart from ``update`` because a
+    bias is a vector whose update is Θ(1) under any sane parametrization: summed with the
+    weight's ΔW·x it would hide a weight that learns too slowly (measured: a readout whose LR
+    was divided by width had an ``update`` slope of −0.62 instead of −1 through its bias).
 """
 
 from __future__ import annotations
@@ -47,7 +55,7 @@ from .roles import canonical_name
 Key = tuple[str, str]
 Delta = tuple[torch.Tensor, float]
 """``(tensor, factor)`` with ``θ_{t−1} − θ_t = factor · tensor``."""
-QUANTITIES = ("out", "update", "logits", "Δlogits")
+QUANTITIES = ("out", "update", "Δbias", "logits", "Δlogits")
 ROOT = "<model>"
 """Name under which the model's own top-level forward is recorded (SDPA called there)."""
 
@@ -65,11 +73,22 @@ _LINEAR_IN_PARAMS: tuple[type[nn.Module], ...] = (
 )
 
 
-def _linear_in_params(module: nn.Module) -> bool:
+def _is_hf_conv1d(module: nn.Module) -> bool:
     # Hugging Face GPT-2's Conv1D (x @ W + b) is matched by name: transformers is optional
-    return isinstance(module, _LINEAR_IN_PARAMS) or (
-        type(module).__name__ == "Conv1D" and hasattr(module, "nf")
-    )
+    return type(module).__name__ == "Conv1D" and hasattr(module, "nf")
+
+
+def _linear_in_params(module: nn.Module) -> bool:
+    return isinstance(module, _LINEAR_IN_PARAMS) or _is_hf_conv1d(module)
+
+
+# Modules that add their ``bias`` to every position of the output (per output feature or
+# channel): the bias's part of the update has the RMS of Δbias itself.
+_BROADCAST_BIAS: tuple[type[nn.Module], ...] = (nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd)
+
+
+def _broadcast_bias(module: nn.Module) -> bool:
+    return isinstance(module, _BROADCAST_BIAS) or _is_hf_conv1d(module)
 
 
 # Containers only pass their children's outputs on: recording them would duplicate rows.
@@ -264,6 +283,11 @@ class Recorder:
         # buffers are passed as copies so that a second call cannot change running statistics
         buffers = {n: b.clone() for n, b in module.named_buffers(recurse=False)}
         factor = 1.0
+        if "bias" in deltas and len(params) > 1 and _broadcast_bias(module):
+            bias, bias_factor = deltas.pop("bias")
+            self._add_tensor((self._keys[name], "Δbias"), bias, bias_factor)
+            if not deltas:
+                return
         with torch.no_grad(), self._pause():
             if _linear_in_params(module):
                 # f(x; θ_old − θ_new) = −ΔW·x exactly (frozen parameters count as zero). f is

@@ -14,6 +14,20 @@ Two shrinkages are correct µP and are explained rather than flagged:
 
 In depth mode, a residual branch whose output the depth rules scale by ``m_L^a`` is expected to
 scale with slope ``a``.
+
+What fails the check (``CoordReport.ok`` is False):
+
+- a series that grows with width at any step (``blows up``): the µP violation;
+- a trained layer's own update (``update``, ``Δbias``, ``Δlogits``) that shrinks with width at
+  *every* step, faster than ``Thresholds.lazy`` (``learns too slowly``): µP promises that every
+  layer's update stays Θ(1), so a layer whose learning rate or multiplier carries one factor of
+  width too many (slope −1: e.g. a readout LR divided by width) is as wrong as one that blows up.
+  The shrinkages µP itself produces are at most 1/√width (slope −½: an incoherent sum, such as
+  the first SGD updates of attention queries and keys, which need the readout to have learned),
+  so the threshold sits between −½ and −1, where the calibration puts it.
+
+Other shrinking series are warnings (``vanishes``) unless the check is strict
+(``passed(strict=True)``, the CLI's ``--strict``).
 """
 
 from __future__ import annotations
@@ -29,7 +43,10 @@ Key = tuple[str, str]
 
 STABLE = "stable"
 BLOWS_UP = "blows up"
+LAZY = "learns too slowly"
 VANISHES = "vanishes"
+NOISY = "noisy"
+"""A step whose slope is past the blow-up threshold by less than its scatter: not a verdict."""
 EXPECTED = "expected"
 ZERO = "zero"
 ABSENT = "-"
@@ -50,6 +67,9 @@ RESIDUAL_BRANCH = (
 )
 ZERO_INIT = "exactly zero at every size (zero-initialised, e.g. zero_init_readout or query)"
 
+LEARNED = ("update", "Δbias", "Δlogits")
+"""The quantities that are a layer's own update: µP keeps each of them Θ(1) at every step."""
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -65,9 +85,17 @@ class Thresholds:
 
     blow_up: float = 0.25
     vanish: float = -0.4
+    """Below it a series ``vanishes``: a warning, a failure only when strict."""
     init_shrink: float = -0.5
     """The shrinkage explained at step 0 (1/√width); tolerated down to ``init_shrink - margin``."""
     margin: float = 0.2
+    lazy: float = -0.75
+    """A layer's own update (``LEARNED``) below it at every step ``learns too slowly``: a
+    failure. Halfway between µP's own incoherent shrinkage (−½) and a fault of one factor of
+    width (−1)."""
+    significance: float = 2.0
+    """A step blows up only if its slope is also this many standard errors above 0: a slope
+    made by points scattered around the line (a few seeds of a noisy series) is no evidence."""
 
 
 @dataclass
@@ -81,6 +109,8 @@ class CoordRow:
     verdict: str
     notes: list[str] = field(default_factory=list)
     roles: list[str] = field(default_factory=list)
+    errors: list[float | None] = field(default_factory=list)
+    """Standard error of each step's slope (see ``fit_series``)."""
 
     @property
     def key(self) -> Key:
@@ -97,6 +127,9 @@ class CoordRow:
         return max(bad)[1] if bad else None
 
     def describe(self) -> str:
+        if self.verdict == LAZY:
+            best = max(s for s in self.slopes if s is not None)
+            return f"{self.module} ({self.quantity}: slope {best:+.2f} or less at every step)"
         t = self.worst_step
         if t is None:
             return f"{self.module} ({self.quantity})"
@@ -118,15 +151,32 @@ class CoordReport:
     losses: list[list[list[float | None]]]
     settings: dict[str, Any]
     thresholds: Thresholds = field(default_factory=Thresholds)
+    strict: bool = False
+    """Fail on series that vanish too (activations included), not only warn."""
 
     # ------------------------------------------------------------------------- verdicts
     @property
     def ok(self) -> bool:
-        """True when nothing blows up (vanishing series are warnings, see ``vanishing``)."""
-        return not self.blowing_up()
+        """True when nothing blows up and every layer's own update keeps up with width.
+
+        Other shrinking series are warnings (see ``vanishing``), failures when ``strict``. The
+        printed verdict (``summary``, ``table``) is derived from this same property, so it
+        never contradicts it (nor the CLI's exit status, which is ``not ok``).
+        """
+        return not self.failing()
+
+    def failing(self) -> list[CoordRow]:
+        """The series that make the check fail: they blow up or learn too slowly (or, when
+        ``strict``, vanish)."""
+        failing = (BLOWS_UP, LAZY, VANISHES) if self.strict else (BLOWS_UP, LAZY)
+        return [r for r in self.rows if r.verdict in failing]
 
     def blowing_up(self) -> list[CoordRow]:
         return [r for r in self.rows if r.verdict == BLOWS_UP]
+
+    def learning_too_slowly(self) -> list[CoordRow]:
+        """Layers whose own update shrinks with width at every step (see ``Thresholds.lazy``)."""
+        return [r for r in self.rows if r.verdict == LAZY]
 
     def vanishing(self) -> list[CoordRow]:
         return [r for r in self.rows if r.verdict == VANISHES]
@@ -137,19 +187,24 @@ class CoordReport:
                 return r
         raise KeyError(f"no series {module!r} ({quantity}) in this report")
 
-    def culprits(self, verdict: str = BLOWS_UP) -> list[CoordRow]:
+    def culprits(self, verdict: str | None = None) -> list[CoordRow]:
         """The series that point at the faulty layers, not every activation downstream.
 
         A layer's own update term (or its attention logits) going wrong is the cause; an
         activation that is already wrong at step 0 is an initialisation fault. Only when
-        neither exists are the first activations that go wrong named.
+        neither exists are the first activations that go wrong named. Without ``verdict``:
+        the culprits of the failure, those that blow up, then the layers that learn too slowly
+        (each of those is its own cause); with one (``BLOWS_UP``, ``LAZY``, ``VANISHES``): the
+        culprits of that verdict only.
         """
+        if verdict is None:
+            strict = [*self.culprits(VANISHES)] if self.strict and self.vanishing() else []
+            return [*self.culprits(BLOWS_UP), *self.culprits(LAZY), *strict]
         bad = [r for r in self.rows if r.verdict == verdict]
         causes = [
             r
             for r in bad
-            if r.quantity in ("update", "logits", "Δlogits")
-            or (r.statuses and r.statuses[0] == verdict)
+            if r.quantity in (*LEARNED, "logits") or (r.statuses and r.statuses[0] == verdict)
         ]
         return causes or bad[:1]
 
@@ -184,7 +239,11 @@ class CoordReport:
         foot = [
             f"slope = d log RMS / d log {size}, least squares per seed, averaged; "
             f"stable within [{self.thresholds.vanish:+.2f}, {self.thresholds.blow_up:+.2f}]. "
-            "! blows up, v vanishes, e explained, 0 exactly zero."
+            "! blows up, v vanishes, e explained, 0 exactly zero, ? past +"
+            f"{self.thresholds.blow_up:.2f} but within {self.thresholds.significance:g} standard "
+            "errors of 0 (noise, not counted). A layer's own update "
+            f"(update, Δbias, Δlogits) below {self.thresholds.lazy:+.2f} at every step "
+            "learns too slowly (a failure)."
         ]
         foot += self._explanations()
         foot.append(self.summary())
@@ -198,19 +257,31 @@ class CoordReport:
         return [f"explained: {', '.join(where)}: {note}" for note, where in seen.items()]
 
     def summary(self) -> str:
-        if not self.ok:
-            names = _names(self.culprits())
-            lines = [
-                f"FAIL: {len(self.blowing_up())} series blow up with {self._size()}. "
-                f"At fault: {names}."
-            ]
+        """The verdict in words: ``PASS``/``FAIL`` exactly when ``ok`` says so."""
+        size = self._size()
+        up, slow, shrink = self.blowing_up(), self.learning_too_slowly(), self.vanishing()
+        if self.ok:
+            line = f"PASS: no series grows with {size} and every layer's own update keeps up."
+            if self.strict:
+                line += " (strict: no series shrinks either.)"
+            lines = [line]
         else:
-            lines = [f"PASS: no series grows with {self._size()}."]
-        if self.vanishing():
-            names = _names(self.culprits(VANISHES))
+            reasons = []
+            if up:
+                reasons.append(f"{len(up)} series {_verb(up, 'blow')} up with {size}")
+            if slow:
+                layers = "layer" if len(slow) == 1 else "layers"
+                reasons.append(f"{len(slow)} {layers} {_verb(slow, 'learn')} too slowly")
+            if self.strict and shrink:
+                reasons.append(
+                    f"{len(shrink)} series {_verb(shrink, 'shrink')} with {size} (strict)"
+                )
+            lines = [f"FAIL: {'; '.join(reasons)}. At fault: {_names(self.culprits())}."]
+        if shrink and not self.strict:
             lines.append(
-                f"warning: {len(self.vanishing())} series shrink (learning too "
-                f"slowly at large {self._size()}): {names}."
+                f"warning: {len(shrink)} series {_verb(shrink, 'shrink')} with {size} (learning "
+                f"too slowly at large {size}?; strict fails on them): "
+                f"{_names(self.culprits(VANISHES))}."
             )
         return "\n".join(lines)
 
@@ -237,6 +308,7 @@ class CoordReport:
             "steps": self.steps,
             "settings": self.settings,
             "thresholds": dataclasses.asdict(self.thresholds),
+            "strict": self.strict,
             "rows": [dataclasses.asdict(r) for r in self.rows],
             "values": [{"module": m, "quantity": q, "rms": v} for (m, q), v in self.values.items()],
             "losses": self.losses,
@@ -264,6 +336,7 @@ class CoordReport:
             losses=data["losses"],
             settings=dict(data["settings"]),
             thresholds=Thresholds(**data["thresholds"]),
+            strict=bool(data.get("strict", False)),
         )
 
     @classmethod
@@ -275,13 +348,18 @@ class CoordReport:
         return cls.from_dict(json.loads(text))
 
 
-_MARK = {BLOWS_UP: "!", VANISHES: "v", EXPECTED: "e", ZERO: "0"}
+_MARK = {BLOWS_UP: "!", VANISHES: "v", EXPECTED: "e", ZERO: "0", NOISY: "?"}
+"""Per-step marks; a series that learns too slowly is ``v`` at every step."""
 MAX_NAMED = 8
 
 
 def _names(rows: list[CoordRow]) -> str:
     named = "; ".join(r.describe() for r in rows[:MAX_NAMED])
     return named + (f"; and {len(rows) - MAX_NAMED} more" if len(rows) > MAX_NAMED else "")
+
+
+def _verb(rows: list[CoordRow], verb: str) -> str:
+    return verb + "s" if len(rows) == 1 else verb
 
 
 def _json_default(x: Any) -> Any:
@@ -299,16 +377,30 @@ def fit_slope(sizes: Sequence[float], values: Sequence[float]) -> float:
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sxx
 
 
-def series_slope(
-    sizes: Sequence[int], per_size_seed: Sequence[Sequence[float | None]]
-) -> tuple[float | None, str | None]:
-    """Mean over seeds of the per-seed slope; a status when no slope applies.
+@dataclass(frozen=True)
+class SeriesFit:
+    """The slope of one series at one step, its standard error, or a status instead."""
 
-    Returns ``(slope, None)``, ``(None, ZERO)`` when every value is exactly zero,
-    ``(inf, BLOWS_UP)`` when a value overflowed, ``(None, ABSENT)`` when not recorded.
+    slope: float | None
+    error: float | None = None
+    """Standard error of ``slope`` from the scatter of the points around each seed's line
+    (pooled over seeds); None when no point is left over to estimate it (two sizes)."""
+    status: str | None = None
+
+
+def fit_series(sizes: Sequence[int], per_size_seed: Sequence[Sequence[float | None]]) -> SeriesFit:
+    """Mean over seeds of the per-seed slope, with its standard error.
+
+    The error comes from how far the points lie from each seed's power law (the residuals of
+    the per-seed fits, pooled): a series whose RMS jumps up and down between widths gives a
+    slope that means little, however large it is. Status ``ZERO`` when every value is exactly
+    zero, ``BLOWS_UP`` (slope inf) when a value overflowed, ``ABSENT`` when not recorded.
     """
     n_seeds = max((len(v) for v in per_size_seed), default=0)
     slopes: list[float] = []
+    spreads: list[float] = []  # Σ (x − x̄)² of each seed's fit
+    residual = 0.0
+    dof = 0
     all_zero = True
     recorded = False
     for j in range(n_seeds):
@@ -322,19 +414,42 @@ def series_slope(
         recorded = True
         ys = [float(v) for _, v in points if v is not None]
         if any(not math.isfinite(y) for y in ys):
-            return math.inf, BLOWS_UP
+            return SeriesFit(math.inf, None, BLOWS_UP)
         if any(y != 0.0 for y in ys):
             all_zero = False
-        positive = [(s, float(v)) for s, v in points if v is not None and v > 0.0]
+        positive = [(math.log(s), math.log(float(v))) for s, v in points if v is not None and v > 0]
         if len(positive) >= 2:
-            slopes.append(fit_slope([s for s, _ in positive], [v for _, v in positive]))
+            mx = sum(x for x, _ in positive) / len(positive)
+            my = sum(y for _, y in positive) / len(positive)
+            sxx = sum((x - mx) ** 2 for x, _ in positive)
+            slope = sum((x - mx) * (y - my) for x, y in positive) / sxx
+            residual += sum((y - my - slope * (x - mx)) ** 2 for x, y in positive)
+            dof += len(positive) - 2
+            slopes.append(slope)
+            spreads.append(sxx)
     if not recorded:
-        return None, ABSENT
+        return SeriesFit(None, None, ABSENT)
     if all_zero:
-        return None, ZERO
+        return SeriesFit(None, None, ZERO)
     if not slopes:
-        return None, ABSENT
-    return sum(slopes) / len(slopes), None
+        return SeriesFit(None, None, ABSENT)
+    error = None
+    if dof > 0:
+        variance = residual / dof
+        error = math.sqrt(sum(variance / sxx for sxx in spreads)) / len(slopes)
+    return SeriesFit(sum(slopes) / len(slopes), error)
+
+
+def series_slope(
+    sizes: Sequence[int], per_size_seed: Sequence[Sequence[float | None]]
+) -> tuple[float | None, str | None]:
+    """Mean over seeds of the per-seed slope; a status when no slope applies.
+
+    Returns ``(slope, None)``, ``(None, ZERO)`` when every value is exactly zero,
+    ``(inf, BLOWS_UP)`` when a value overflowed, ``(None, ABSENT)`` when not recorded.
+    """
+    fit = fit_series(sizes, per_size_seed)
+    return fit.slope, fit.status
 
 
 def judge(
@@ -348,6 +463,7 @@ def judge(
     context: Mapping[str, Any],
     settings: dict[str, Any],
     thresholds: Thresholds,
+    strict: bool = False,
 ) -> CoordReport:
     """Turn raw ``values[key][(t, size index, seed index)]`` into a ``CoordReport``."""
     grid: dict[Key, list[list[list[float | None]]]] = {}
@@ -376,6 +492,7 @@ def judge(
         losses=loss_grid,
         settings=settings,
         thresholds=thresholds,
+        strict=strict,
     )
 
 
@@ -389,25 +506,31 @@ def _judge_series(
 ) -> CoordRow:
     module, quantity = key
     slopes: list[float | None] = []
+    errors: list[float | None] = []
     statuses: list[str] = []
     notes: list[str] = []
     for t, per_size in enumerate(series):
-        slope, status = series_slope(sizes, per_size)
+        fit = fit_series(sizes, per_size)
+        slope, status = fit.slope, fit.status
         if status is None and slope is not None:
-            status, note = _classify(module, quantity, t, slope, th, context, roles)
+            status, note = _classify(module, quantity, t, slope, fit.error, th, context, roles)
             if note and note not in notes:
                 notes.append(note)
         elif status == ZERO and ZERO_INIT not in notes:
             notes.append(ZERO_INIT)
         slopes.append(None if slope is None or math.isinf(slope) else slope)
+        errors.append(fit.error)
         statuses.append(status or ABSENT)
+    learned = [sl for sl, st in zip(slopes, statuses, strict=True) if sl is not None and st != ZERO]
     if BLOWS_UP in statuses:
         verdict = BLOWS_UP
+    elif quantity in LEARNED and learned and max(learned) < th.lazy:
+        verdict = LAZY  # shrinks at every step: never catches up, unlike µP's own shrinkages
     elif VANISHES in statuses:
         verdict = VANISHES
     else:
         verdict = STABLE
-    return CoordRow(module, quantity, slopes, statuses, verdict, notes, roles)
+    return CoordRow(module, quantity, slopes, statuses, verdict, notes, roles, errors)
 
 
 def _classify(
@@ -415,6 +538,7 @@ def _classify(
     quantity: str,
     t: int,
     slope: float,
+    error: float | None,
     th: Thresholds,
     context: Mapping[str, Any],
     roles: list[str],
@@ -436,6 +560,8 @@ def _classify(
         return EXPECTED, READOUT_SHRINKS if quantity == "out" else LOGITS_SHRINK
     deviation = slope - expected
     if deviation > th.blow_up:
+        if error is not None and deviation <= th.significance * error:
+            return NOISY, None  # past the threshold, but within the scatter of its own points
         return BLOWS_UP, None
     if deviation < th.vanish:
         return VANISHES, None
