@@ -95,14 +95,14 @@ def test_heartbeat_decides_for_trials_on_other_machines() -> None:
 def test_a_journal_lock_held_by_a_killed_worker_does_not_block_the_others(
     tmp_path: Path,
 ) -> None:
-    from mutransfer.sweep.storage import journal_lock
+    from mutransfer.sweep.journal import journal_lock
 
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             "import sys, time; from pathlib import Path; "
-            "from mutransfer.sweep.storage import journal_lock; "
+            "from mutransfer.sweep.journal import journal_lock; "
             f"journal_lock(Path({str(tmp_path / 'j')!r})).acquire(); "
             "print('locked', flush=True); time.sleep(60)",
         ],

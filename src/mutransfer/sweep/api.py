@@ -22,10 +22,11 @@ from typing import TYPE_CHECKING, Any
 
 from .config import BUILTIN, PrunerSpec, SweepSpec, load_config, parse_pruner
 from .errors import SweepError
+from .journal import StorageWriteError
 from .objective import load_objective
 from .progress import Progress, storage_counter
 from .results import SweepResults
-from .runner import Log, Worker, WorkerStats, _print, run_processes
+from .runner import STORAGE_WRITE_FAILED, Log, Worker, WorkerStats, _print, run_processes
 from .space import Space
 from .storage import open_storage, setup_studies, storage_kind, storage_url, study_name
 
@@ -186,6 +187,13 @@ class Sweep:
 
     def _check_exit_codes(self, codes: list[int], workers: int, log: Log) -> None:
         failed = [(i, c) for i, c in enumerate(codes) if c != 0]
+        if any(c == STORAGE_WRITE_FAILED for _, c in failed):
+            raise StorageWriteError(
+                f"the sweep's storage {self.storage_url} could not be written (out of disk "
+                "space, or a file-size limit; the worker's line above says which). Nothing "
+                "half-written was left in it: every trial finished before is kept. Free space "
+                "and run the same command to resume."
+            )
         if failed and self.unfinished() == 0:
             # The survivors finished the work (and retried the dead workers' trials).
             log(f"note: {len(failed)} worker(s) stopped early; the others finished the sweep")

@@ -37,6 +37,7 @@ from optuna.trial import TrialState
 
 from .config import SweepSpec
 from .errors import Diverged, SweepError
+from .journal import StorageWriteError
 from .liveness import Heartbeat, Owner, recover_lost
 from .objective import TrialHandle, load_objective
 from .progress import Progress
@@ -388,6 +389,13 @@ def _worker_main(
         Worker(spec, objective, storage_url, index=index, log=log).run()
     except KeyboardInterrupt:
         sys.exit(130)
+    except StorageWriteError as exc:
+        log(f"[worker {index}] {exc}")
+        sys.exit(STORAGE_WRITE_FAILED)
+
+
+STORAGE_WRITE_FAILED = 75
+"""Exit status of a worker that could not write to the sweep's storage (EX_TEMPFAIL)."""
 
 
 def run_processes(

@@ -22,16 +22,15 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import threading
+import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from optuna.storages.journal._file import BaseJournalFileLock  # the lock interface
-
 from .config import SweepSpec
 from .errors import SweepError
+from .journal import JournalBackend, repair_journal
 from .trials import ATTR_SPEC, ATTR_WIDTH, RetryLostTrial, point_of, point_taken
 
 if TYPE_CHECKING:
@@ -87,12 +86,12 @@ def open_storage(
 
     kind = storage_kind(url)
     if kind == "journal":
-        from optuna.storages.journal import JournalFileBackend
-
         path = Path(url).resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        backend = JournalFileBackend(str(path), lock_obj=journal_lock(path))
-        return optuna.storages.JournalStorage(backend)
+        _make_dir(path.parent, "the sweep's storage")
+        note = repair_journal(path)
+        if note:
+            print(f"note: {note}", file=sys.stderr, flush=True)
+        return optuna.storages.JournalStorage(JournalBackend(path))
     shown = redact(url)
     url = database_url(url) if kind == "database" else url
     try:
@@ -109,58 +108,17 @@ def open_storage(
         raise SweepError(f"cannot open storage {shown!r}: {exc}") from exc
 
 
-def journal_lock(path: Path) -> Any:
-    """The lock guarding appends to a journal file: ``flock`` where the OS has it.
-
-    Optuna's default lock is a lock *file* (a symlink); a worker killed with ``kill -9`` while it
-    holds it leaves it behind, and every other worker then waits for its grace period — or, with
-    a relative journal path, forever (the stale-lock check follows the link, which dangles, and
-    never fires). An ``flock`` is released by the kernel when its process dies, so a killed
-    worker cannot block the others.
-    """
+def _make_dir(folder: Path, what: str) -> None:
+    """Create ``folder`` or say in one line why it cannot be (read-only, a file in the way)."""
     try:
-        import fcntl  # noqa: F401
-    except ImportError:  # Windows
-        from optuna.storages.journal import JournalFileOpenLock
-
-        return JournalFileOpenLock(str(path))
-    return FlockLock(path.with_name(path.name + ".flock"))
-
-
-class FlockLock(BaseJournalFileLock):
-    """An exclusive ``flock`` on a side file (see ``journal_lock``); one holder at a time,
-    across processes and across threads (each acquisition opens its own descriptor)."""
-
-    def __init__(self, lock_path: Path) -> None:
-        self._path = str(lock_path)
-        self._guard = threading.Lock()
-        self._fd: int | None = None
-
-    def acquire(self) -> bool:
-        import fcntl
-
-        self._guard.acquire()
-        fd = os.open(self._path, os.O_CREAT | os.O_RDWR, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            os.close(fd)
-            self._guard.release()
-            raise
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        import fcntl
-
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        try:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        finally:
-            os.close(fd)
-            self._guard.release()
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(f"cannot create the folder of {what}, {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK):
+        raise SweepError(
+            f"the folder of {what}, {folder}, is not writable; pass another location "
+            "(--storage PATH, or sweep.storage in the config)"
+        )
 
 
 def database_url(url: str) -> str:
@@ -188,7 +146,7 @@ def setup_lock(url: str) -> Iterator[None]:
         import fcntl
 
         lock_path = Path(url).with_name(Path(url).name + ".setup.lock")
-        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        _make_dir(lock_path.parent, "the sweep's storage")
         with open(lock_path, "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
