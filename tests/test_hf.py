@@ -1,4 +1,5 @@
-"""Hugging Face GPT-2 and Llama from config: roles, attention scale, readout, init, errors."""
+"""Hugging Face models from config (GPT-2, Llama, OPT, T5, Gemma, Mixtral, BERT, GPT-Neo): roles,
+attention scale, readout, pinned multipliers, MoE layouts, init, errors."""
 
 from __future__ import annotations
 
@@ -172,3 +173,219 @@ def test_missing_transformers_says_how_to_install(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ImportError, match=r"mutransfer\[hf\]"):
         hf.require_transformers()
+
+
+# ------------------------------------------------------------------ families beyond GPT-2/Llama
+def opt(width: int) -> torch.nn.Module:
+    cfg = transformers.OPTConfig(
+        hidden_size=width,
+        ffn_dim=4 * width,
+        word_embed_proj_dim=width,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=256,
+        max_position_embeddings=16,
+    )
+    return transformers.OPTForCausalLM(cfg)
+
+
+def t5(width: int, depth: int = 2, **kw) -> torch.nn.Module:
+    cfg = transformers.T5Config(
+        d_model=width,
+        d_ff=4 * width,
+        d_kv=width // 4,
+        num_layers=depth,
+        num_heads=4,
+        vocab_size=256,
+        dropout_rate=0.0,
+        **kw,
+    )
+    return transformers.T5ForConditionalGeneration(cfg)
+
+
+def gemma(width: int) -> torch.nn.Module:
+    cfg = transformers.GemmaConfig(
+        hidden_size=width,
+        intermediate_size=4 * width,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=width // 4,
+        vocab_size=256,
+        max_position_embeddings=16,
+    )
+    return transformers.GemmaForCausalLM(cfg)
+
+
+def mixtral(width: int, depth: int = 2) -> torch.nn.Module:
+    cfg = transformers.MixtralConfig(
+        hidden_size=width,
+        intermediate_size=2 * width,
+        num_hidden_layers=depth,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        num_local_experts=4,
+        num_experts_per_tok=2,
+        vocab_size=256,
+        max_position_embeddings=16,
+    )
+    return transformers.MixtralForCausalLM(cfg)
+
+
+def test_config_at_width_scales_every_width_field_of_the_families() -> None:
+    half = hf.config_at_width(opt(128).config, 64)
+    assert (half.hidden_size, half.ffn_dim, half.word_embed_proj_dim) == (64, 256, 64)
+    t5_half = hf.config_at_width(t5(128).config, 64)
+    assert (t5_half.d_model, t5_half.d_ff, t5_half.d_kv, t5_half.num_heads) == (64, 256, 16, 4)
+    t5_heads = hf.config_at_width(t5(128).config, 64, widen="heads")
+    assert (t5_heads.d_kv, t5_heads.num_heads) == (32, 2)
+    moe = transformers.Qwen2MoeConfig(
+        hidden_size=128,
+        intermediate_size=512,
+        moe_intermediate_size=128,
+        shared_expert_intermediate_size=256,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
+    small = hf.config_at_width(moe, 64)
+    assert (small.moe_intermediate_size, small.shared_expert_intermediate_size) == (64, 128)
+    assert small.intermediate_size == 256 and small.num_experts == moe.num_experts
+    # Falcon computes head_dim from hidden_size (a read-only property): left alone
+    falcon = hf.config_at_width(
+        transformers.FalconConfig(hidden_size=128, num_attention_heads=4), 64
+    )
+    assert falcon.head_dim == 16
+
+
+def test_opt_is_planned_with_its_tied_readout() -> None:
+    plan = hf.parametrize_hf(opt(128), 64, seed=0)
+    head = plan["lm_head.weight"]
+    assert set(head.tied_roles) == {"input", "output"}
+    assert plan["model.decoder.layers.0.fc1.weight"].role == "hidden"
+    assert plan["model.decoder.embed_positions.weight"].role == "input"
+
+
+def test_a_misspelt_keyword_names_the_closest_ones() -> None:
+    with pytest.raises(TypeError, match=r"'output_multiplierr' \(did you mean output_multiplier"):
+        hf.parametrize_hf(gpt2(64), 32, output_multiplierr=2.0)
+    with pytest.raises(TypeError, match=r"did you mean residual_branches"):
+        hf.parametrize_hf(gpt2(64), 32, residual_branch=())
+
+
+def test_attention_wrappers_are_not_taken_for_attention() -> None:
+    # BertAttention wraps BertSelfAttention (which holds the logits); T5LayerSelfAttention
+    # wraps T5Attention: only the inner modules get a scale, and nothing is refused
+    cfg = transformers.BertConfig(
+        hidden_size=128,
+        intermediate_size=512,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        vocab_size=256,
+        max_position_embeddings=16,
+    )
+    plan = hf.parametrize_hf(transformers.BertForMaskedLM(cfg), 64, seed=0)
+    assert sorted(plan.attention) == [f"bert.encoder.layer.{i}.attention.self" for i in (0, 1)]
+    t5_plan = hf.parametrize_hf(t5(128), 64, seed=0)
+    assert len(t5_plan.attention) == 6  # encoder self ×2, decoder self ×2 and cross ×2
+    assert all(
+        a.module.endswith(("SelfAttention", "EncDecAttention")) for a in t5_plan.attention.values()
+    )
+
+
+def test_attention_that_computes_its_own_scale_is_refused_with_the_workarounds() -> None:
+    cfg = transformers.GPTNeoConfig(
+        hidden_size=128,
+        num_layers=2,
+        num_heads=4,
+        attention_types=[[["global", "local"], 1]],
+        vocab_size=256,
+        max_position_embeddings=16,
+    )
+    model = transformers.GPTNeoForCausalLM(cfg)
+    with pytest.raises(mt.PlanError, match=r"GPTNeo\w*Attention has no float `scaling`") as err:
+        hf.parametrize_hf(model, 64)
+    assert "rules='sp'" in str(err.value) and "subclass" in str(err.value)
+    plan = hf.parametrize_hf(model, 64, "sp", seed=0)  # its own scale: allowed
+    assert not plan.attention
+
+
+def test_moe_layouts_are_declared_checked_and_the_users_win() -> None:
+    plan = hf.parametrize_hf(mixtral(128), 64, seed=0)
+    experts = plan["model.layers.0.mlp.experts.gate_up_proj"]
+    assert experts.role == "hidden" and (experts.m_in, experts.m_out) == (2.0, 2.0)
+    assert experts.lr_scale == pytest.approx(0.5)
+    assert plan["model.layers.0.mlp.experts.down_proj"].role == "hidden"
+    assert plan["model.layers.0.mlp.gate.weight"].role == "output"  # the router: a readout
+    mine = hf.parametrize_hf(mixtral(128), 64, layouts={"*.mlp.gate.weight": "in,out"}, init=False)
+    assert mine["model.layers.0.mlp.gate.weight"].role == "input"  # the user's layout decides
+    model = mixtral(128)
+    experts_module = model.model.layers[0].mlp.experts
+    experts_module.down_proj = torch.nn.Parameter(experts_module.down_proj.transpose(1, 2))
+    with pytest.raises(mt.PlanError, match="stores it differently"):
+        hf.parametrize_hf(model, 64, init=False)
+
+
+T5_DEPTH = pytest.mark.xfail(
+    strict=True,
+    reason="engine (roles.DepthMap): T5's block 0 alone holds the relative position bias, so "
+    "blocks are counted per kind: blocks 1-3 of a 4-block model get m_L = 3 (one such block in "
+    "the base) and block 0 m_L = 1, instead of 4/2 = 2 for every residual branch",
+)
+
+
+@pytest.mark.parametrize("build", ["mixtral", pytest.param("t5", marks=T5_DEPTH)])
+def test_deeper_models_of_new_families_know_their_residual_branches(build: str) -> None:
+    factory = {"t5": t5, "mixtral": mixtral}[build]
+    base = hf.config_at_width(factory(128).config, 64)
+    plan = hf.parametrize_hf(factory(128, depth=4), base, "completep", init=False)
+    scales = {s.multiplier for s in plan.module_scales.values() if "residual" in s.reason}
+    assert scales == {0.5}, plan.module_scales
+
+
+def embedding_rms(model: torch.nn.Module) -> float:
+    with torch.no_grad():
+        return float(model.get_input_embeddings()(ids()).float().pow(2).mean().sqrt())
+
+
+def test_gemma_embedding_scale_is_pinned_at_the_base_width() -> None:
+    # Gemma multiplies its embeddings by √hidden_size: under µP the input multiplier must not
+    # grow with width, so the plan pins it at √base_width; SP keeps the model's own
+    narrow, wide = gemma(64), gemma(256)
+    hf.parametrize_hf(narrow, 64, seed=0)
+    plan = hf.parametrize_hf(wide, 64, seed=0)
+    assert plan.module_scales["model.embed_tokens"].multiplier == pytest.approx(0.5)
+    assert embedding_rms(wide) == pytest.approx(embedding_rms(narrow), rel=0.05)
+    assert embedding_rms(narrow) == pytest.approx(0.02 * 8, rel=0.05)  # HF's own at the base
+    sp = gemma(256)
+    sp_plan = hf.parametrize_hf(sp, 64, "sp", seed=0)
+    assert "model.embed_tokens" not in sp_plan.module_scales
+    assert embedding_rms(sp) == pytest.approx(2 * embedding_rms(narrow), rel=0.05)
+
+
+def test_gemma_meta_build_restores_the_embed_scale_buffer() -> None:
+    direct = gemma(128).eval()
+    hf.parametrize_hf(direct, 64, seed=3)
+    with torch.device("meta"):
+        model = gemma(128)
+    plan = hf.parametrize_hf(model, 64)
+    model.to_empty(device="cpu")
+    plan.init_(model, seed=3)
+    hf.init_buffers_(model)
+    model.eval()
+    assert float(model.model.embed_tokens.embed_scale) == pytest.approx(128**0.5)
+    torch.testing.assert_close(model(ids()).logits, direct(ids()).logits)
+    again = mt.Plan.from_json(plan.to_json())  # the pin is plain data of the plan
+    assert again.module_scales["model.embed_tokens"] == plan.module_scales["model.embed_tokens"]
+
+
+def test_t5_tied_readout_multiplier_is_alpha_over_m_relative_to_the_base() -> None:
+    # T5 multiplies the decoder output by d_model^-½ before its tied readout; under µP the
+    # readout multiplier is α/m relative to the base, so the model's own m^-½ is cancelled
+    model = t5(256).eval()
+    hf.parametrize_hf(model, 64, seed=0, output_multiplier=2.0)
+    x, dec = ids(0)[:, :8], ids(1)[:, :8]
+    logits = model(input_ids=x, decoder_input_ids=dec).logits
+    encoded = model.encoder(input_ids=x).last_hidden_state
+    hidden = model.decoder(input_ids=dec, encoder_hidden_states=encoded).last_hidden_state
+    expected = hidden * (64**-0.5 * 2.0 * 64 / 256) @ model.shared.weight.T
+    torch.testing.assert_close(logits, expected, rtol=1e-5, atol=1e-5)
