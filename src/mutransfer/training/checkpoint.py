@@ -43,6 +43,19 @@ def checkpoint_dir(out_dir: str | os.PathLike[str], step: int) -> Path:
     return Path(out_dir) / "checkpoints" / f"step_{step:08d}"
 
 
+def checkpoint_folders(out_dir: str | os.PathLike[str]) -> list[Path]:
+    """Every checkpoint folder in ``out_dir`` (complete or not), oldest first."""
+    root = Path(out_dir) / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.glob("step_*") if p.is_dir()), key=lambda p: p.name)
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, quota, file-size limit); the previous
+    one is intact and the message says so."""
+
+
 def complete_checkpoints(out_dir: str | os.PathLike[str]) -> list[Path]:
     """Complete checkpoints in ``out_dir``, oldest first."""
     root = Path(out_dir) / "checkpoints"
@@ -88,36 +101,99 @@ def save(
 ) -> Path:
     """Save everything needed to continue at ``step`` (a collective call: every rank calls it)."""
     import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.api import CheckpointException
     from torch.distributed.checkpoint.state_dict import get_state_dict
 
     folder = Path(path)
+    earlier = [p for p in complete_checkpoints(folder.parent.parent) if p != folder]
+    previous = earlier[-1] if earlier else None
     if env.is_main and folder.exists():
         shutil.rmtree(folder)  # a run resumed from an earlier step rewrites its later steps
     barrier(env)
-    folder.mkdir(parents=True, exist_ok=True)
-    barrier(env)
     model_state, optim_state = get_state_dict(model, list(optimizers))
-    with _quiet_single_process():
-        dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=folder)
-    torch.save(_rng_state(env), folder / f"rng_rank{env.rank}.pt")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        barrier(env)
+        with _quiet_single_process():
+            dcp.save({"model": model_state, "optim": optim_state}, checkpoint_id=folder)
+        torch.save(_rng_state(env), folder / f"rng_rank{env.rank}.pt")
+    except (OSError, RuntimeError, CheckpointException) as exc:
+        # torch.distributed.checkpoint reports a failed write as a CheckpointException, which
+        # derives from BaseException and carries the rank's error in its text
+        if not _is_write_failure(exc):
+            raise
+        _write_failed(folder, step, previous, exc, env)
     barrier(env)
     if env.is_main:
-        plan.to_json(str(folder / "plan.json"))
-        (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-        state = {
-            "format": FORMAT,
-            "step": step,
-            "world_size": env.world_size,
-            "schedulers": [s.state_dict() for s in schedulers],
-            "data_generator": data_generator.get_state(),
-            "plan": plan.to_dict(),
-            "config": config.to_dict(),
-        }
-        tmp = folder / (STATE_FILE + ".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, folder / STATE_FILE)
+        try:
+            _write_state_files(folder, step, plan, config, schedulers, data_generator, env)
+        except (OSError, RuntimeError) as exc:
+            if not _is_write_failure(exc):
+                raise
+            _write_failed(folder, step, previous, exc, env)
     barrier(env)
     return folder
+
+
+def _is_write_failure(exc: BaseException) -> bool:
+    """An OS error, or what torch's serialisation raises when a file cannot be written in
+    full (``PytorchStreamWriter failed writing file``, ``[enforce fail at
+    inline_container.cc…] unexpected pos``): a full disk or a file-size limit."""
+    text = str(exc)
+    return isinstance(exc, OSError) or any(
+        sign in text for sign in ("failed writing", "inline_container", "PytorchStreamWriter")
+    )
+
+
+def _write_failed(
+    folder: Path, step: int, previous: Path | None, exc: BaseException, env: DistEnv
+) -> None:
+    """Remove the half-written checkpoint and say what happened and what is intact."""
+    if env.is_main:
+        shutil.rmtree(folder, ignore_errors=True)
+    reason = getattr(exc, "strerror", None) or _last_line(str(exc))
+    kept = (
+        f"the previous checkpoint {previous} is intact: free space and run the same command "
+        "to resume from it"
+        if previous is not None
+        else "no earlier checkpoint exists: free space and run the same command to start over"
+    )
+    raise CheckpointWriteError(
+        f"could not write the checkpoint of step {step} to {folder} ({reason}): out of disk "
+        f"space, or a quota or file-size limit? The half-written folder was removed; {kept}."
+    ) from exc
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "unknown error")[:200]
+
+
+def _write_state_files(
+    folder: Path,
+    step: int,
+    plan: Plan,
+    config: RunConfig,
+    schedulers: Sequence[torch.optim.lr_scheduler.LRScheduler],
+    data_generator: torch.Generator,
+    env: DistEnv,
+) -> None:
+    """plan.json, config.json and, last, ``trainer_state.pt`` (its presence marks a complete
+    checkpoint; written to a temporary name and renamed, so it is never half there)."""
+    plan.to_json(str(folder / "plan.json"))
+    (folder / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
+    state = {
+        "format": FORMAT,
+        "step": step,
+        "world_size": env.world_size,
+        "schedulers": [s.state_dict() for s in schedulers],
+        "data_generator": data_generator.get_state(),
+        "plan": plan.to_dict(),
+        "config": config.to_dict(),
+    }
+    tmp = folder / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, folder / STATE_FILE)
 
 
 def prune(out_dir: str | os.PathLike[str], keep: int, env: DistEnv) -> None:

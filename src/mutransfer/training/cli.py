@@ -46,12 +46,22 @@ def register(subparsers: Any) -> None:
         "--resume", metavar="auto|never|PATH", help="where to resume from (overrides resume)"
     )
     parser.add_argument(
+        "--allow-change",
+        dest="allow_changes",
+        action="append",
+        default=[],
+        metavar="FIELD",
+        help="when resuming, accept a changed FIELD (e.g. lr) from the checkpoint's config; "
+        "comma-separated or repeatable",
+    )
+    parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointWriteError
     from .loop import TrainingDiverged, train
 
     try:
@@ -59,6 +69,10 @@ def run(args: argparse.Namespace) -> int:
         for key, value in (("steps", args.steps), ("out_dir", args.out), ("resume", args.resume)):
             if value is not None:
                 overrides[key] = value
+        if args.allow_changes:
+            overrides["allow_changes"] = [
+                name.strip() for item in args.allow_changes for name in item.split(",") if name
+            ]
         config = load(args.config, hparams=args.hparams, overrides=overrides)
     except ConfigError as exc:
         raise UserError(str(exc)) from None
@@ -67,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
         return 0
     try:
         train(config)
-    except (ConfigError, TrainingDiverged) as exc:
+    except (ConfigError, TrainingDiverged, CheckpointWriteError) as exc:
         raise UserError(str(exc)) from None
     return 0

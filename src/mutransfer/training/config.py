@@ -112,6 +112,9 @@ class RunConfig(RunOptions):
     keep_checkpoints: int = 2
     resume: str = "auto"
     """``auto``: continue from the latest checkpoint in ``out_dir`` if any; ``never``; or a path."""
+    allow_changes: tuple[str, ...] = ()
+    """Fields that may differ from the checkpoint's config when resuming, besides ``steps``,
+    logging, evaluation and checkpoint cadence (see ``training/resume.py``)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -121,6 +124,17 @@ class RunConfig(RunOptions):
         for name in ("eval_every", "log_every", "checkpoint_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if isinstance(self.allow_changes, str) or not all(
+            isinstance(k, str) for k in self.allow_changes
+        ):
+            raise ConfigError(
+                f"allow_changes must be a list of field names, got {self.allow_changes!r}"
+            )
+        object.__setattr__(self, "allow_changes", tuple(self.allow_changes))
+        fields = {f.name for f in dataclasses.fields(self)}
+        unknown = [k for k in self.allow_changes if k not in fields]
+        if unknown:
+            raise ConfigError(f"allow_changes: unknown field(s) {', '.join(unknown)}")
         if self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.grad_clip < 0:

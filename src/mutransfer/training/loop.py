@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from torch import nn
 from ..data import TextCorpus, load_text
 from ..plan import Plan
 from ..trainer import lr_lambda, make_optimizers
-from . import checkpoint, distributed, models
+from . import checkpoint, distributed, models, resume
 from .config import ConfigError, RunConfig
 from .distributed import DistEnv
 
@@ -105,19 +106,17 @@ def _check_divisible(config: RunConfig, env: DistEnv) -> None:
         )
 
 
-def _resume_path(config: RunConfig) -> Path | None:
-    """The checkpoint to continue from; a fresh run refuses to mix with another run's files."""
-    found = checkpoint.latest(config.out_dir)
-    if config.resume == "auto":
-        return found
-    if config.resume != "never":
-        return Path(config.resume)
-    if found is not None:
+def _make_run_folder(config: RunConfig) -> None:
+    """Create the run folder up front, or say in one line why it cannot be."""
+    folder = Path(config.out_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
         raise ConfigError(
-            f"{config.out_dir} already holds checkpoints of a run (latest: {found.name}) and "
-            "resume = 'never'; use another out_dir, delete them, or resume = 'auto'"
-        )
-    return None
+            f"cannot create the run folder {folder}: {exc.strerror}; pass another --out"
+        ) from None
+    if not os.access(folder, os.W_OK):
+        raise ConfigError(f"the run folder {folder} is not writable; pass another --out")
 
 
 class _Log:
@@ -175,7 +174,13 @@ def _train(
     quiet: bool,
 ) -> RunResult:
     _check_divisible(config, env)
-    resume_from = _resume_path(config)
+    _make_run_folder(config)
+    say = print if env.is_main and not quiet else (lambda line: None)
+    resume_from = resume.choose_checkpoint(config, say)
+    changes = None
+    if resume_from is not None:
+        saved = checkpoint.read_state(resume_from)["config"]
+        changes = resume.compare_configs(saved, config, resume_from)
     log = _Log(config, env, quiet, fresh=resume_from is None)
     torch.manual_seed(config.seed)
     model, plan = models.build(config, meta=True)
@@ -212,6 +217,17 @@ def _train(
             env=env,
         )
         log.say(f"mutransfer train: resumed from {resume_from} at step {start}")
+        if changes is not None and changes.applied:
+            fresh = make_optimizers(config.proxy_view(), model, plan)
+            resume.apply_live_changes(changes, optimizers, fresh, schedulers)
+            log.say(f"mutransfer train: changed since the checkpoint: {changes.describe()}")
+        if env.is_main:
+            moved = resume.supersede_metrics(config.out_dir, start)
+            if moved:
+                log.say(
+                    f"mutransfer train: {moved} record(s) of metrics.jsonl after step {start} "
+                    f"(from the interrupted session) moved to {resume.SUPERSEDED}"
+                )
     else:
         log.say(_describe(config, env, plan))
     if env.parallel == "fsdp2" and config.optimizer.lower() == "muon":
