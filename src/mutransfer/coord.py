@@ -23,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
+import inspect
 import math
 import threading
 import time
@@ -106,8 +107,11 @@ def coord_check(
             a few dozen tokens): see ``default_batch``. Default: 2 windows of 8 tokens of the
             shipped text (random bytes without it) for models starting with an Embedding, 4
             Gaussian vectors with random labels for models starting with a Linear.
-        loss: ``loss(output, batch) -> scalar``; default cross-entropy for integer targets, MSE
-            otherwise, or the model's own loss when it returns a scalar or has ``.loss``.
+        loss: ``loss(output, batch) -> scalar``. Default: the model's own loss, and else
+            cross-entropy for integer targets, MSE otherwise. A model whose forward takes a
+            ``targets``/``labels`` argument (nanoGPT, Hugging Face; see ``TARGET_ARGUMENTS``)
+            is given the batch's targets there, and the loss it returns (``.loss``,
+            ``["loss"]``, or the scalar of a ``(logits, loss)`` tuple) is used.
         rules: rules for modules returned by the factory (``"mup"``, ``"sp"`` or ``Rules``).
         base_width: base width (or base depth) of the plan; default the smallest size.
         vary: ``"width"`` or ``"depth"`` (blocks vary at fixed width, for the depth rules).
@@ -563,8 +567,7 @@ class _Runner:
                     training = t < steps
                     recorder.begin(deltas if t > 0 else None)
                     with torch.set_grad_enabled(training):
-                        output = _forward(model, batch)
-                        value = _loss(self.loss, output, batch)
+                        value = batch_loss(model, batch, self.loss)
                     for key, rms in recorder.end().items():
                         if key not in result.values:
                             result.values[key] = {}
@@ -743,14 +746,15 @@ def default_batch(
     classes = getattr(last, "out_features", None) or getattr(last, "num_embeddings", None)
     if isinstance(first, nn.Embedding):
         vocab = first.num_embeddings
-        seq_len = min(int(getattr(getattr(model, "cfg", None), "seq_len", 8)), 8)
+        seq_len = min(_positions(model) or 8, 8)
         tokens = _text_windows(2, seq_len, generator) if vocab >= 256 else None
         if tokens is None:
             tokens = torch.randint(0, vocab, (2, seq_len + 1), generator=generator)
         targets = tokens[:, 1:]
         if classes is not None and classes != vocab:
             targets = torch.randint(0, int(classes), targets.shape, generator=generator)
-        return tokens[:, :-1], targets
+        # contiguous, as a data loader gives them: models may .view() them (nanoGPT does)
+        return tokens[:, :-1].contiguous(), targets.contiguous()
     if isinstance(first, nn.Linear) and classes is not None:
         inputs = torch.randn(4, first.in_features, generator=generator)
         return inputs, torch.randint(0, int(classes), (4,), generator=generator)
@@ -758,6 +762,17 @@ def default_batch(
         f"no default data for a model starting with {type(first).__name__}; pass data= "
         "(a batch (inputs, targets) or a callable data(generator) -> batch)"
     )
+
+
+def _positions(model: nn.Module) -> int | None:
+    """The longest sequence the model takes, from its config (reference GPT, nanoGPT, HF)."""
+    for attr in ("cfg", "config"):
+        config = getattr(model, attr, None)
+        for field in ("seq_len", "block_size", "n_positions", "max_position_embeddings"):
+            value = getattr(config, field, None)
+            if isinstance(value, int) and value > 0:
+                return value
+    return None
 
 
 def _text_windows(batch: int, seq_len: int, generator: torch.Generator) -> torch.Tensor | None:
@@ -772,21 +787,71 @@ def _text_windows(batch: int, seq_len: int, generator: torch.Generator) -> torch
 
 
 # -------------------------------------------------------------------------- forward and loss
-def _forward(model: nn.Module, batch: Batch) -> Any:
+TARGET_ARGUMENTS = ("targets", "labels", "target", "label", "y")
+"""Names of a forward argument that takes the targets, in order of preference."""
+
+
+def targets_argument(model: nn.Module) -> str | None:
+    """The forward argument that takes the batch's targets, when the model has one.
+
+    Models that compute their own loss (nanoGPT's ``forward(idx, targets=None)``, Hugging
+    Face's ``labels=``) often return something else without targets: nanoGPT returns the
+    logits of the last position only, which no loss over every position can use. Given the
+    targets, they return the loss they train with, which is the one to check. The first
+    parameter is the input and never taken for the targets.
+    """
+    try:
+        parameters = list(inspect.signature(model.forward).parameters.values())
+    except (TypeError, ValueError):  # a builtin or C-implemented forward: no signature
+        return None
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    names = {p.name for p in parameters[1:] if p.kind in kinds}
+    return next((name for name in TARGET_ARGUMENTS if name in names), None)
+
+
+def batch_loss(model: nn.Module, batch: Batch, loss: LossFn | None = None) -> torch.Tensor:
+    """The loss ``coord_check`` trains ``model`` with on ``batch`` (see its ``loss=``): the
+    model's own when its forward takes the targets or it returns one, else cross-entropy for
+    integer targets and MSE for float targets."""
+    targets_arg = targets_argument(model) if loss is None else None
+    return _loss(loss, _forward(model, batch, targets_arg), batch)
+
+
+def _forward(model: nn.Module, batch: Batch, targets_arg: str | None = None) -> Any:
     if isinstance(batch, dict):
         return model(**batch)
     if isinstance(batch, tuple | list):
+        if targets_arg is not None and len(batch) >= 2:
+            return model(batch[0], **{targets_arg: batch[1]})
         return model(batch[0])
     return model(batch)
 
 
+def model_loss(output: Any) -> torch.Tensor | None:
+    """The loss a model returned itself: ``.loss``, ``output["loss"]``, or the scalar tensor
+    of a returned tuple or list (``(logits, loss)``); None when there is none."""
+    own = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+    if isinstance(own, torch.Tensor):
+        return own
+    if isinstance(output, tuple | list):
+        for value in output:
+            if isinstance(value, torch.Tensor) and value.dim() == 0 and value.is_floating_point():
+                return value
+    return None
+
+
 def _loss(loss: LossFn | None, output: Any, batch: Batch) -> torch.Tensor:
     if loss is not None:
-        return loss(output, batch)
-    own = getattr(output, "loss", None)
-    if own is None and isinstance(output, dict):
-        own = output.get("loss")
-    if isinstance(own, torch.Tensor):
+        value = loss(output, batch)
+        if not isinstance(value, torch.Tensor) or value.numel() != 1:
+            raise CoordCheckError(
+                f"loss= returned {type(value).__name__}"
+                + (f" of shape {tuple(value.shape)}" if isinstance(value, torch.Tensor) else "")
+                + "; it must return a scalar tensor"
+            )
+        return value.reshape(())
+    own = model_loss(output)
+    if own is not None:
         return own
     out = first_tensor(output)
     if out is None:
@@ -800,5 +865,13 @@ def _loss(loss: LossFn | None, output: Any, batch: Batch) -> torch.Tensor:
         )
     targets = batch[1]
     if not targets.is_floating_point():
-        return F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), targets.reshape(-1))
+        logits = out.reshape(-1, out.shape[-1])
+        if logits.shape[0] != targets.numel():
+            raise CoordCheckError(
+                f"the model's output has shape {tuple(out.shape)}: {logits.shape[0]} rows of "
+                f"logits for {targets.numel()} targets (shape {tuple(targets.shape)}). Give the "
+                "model's forward a targets= or labels= argument and return the loss (it is "
+                "then called with the targets), or pass loss=loss(output, batch)"
+            )
+        return F.cross_entropy(logits.float(), targets.reshape(-1))
     return F.mse_loss(out.float(), targets.float())

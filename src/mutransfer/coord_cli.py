@@ -13,6 +13,7 @@ a CI job. The printed PASS/FAIL is the exit status's own.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib
 import importlib.util
 import json
@@ -50,6 +51,21 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--optimizer", default="adam", choices=("adam", "adamw", "sgd"))
     parser.add_argument("--lr", type=float, default=None, help="base LR (adam 1e-2, sgd 0.1)")
     parser.add_argument("--base-width", type=int, default=None, help="default: smallest size")
+    parser.add_argument(
+        "--data",
+        default=None,
+        metavar="MODULE:NAME",
+        help="the batch: a callable data(generator) -> batch (called once per seed), or a batch "
+        "(inputs, targets) or dict; PACKAGE.MODULE:NAME or FILE.py:NAME (default: a few tokens "
+        "of text or Gaussian vectors, see docs/coord-check.md)",
+    )
+    parser.add_argument(
+        "--loss",
+        default=None,
+        metavar="MODULE:NAME",
+        help="a callable loss(output, batch) -> scalar tensor (default: the model's own loss "
+        "when its forward takes targets=/labels= or it returns one, else cross-entropy/MSE)",
+    )
     parser.add_argument(
         "--set",
         action="append",
@@ -91,6 +107,10 @@ def run(args: argparse.Namespace) -> int:
     rules = _rules(args.rules)
     factory, parametrize_kwargs = _factory(args, vary, sizes)
     parametrize_kwargs.update(constants)
+    data = _load(args.data, "--data") if args.data else None
+    loss = _load(args.loss, "--loss") if args.loss else None
+    if loss is not None and not callable(loss):
+        raise UserError(f"--loss {args.loss} is a {type(loss).__name__}, not a callable")
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     try:
         report = coord_check(
@@ -102,6 +122,8 @@ def run(args: argparse.Namespace) -> int:
             seeds=args.seeds,
             optimizer=args.optimizer,
             lr=args.lr,
+            data=data,
+            loss=loss,
             rules=rules,
             base_width=args.base_width,
             parametrize_kwargs=parametrize_kwargs,
@@ -172,11 +194,7 @@ def _load(spec: str, flag: str = "FACTORY") -> Any:
         if where.endswith(".py"):
             if not os.path.isfile(where):
                 raise UserError(f"{flag}: no such file: {where}")
-            module_spec = importlib.util.spec_from_file_location("_coord_check_user", where)
-            assert module_spec is not None and module_spec.loader is not None
-            module = importlib.util.module_from_spec(module_spec)
-            _add_to_path(os.path.dirname(os.path.abspath(where)))  # its own imports
-            module_spec.loader.exec_module(module)
+            module = _load_file(where)
         else:
             _add_to_path(os.getcwd())  # as `python -m` would: the user's package in the cwd
             module = importlib.import_module(where)
@@ -186,6 +204,32 @@ def _load(spec: str, flag: str = "FACTORY") -> Any:
         return getattr(module, name)
     except AttributeError:
         raise UserError(f"{flag}: {where!r} has no attribute {name!r}") from None
+
+
+def _load_file(path: str) -> Any:
+    """Execute a user's ``.py`` file as a module, once per file (factory, data and loss from
+    the same file share its classes).
+
+    The module is registered in ``sys.modules`` before it runs, as an import would: without
+    that, a ``@dataclass`` in a file with ``from __future__ import annotations`` (nanoGPT's
+    config) fails to resolve its own module, and its objects cannot be pickled.
+    """
+    full = os.path.abspath(path)
+    stem = "".join(c if c.isalnum() else "_" for c in os.path.basename(full).removesuffix(".py"))
+    name = f"_coord_check_user_{stem}_{hashlib.sha1(full.encode()).hexdigest()[:8]}"
+    if name in sys.modules:
+        return sys.modules[name]
+    module_spec = importlib.util.spec_from_file_location(name, full)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    _add_to_path(os.path.dirname(full))  # its own imports
+    sys.modules[name] = module
+    try:
+        module_spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
 
 
 def _add_to_path(folder: str) -> None:
