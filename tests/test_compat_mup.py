@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import copy
 import pickle
-import warnings
 from pathlib import Path
 
 import pytest
@@ -471,41 +470,137 @@ def test_readouts_mup_cannot_scale_warn_and_keep_mup_lrs() -> None:
             assert torch.equal(p, q)
 
 
-def test_coord_data_and_plot(tmp_path: Path) -> None:
-    pytest.importorskip("pandas")
-    pytest.importorskip("matplotlib")
+# ------------------------------------------------------------------ mup's names and p.infshape
+def _defined_names(module) -> set[str]:
+    """The public names a mup module defines itself (not the ones it merely imports)."""
+    return {
+        n
+        for n, v in vars(module).items()
+        if not n.startswith("_") and str(getattr(v, "__module__", "")).startswith("mup")
+    }
 
-    def lazy(width: int):
-        def make():
-            model = mlp(ours, width)
-            with torch.device("meta"):
-                base = mlp(ours, 32)
-            return ours.set_base_shapes(model, base)
 
-        return make
+@pytest.mark.parametrize(
+    "submodule", ["", ".shape", ".infshape", ".init", ".layer", ".optim", ".coord_check"]
+)
+def test_every_name_mup_defines_exists(submodule: str) -> None:
+    import importlib
 
-    data = [batch("mlp", 0)]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        df = ours.get_coord_data(
-            {w: lazy(w) for w in (32, 64, 128)},
-            data,
-            optimizer="adam",
-            lr=1e-2,
-            nsteps=3,
-            show_progress=False,
-        )
-    assert {"width", "module", "t", "l2", "optimizer", "lr"} <= set(df.columns)
-    assert sorted(df["t"].unique()) == [1, 2, 3]
-    assert sorted(df["width"].unique()) == [32, 64, 128]
-    assert {"0", "2", "4", "4:update"} <= set(df["module"])
-    report = df.attrs["report"]
-    assert report.ok, report.summary()
-    path = tmp_path / "coord.png"
-    ours.plot_coord_data(df, save_to=str(path), suptitle="µP MLP")
-    assert path.stat().st_size > 10_000
-    with pytest.raises(ours.MupCompatError, match="'l2'"):
-        ours.plot_coord_data(df, y="l1")
+    theirs = importlib.import_module(f"mup{submodule}")
+    mine = importlib.import_module(f"mutransfer.compat.mup{submodule}")
+    names = _defined_names(theirs) | ({"FDICT"} if submodule == ".coord_check" else set())
+    assert names, "mup's module defines nothing? the comparison would be vacuous"
+    missing = sorted(n for n in names if not hasattr(mine, n))
+    assert not missing
+    for n in names:  # a function stays a function, a class a class
+        assert callable(getattr(mine, n)) == callable(getattr(theirs, n)), n
+        assert isinstance(getattr(mine, n), type) == isinstance(getattr(theirs, n), type), n
+
+
+def test_p_infshape_reads_as_under_mup() -> None:
+    theirs, model = build(real, LM), build(ours, LM)
+    for (name, p), q in zip(theirs.named_parameters(), model.parameters(), strict=True):
+        mine = q.infshape
+        assert [(d.base_dim, d.dim) for d in mine] == [(d.base_dim, d.dim) for d in p.infshape]
+        assert mine.ninf() == p.infshape.ninf(), name
+        assert mine.width_mult() == p.infshape.width_mult(), name
+    assert hasattr(model.layers[0].q.weight, "infshape")
+    assert not hasattr(nn.Linear(2, 2).weight, "infshape")  # as for a model mup never saw
+    # and where mup's is gone, it still reads: a deepcopy (EMA), to_empty from meta
+    clone = copy.deepcopy(model)
+    assert clone.layers[1].fc.weight.infshape.width_mult() == 4.0
+    assert not hasattr(copy.deepcopy(theirs).layers[1].fc.weight, "infshape")
+    with torch.device("meta"):
+        empty = LM(ours, 32)
+    ours.set_base_shapes(empty, LM(ours, 8))
+    empty.to_empty(device="cpu")
+    assert empty.layers[0].q.weight.infshape.ninf() == 2
+
+
+def test_model_code_that_reads_p_infshape_inits_as_under_mup() -> None:
+    """A typical mup-era init: std / sqrt(fan-in width multiplier) for matrix-like weights."""
+
+    def init(model: nn.Module) -> None:
+        for p in model.parameters():
+            if hasattr(p, "infshape") and p.infshape.ninf() == 2:
+                nn.init.normal_(p, std=0.02 / p.infshape.width_mult() ** 0.5)
+
+    theirs, model = build(real, LM), build(ours, LM)
+    torch.manual_seed(5)
+    init(theirs)
+    torch.manual_seed(5)
+    init(model)
+    for p, q in zip(theirs.parameters(), model.parameters(), strict=True):
+        assert torch.equal(p, q)
+    assert model.layers[0].q.weight.std().item() == pytest.approx(0.01, rel=0.1)
+
+
+def test_muadam_on_the_parameters_of_a_model_no_longer_referenced() -> None:
+    import gc
+
+    theirs_params = list(build(real, LM).parameters())
+    params = list(build(ours, LM).parameters())
+    gc.collect()  # the models are gone; only their parameters are left
+    theirs_opt = real.MuAdam(theirs_params, lr=1e-2, weight_decay=0.1)
+    opt = ours.MuAdam(params, lr=1e-2, weight_decay=0.1)
+    assert group_sizes(opt) == group_sizes(theirs_opt)
+    for g, h in zip(opt.param_groups, theirs_opt.param_groups, strict=True):
+        assert (g["lr"], g["weight_decay"]) == (h["lr"], h["weight_decay"])
+        assert all(torch.equal(p, q) for p, q in zip(g["params"], h["params"], strict=True))
+    assert params[4].infshape.width_mult() == 4.0  # layers.0.q.weight
+    sgd = ours.MuSGD(params, lr=0.1)
+    assert [g["lr"] for g in sgd.param_groups] == [
+        g["lr"] for g in real.MuSGD(theirs_params, lr=0.1).param_groups
+    ]
+
+
+def test_apply_infshapes_as_under_mup() -> None:
+    """mup's workaround for a deepcopy: apply the original's infshapes to the copy."""
+    theirs = build(real, LM)
+    theirs_copy = copy.deepcopy(theirs)
+    real.apply_infshapes(theirs_copy, real.get_infshapes(theirs))
+    model = build(ours, LM)
+    plain = LM(ours, 32)  # never given to set_base_shapes
+    ours.apply_infshapes(plain, ours.get_infshapes(model))
+    assert_same_lrs(
+        per_param(theirs_copy, real.MuAdam(theirs_copy.parameters(), lr=1e-2)),
+        per_param(plain, ours.MuAdam(plain.parameters(), lr=1e-2)),
+    )
+    assert plain.out.width_mult() == theirs_copy.out.width_mult() == 4.0
+    # mup's own InfShape objects are accepted too (e.g. from mup.load_base_shapes)
+    other = LM(ours, 32)
+    ours.apply_infshapes(other, real.get_infshapes(theirs))
+    assert ours.plan_of(other)["layers.0.q.weight"].lr_scale == 0.25
+    missing = r"no infshape for pos, layers\.0\.ln1\.weight, .* \.\.\. \(infshapes must name"
+    with pytest.raises(ours.MupCompatError, match=missing):
+        ours.apply_infshapes(LM(ours, 32), {"embed.weight": ours.get_infshapes(model)["pos"]})
+
+
+def test_process_param_groups_as_under_mup() -> None:
+    model = LM(ours, 8)
+    ps = list(model.parameters())
+    cases = [
+        (ps, {"lr": 0.1}),
+        (ps, {"lr": 0.1, "weight_decay": 0.01}),
+        ([{"params": ps[:3], "lr": 1.0}, {"params": ps[3:], "weight_decay": 0.5}], {"lr": 0.1}),
+    ]
+    for params, kwargs in cases:
+        mine = ours.process_param_groups(copy.copy(params), **kwargs)
+        theirs = real.optim.process_param_groups(copy.deepcopy(params), **kwargs)
+        assert [{k: v for k, v in g.items() if k != "params"} for g in mine] == [
+            {k: v for k, v in g.items() if k != "params"} for g in theirs
+        ]
+        assert [len(g["params"]) for g in mine] == [len(g["params"]) for g in theirs]
+    with pytest.raises(TypeError, match="no learning rate"):
+        ours.process_param_groups(ps)
+
+
+def test_lr_zero_is_accepted() -> None:
+    model = build(ours, LM)
+    for make in (ours.MuSGD, ours.MuAdam, ours.MuAdamW):
+        opt = make(model.parameters(), lr=0.0)
+        assert {g["lr"] for g in opt.param_groups} == {0.0}
+        assert {g["lr_scale"] for g in opt.param_groups if g["params"]} != {1.0}  # plan's
 
 
 def test_migration_example_runs(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,8 +14,9 @@ multiplier), while fixing what mup gets wrong:
   groups here carry ``lr_scale``, so ``scaled_lrs(opt, max_lr)`` and ``check_optimizer(opt)``
   work.
 
-Where user code read ``p.infshape``, use ``infshape_of(p)``; ``plan_of(model)`` gives the
-mutransfer plan (``plan.table()`` prints every tensor's role and scales). See
+``p.infshape`` reads as under mup (and ``infshape_of(p)`` also accepts ``p.data``);
+``plan_of(model)`` gives the mutransfer plan (``plan.table()`` prints every tensor's role and
+scales). ``get_coord_data`` gives mup's DataFrame, value for value. See
 docs/migrating-from-mup.md.
 """
 
@@ -39,9 +40,10 @@ from .init import (
     xavier_uniform_,
 )
 from .layer import MuReadout, MuSharedReadout, rescale_linear_bias
-from .optim import MuAdam, MuAdamW, MuSGD, check_optimizer, scaled_lrs
+from .optim import MuAdam, MuAdamW, MuSGD, check_optimizer, process_param_groups, scaled_lrs
 from .plans import MUP_COMPAT
 from .shape import (
+    apply_infshapes,
     assert_hidden_size_inf,
     clear_dims,
     get_infshapes,
@@ -66,6 +68,7 @@ __all__ = [
     "MuSGD",
     "MuSharedReadout",
     "MupCompatError",
+    "apply_infshapes",
     "assert_hidden_size_inf",
     "check_optimizer",
     "clear_dims",
@@ -84,6 +87,7 @@ __all__ = [
     "ones_",
     "plan_of",
     "plot_coord_data",
+    "process_param_groups",
     "rescale_linear_bias",
     "save_base_shapes",
     "scaled_lrs",

@@ -17,11 +17,13 @@ from typing import Any
 
 import torch
 from torch.nn import init as torch_init
+from torch.nn.init import calculate_gain  # mup.init re-exports torch's (user code imports it)
 
 from .infshape import InfShape
 from .state import MupCompatError, infshape_of
 
 __all__ = [
+    "calculate_gain",
     "constant_std_init_",
     "eye_",
     "kaiming_normal_",

@@ -26,7 +26,15 @@ import torch
 from ... import scaled_lrs
 from .state import MupCompatError, lookup
 
-__all__ = ["MuAdam", "MuAdamW", "MuSGD", "check_optimizer", "mu_param_groups", "scaled_lrs"]
+__all__ = [
+    "MuAdam",
+    "MuAdamW",
+    "MuSGD",
+    "check_optimizer",
+    "mu_param_groups",
+    "process_param_groups",
+    "scaled_lrs",
+]
 
 # mup's group order within each input group, per family: groups of each category appear in the
 # order their first parameter does; the last category always has one group, even when empty.
@@ -49,26 +57,54 @@ def _default_lr(impl: Any) -> float | None:
     return float(default) if isinstance(default, int | float) else None
 
 
-def mu_param_groups(
-    params: Iterable[Any], family: str, *, lr: float | None = None, weight_decay: float = 0.0
-) -> list[dict[str, Any]]:
-    """Split ``params`` (tensors or param-group dicts) into groups with the plan's scales."""
+def process_param_groups(params: Iterable[Any], **kwargs: Any) -> list[dict[str, Any]]:
+    """Drop-in for ``mup.optim.process_param_groups``: ``params`` as a list of param groups,
+    each with an ``lr`` (``kwargs["lr"]`` where the group has none) and a ``weight_decay``
+    (``kwargs.get("weight_decay", 0.0)``).
+
+    A list of tensors becomes one group. Unlike mup, the caller's group dicts are copied, not
+    filled in place, and a missing LR or an empty list gets an error saying so (mup: a
+    ``KeyError`` / ``IndexError``).
+    """
     groups = list(params)
     if not groups:
         raise ValueError("the optimizer got an empty parameter list")
     if not isinstance(groups[0], dict):
         groups = [{"params": groups}]
+    result = []
+    for group in groups:
+        if not isinstance(group, dict):
+            raise TypeError(
+                "param groups must all be dicts (or all tensors), got a mix: "
+                f"{type(group).__name__} after a dict"
+            )
+        group = dict(group)
+        if "lr" not in group:
+            if kwargs.get("lr") is None:
+                raise TypeError(
+                    "no learning rate: pass lr= to the optimizer (or an 'lr' in every param group)"
+                )
+            group["lr"] = kwargs["lr"]
+        group.setdefault("weight_decay", kwargs.get("weight_decay", 0.0))
+        result.append(group)
+    return result
+
+
+def mu_param_groups(
+    params: Iterable[Any], family: str, *, lr: float | None = None, weight_decay: float = 0.0
+) -> list[dict[str, Any]]:
+    """Split ``params`` (tensors or param-group dicts) into groups with the plan's scales.
+
+    ``lr_scale`` is each group's LR over ``lr`` (the optimizer's base LR); with ``lr=0`` (a
+    coordinate check at LR 0, say), where that ratio is undefined, it is the plan's scale.
+    """
     order = _CATEGORY_ORDER[family]
     result: list[dict[str, Any]] = []
-    for group in groups:
+    for group in process_param_groups(params, lr=lr, weight_decay=weight_decay):
         members = group["params"]
         members = [members] if isinstance(members, torch.Tensor) else list(members)
-        base_lr = group.get("lr", lr)
-        if base_lr is None:
-            raise TypeError(
-                "no learning rate: pass lr= to the optimizer (or an 'lr' in every param group)"
-            )
-        base_wd = group.get("weight_decay", weight_decay)
+        base_lr = group["lr"]
+        base_wd = group["weight_decay"]
         rest = {k: v for k, v in group.items() if k != "params"}
         split: dict[str, dict[tuple[float, float], list[torch.Tensor]]] = {c: {} for c in order}
         for p in members:
@@ -78,6 +114,7 @@ def mu_param_groups(
             split[_category(entry.role, family)].setdefault(key, []).append(p)
         split[order[-1]].setdefault((1.0, 1.0), [])
         reference = lr if lr is not None else base_lr
+        ratio = base_lr / reference if reference else 1.0
         for category in order:
             for (lr_scale, wd_scale), ps in split[category].items():
                 result.append(
@@ -86,7 +123,7 @@ def mu_param_groups(
                         "params": ps,
                         "lr": base_lr * lr_scale,
                         "weight_decay": base_wd * wd_scale,
-                        "lr_scale": base_lr * lr_scale / reference,
+                        "lr_scale": ratio * lr_scale,
                     }
                 )
     return result

@@ -198,8 +198,11 @@ def _parametrize_quietly(
     family: str,
     **kwargs: Any,
 ) -> Plan:
-    """``parametrize`` without touching attention: mup leaves the attention scale to the
-    user's own code."""
+    """``parametrize`` without touching attention or init: mup leaves the attention scale to
+    the user's own code, and keeps the model's own init (``set_base_shapes`` only rescales a
+    few tensors, see ``shape._rescale``). ``base_init="rules"``: the plan's init entries are
+    never applied here (they say "default"), so there is nothing to measure on the model —
+    reading its own init would cost a pass over every tensor and warn about meta bases."""
     try:
         plan = parametrize(
             model,
@@ -209,6 +212,7 @@ def _parametrize_quietly(
             delta=delta,
             init=False,
             attention=False,
+            base_init="rules",
             **kwargs,
         )
     except RoleError as exc:

@@ -232,16 +232,59 @@ def set_base_shapes(
     infshapes: dict[str, InfShape] = _zip(base_info, shapes, "base")
     if savefile is not None:
         save_base_shapes(infshapes, savefile)
-    plans = build_plans(unwrap(model), infshapes, roles=roles, layouts=layouts)
-    state = MupState(infshapes=infshapes, plans=plans)
-    register(model, state)
-    _set_readout_multipliers(model, state)
+    state = _attach(model, infshapes, roles=roles, layouts=layouts)
     if do_assert:
         assert_hidden_size_inf(model)
     _warn_unscaled_readouts(model, state)
     if rescale_params:
         _rescale(model)
     return model
+
+
+def apply_infshapes(model: nn.Module, infshapes: Mapping[str, Any]) -> None:
+    """Drop-in for ``mup.apply_infshapes``: give ``model``'s parameters these infshapes.
+
+    mup assigns ``p.infshape = infshapes[name]`` for every parameter; here the infshapes (by
+    name, wrapper prefixes ignored, extra names ignored as in mup) become the model's compat
+    state, with its plans and readout multipliers, exactly as ``set_base_shapes`` would leave
+    it but without rescaling anything or checking readouts. Values may be ``InfShape`` objects
+    of this module or of mup (``get_infshapes(other_model)``, ``load_base_shapes(file)``); the
+    current sizes are the model's own.
+    """
+    infshapes = {canonical_name(k): v for k, v in infshapes.items()}
+    params = [(canonical_name(n), p) for n, p in model.named_parameters()]
+    missing = [name for name, _ in params if name not in infshapes]
+    if missing:
+        raise MupCompatError(
+            f"apply_infshapes: no infshape for {', '.join(missing[:8])}"
+            f"{' ...' if len(missing) > 8 else ''} (infshapes must name every parameter of the "
+            "model, e.g. get_infshapes(model_of_the_same_architecture))"
+        )
+    shapes: dict[str, InfShape] = {}
+    for name, p in params:
+        shape = _as_infshape(name, infshapes[name])
+        if len(shape) != p.dim():
+            raise MupCompatError(
+                f"apply_infshapes: {name!r} has {p.dim()} dims but its infshape {shape!r} has "
+                f"{len(shape)}"
+            )
+        shapes[name] = shape.with_dims(p.shape)
+    _attach(model, shapes)
+
+
+def _attach(
+    model: nn.Module,
+    infshapes: dict[str, InfShape],
+    *,
+    roles: Mapping[str, str] | None = None,
+    layouts: Mapping[str, str] | None = None,
+) -> MupState:
+    """Build the plans for ``infshapes``, keep them beside ``model``, set readout multipliers."""
+    plans = build_plans(unwrap(model), infshapes, roles=roles, layouts=layouts)
+    state = MupState(infshapes=infshapes, plans=plans)
+    register(model, state)
+    _set_readout_multipliers(model, state)
+    return state
 
 
 def _set_readout_multipliers(model: nn.Module, state: MupState) -> None:

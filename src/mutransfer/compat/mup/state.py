@@ -10,10 +10,15 @@ FSDP2's ``fully_shard``, ``weight_norm``. Here nothing is written onto parameter
 - a parameter the registry does not know (it was replaced by ``to_empty``, ``fully_shard``...)
   is found by scanning the registered roots' ``named_parameters``;
 - ``deepcopy`` of a root copies its state; ``MupState.__deepcopy__`` registers the copy, so an
-  EMA or ``AveragedModel`` copy is parametrized like its original.
+  EMA or ``AveragedModel`` copy is parametrized like its original;
+- each registry entry holds its model's state (not the model): parameters that outlive their
+  model (``MuAdam(list(build().parameters()))``) keep their shapes and LR scales, as mup's
+  ``p.infshape`` does.
 
 Optimizer constructors (``MuAdam(model.parameters())``) and init functions receive bare tensors,
-which is why identity lookup is needed at all.
+which is why identity lookup is needed at all. Code written against mup that reads
+``p.infshape`` gets it from the same lookup: ``nn.Parameter`` gains a read-only fallback
+attribute ``infshape`` (see ``_InfShapeAttribute``) once a model is registered.
 """
 
 from __future__ import annotations
@@ -74,7 +79,7 @@ class MupState:
             for name, p in old_root.named_parameters():
                 copied = memo.get(id(p))
                 if isinstance(copied, torch.Tensor):
-                    _remember(copied, new_root, canonical_name(name))
+                    _remember(copied, new_root, canonical_name(name), new)
         return new
 
     def __getstate__(self) -> dict[str, Any]:
@@ -86,17 +91,35 @@ class MupState:
         self.__dict__.update(state)
 
 
+@dataclass(frozen=True)
+class _Entry:
+    """What the registry knows about one parameter. ``state`` is held strongly (the parameter
+    may outlive its model, and mup's ``p.infshape`` did too); the model only weakly."""
+
+    param: weakref.ref[torch.Tensor]
+    root: weakref.ref[nn.Module]
+    state: MupState
+    name: str
+
+    def current_state(self) -> MupState:
+        """The model's state if the model is alive (``set_base_shapes`` may have run again),
+        else the state the parameter was registered with."""
+        root = self.root()
+        state = getattr(root, ATTRIBUTE, None) if root is not None else None
+        return state if isinstance(state, MupState) else self.state
+
+
 _ROOTS: weakref.WeakSet[nn.Module] = weakref.WeakSet()
-_BY_ID: dict[int, tuple[weakref.ref[torch.Tensor], weakref.ref[nn.Module], str]] = {}
+_BY_ID: dict[int, _Entry] = {}
 
 
-def _remember(p: torch.Tensor, root: nn.Module, name: str) -> None:
+def _remember(p: torch.Tensor, root: nn.Module, name: str, state: MupState) -> None:
     key = id(p)
 
     def forget(_: object, key: int = key) -> None:
         _BY_ID.pop(key, None)
 
-    _BY_ID[key] = (weakref.ref(p, forget), weakref.ref(root), name)
+    _BY_ID[key] = _Entry(weakref.ref(p, forget), weakref.ref(root), state, name)
 
 
 _WRAPPERS = ("module", "_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
@@ -120,7 +143,8 @@ def register(root: nn.Module, state: MupState) -> None:
     object.__setattr__(root, ATTRIBUTE, state)
     _ROOTS.add(root)
     for name, p in root.named_parameters():
-        _remember(p, root, canonical_name(name))
+        _remember(p, root, canonical_name(name), state)
+    _install_infshape_attribute()
 
 
 def state_of(module: nn.Module) -> MupState | None:
@@ -153,18 +177,14 @@ def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
 def find(p: torch.Tensor, *, allow_views: bool = False) -> tuple[MupState, str] | None:
     """``(state, name)`` of a parameter of a model given to ``set_base_shapes``, or None."""
     entry = _BY_ID.get(id(p))
-    if entry is not None:
-        ref, root_ref, name = entry
-        root = root_ref()
-        state = getattr(root, ATTRIBUTE, None) if root is not None else None
-        if ref() is p and isinstance(state, MupState):
-            return state, name
+    if entry is not None and entry.param() is p:
+        return entry.current_state(), entry.name
     # not indexed: the model's parameters were replaced (to_empty, fully_shard, load_state_dict
     # with assign=True...). Index every registered model again, once, rather than per miss.
     found = None
     for root, state in _roots():
         for name, q in root.named_parameters():
-            _remember(q, root, canonical_name(name))
+            _remember(q, root, canonical_name(name), state)
             if q is p and found is None:
                 found = (state, canonical_name(name))
     if found is not None:
@@ -191,9 +211,40 @@ def lookup(p: torch.Tensor, what: str, *, allow_views: bool = False) -> tuple[Mu
 
 
 def infshape_of(p: torch.Tensor) -> InfShape:
-    """What mup stored as ``p.infshape``: replace ``p.infshape`` by ``infshape_of(p)``."""
+    """What mup stored as ``p.infshape`` (which works too, on parameters); this also accepts
+    views such as ``p.data``."""
     state, name = lookup(p, "infshape_of", allow_views=True)
     return state.infshapes[name].with_dims(p.shape)
+
+
+class _InfShapeAttribute:
+    """``p.infshape`` for code written against mup, looked up rather than stored.
+
+    mup writes ``p.infshape`` onto every parameter, so its users read it (custom inits,
+    optimizers, ``hasattr(p, "infshape")`` checks). A *non-data* descriptor on ``nn.Parameter``
+    serves that read from the registry, so it survives ``deepcopy``, ``to_empty`` and friends;
+    a value assigned to ``p.infshape`` (by mup itself, when both libraries are loaded) lives in
+    the instance and takes precedence, as for any attribute. For a parameter of no registered
+    model the attribute does not exist (``hasattr`` is False), as under mup.
+    """
+
+    def __get__(self, p: torch.Tensor | None, owner: type | None = None) -> Any:
+        if p is None:
+            return self
+        found = find(p)
+        if found is None:
+            raise AttributeError(
+                f"'{type(p).__name__}' object has no attribute 'infshape' (it belongs to no model "
+                "given to set_base_shapes)"
+            )
+        state, name = found
+        return state.infshapes[name].with_dims(p.shape)
+
+
+def _install_infshape_attribute() -> None:
+    """Give ``nn.Parameter`` the ``infshape`` fallback (once; never over an existing one)."""
+    if "infshape" not in vars(nn.Parameter):
+        nn.Parameter.infshape = _InfShapeAttribute()  # type: ignore[attr-defined]
 
 
 def plan_of(p_or_model: torch.Tensor | nn.Module, family: str = "adam") -> Plan:
