@@ -554,6 +554,18 @@ def _computes_attention(cls: type) -> str | None:
     return None
 
 
+# what _computes_attention found per class: reading and parsing a class's source takes
+# ~10 ms, and a plan is built for every width (and seed) of a coordinate check or a sweep
+_ATTENTION_SOURCES: weakref.WeakKeyDictionary[type, str | None] = weakref.WeakKeyDictionary()
+
+
+def _computes_attention_once(cls: type) -> str | None:
+    """``_computes_attention``, read once per class."""
+    if cls not in _ATTENTION_SOURCES:
+        _ATTENTION_SOURCES[cls] = _computes_attention(cls)
+    return _ATTENTION_SOURCES[cls]
+
+
 def _report_unscaled_attention(
     model: nn.Module, planned: Mapping[str, AttentionPlan], strict: bool
 ) -> None:
@@ -573,7 +585,7 @@ def _report_unscaled_attention(
             or type(module).__module__.startswith("torch.")
         ):
             continue
-        call = _computes_attention(type(module))
+        call = _computes_attention_once(type(module))
         if call is not None:
             candidates[key] = (type(module).__name__, call)
     # the innermost modules only: a container of attention (the model itself, a block) is not
