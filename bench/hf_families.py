@@ -946,6 +946,6 @@ def scale_check(family: Family, widths: tuple[int, ...] = (128, 256)) -> dict[st
         diff, largest = sdpa_matches_eager(model, family, tokens[0])
         cell["sdpa_vs_eager"] = diff / largest
         ok = ok and cell["sdpa_vs_eager"] < 1e-4 and cell["eager_traced"] and cell["sdpa_traced"]
-        result["widths"][width] = cell
+        result["widths"][str(width)] = cell  # JSON keys: strings either way
     result["ok"] = bool(ok)
     return result
