@@ -171,6 +171,10 @@ def parametrize(
         seed: seed for that initialisation.
         **constants: tunable constants of the rules, e.g. ``output_multiplier=2.0``.
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"parametrize() needs the model as an nn.Module, got {type(model).__name__}"
+        )
     rules_obj = get_rules(rules)
     if constants:
         unknown = [k for k in constants if k not in {f.name for f in dataclasses.fields(Rules)}]

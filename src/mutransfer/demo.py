@@ -226,7 +226,10 @@ def settings_for(
     preset = PRESETS[vary, quick]
     base = preset.base
     if text is not None:
-        base = base.with_(data=text)
+        try:
+            base = base.with_(data=text)
+        except ValueError as exc:
+            raise DemoError(str(exc)) from None
     if train_options:
         try:
             base = TrainConfig.from_dict({**base.to_dict(), **train_options})

@@ -329,6 +329,11 @@ class Plan:
         ``names``: add torch's ``param_names`` key (names in optimizer state dicts).
         ``roles``: only these roles, e.g. Muon for ``("hidden",)`` beside AdamW for the rest.
         """
+        for name, value in (("lr", lr), ("weight_decay", weight_decay), ("eps", eps)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
         if lr <= 0 or not math.isfinite(lr):
             raise ValueError(f"lr must be a positive finite number, got {lr!r}")
         if weight_decay < 0:
@@ -426,8 +431,19 @@ class Plan:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Plan:
-        if data.get("format") != "mutransfer.plan/1":
-            raise PlanError(f"not a mutransfer plan (format={data.get('format')!r})")
+        if not isinstance(data, Mapping) or data.get("format") != "mutransfer.plan/1":
+            found = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+            raise PlanError(f"not a mutransfer plan (format={found!r})")
+        missing = [k for k in _PLAN_KEYS if k not in data]
+        if missing:
+            raise PlanError(f"the plan lacks {', '.join(missing)}: an incomplete plan file")
+        try:
+            return cls._from_checked_dict(data)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PlanError(f"a malformed plan ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def _from_checked_dict(cls, data: Mapping[str, Any]) -> Plan:
 
         def tensor(d: Mapping[str, Any]) -> TensorPlan:
             d = dict(d)
@@ -447,11 +463,28 @@ class Plan:
 
     @classmethod
     def from_json(cls, text_or_path: str) -> Plan:
-        text = text_or_path
+        """A plan from JSON text or a file; a file that is not a whole plan is named."""
+        text, where = text_or_path, "the JSON text"
         if not text_or_path.lstrip().startswith("{"):
-            with open(text_or_path, encoding="utf-8") as fh:
-                text = fh.read()
-        return cls.from_dict(json.loads(text))
+            where = repr(text_or_path)
+            try:
+                with open(text_or_path, encoding="utf-8") as fh:
+                    text = fh.read()
+            except UnicodeDecodeError:
+                raise PlanError(f"{where} is not a plan: not a text (JSON) file") from None
+            except OSError as exc:
+                raise PlanError(f"cannot read the plan file {where}: {exc.strerror}") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise PlanError(
+                f"{where} is not a plan: not valid JSON ({exc.msg} at line {exc.lineno}); "
+                "a file cut short?"
+            ) from None
+        try:
+            return cls.from_dict(data)
+        except PlanError as exc:
+            raise PlanError(f"{where}: {exc}") from None
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -525,6 +558,9 @@ class Plan:
     def __str__(self) -> str:
         return self.table()
 
+
+# what every plan file holds (from to_dict)
+_PLAN_KEYS = ("rules", "family", "mode", "tensors", "module_scales", "attention", "base_shapes")
 
 # how the table names where a tensor's init std at the base width came from (own_init.py)
 _SOURCE_LABELS = {

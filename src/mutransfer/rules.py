@@ -380,6 +380,11 @@ def get_rules(rules: str | Rules) -> Rules:
     """Resolve a preset name (``"sp"``, ``"mup"``, ...) or pass a ``Rules`` through."""
     if isinstance(rules, Rules):
         return rules
+    if not isinstance(rules, str):
+        raise TypeError(
+            f"rules must be a preset name ({', '.join(sorted(PRESETS))}) or a mutransfer.Rules "
+            f"object, got {rules!r}"
+        )
     try:
         return PRESETS[rules.lower()]
     except KeyError:

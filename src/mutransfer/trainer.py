@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from .build import parametrize
 from .data import ArrayDataset, TextCorpus, fashion_mnist, load_text
 from .models import GPT, MLP, GPTConfig, gpt_parametrize_options
 from .plan import Plan
-from .rules import ROLES
+from .rules import ROLES, get_rules
 
 ModelName = Literal["gpt", "mlp"]
 Schedule = Literal["constant", "cosine", "linear"]
@@ -84,6 +85,7 @@ class RunOptions:
     ``lr``). Sweeping Muon's ``lr`` with this one fixed is how a Muon LR transfer is measured."""
 
     def __post_init__(self) -> None:
+        self._check_types()
         for name in _POSITIVE:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
@@ -114,6 +116,41 @@ class RunOptions:
             )
         if self.mode not in ("absorbed", "explicit"):
             raise self._invalid(f"mode must be 'absorbed' or 'explicit', got {self.mode!r}")
+        try:
+            get_rules(self.rules)
+        except ValueError as exc:
+            raise self._invalid(f"rules: {exc}") from None
+        if getattr(self, "model", "gpt") != "mlp":  # transformers: heads split the width
+            for name in ("width", "base_width"):
+                if getattr(self, name) % self.n_heads:
+                    raise self._invalid(
+                        f"{name} {getattr(self, name)} is not divisible by n_heads "
+                        f"{self.n_heads}: each head gets width / n_heads dimensions"
+                    )
+        if self.data not in ("shakespeare", "pydoc") and not os.path.isfile(self.data):
+            raise self._invalid(
+                f"data: the text file {self.data!r} does not exist (data is 'shakespeare', "
+                "'pydoc' or the path of a text file)"
+            )
+
+    def _check_types(self) -> None:
+        """A value of the wrong type (``lr = "0.01"`` in a TOML file) is named here, not met
+        later as a ``'<' not supported between str and int`` deep inside a run."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = str(f.type)
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("float") and (
+                isinstance(value, bool) or not isinstance(value, int | float)
+            ):
+                raise self._invalid(f"{f.name} must be a number, got {value!r}")
+            if kind.startswith("int") and (isinstance(value, bool) or not isinstance(value, int)):
+                raise self._invalid(f"{f.name} must be an integer, got {value!r}")
+            if kind == "bool" and not isinstance(value, bool):
+                raise self._invalid(f"{f.name} must be true or false, got {value!r}")
+            if kind == "str" and not isinstance(value, str):
+                raise self._invalid(f"{f.name} must be a string, got {value!r}")
 
     @classmethod
     def _invalid(cls, message: str) -> ValueError:

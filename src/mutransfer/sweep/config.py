@@ -77,8 +77,10 @@ class PrunerSpec:
         cls = getattr(optuna.pruners, PRUNERS[self.kind])
         try:
             return cls(**self.options)
-        except TypeError as exc:
-            raise ConfigError(f"sweep.pruner: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"sweep.pruner: {exc} (the options of optuna.pruners.{PRUNERS[self.kind]})"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,9 @@ def parse_pruner(value: Any, where: str) -> PrunerSpec | None:
     if kind == "none":
         return None
     _check.string(kind, f"{where}.kind" if options else where, choices=(*PRUNERS, "none"))
-    return PrunerSpec(kind, options)
+    pruner = PrunerSpec(kind, options)
+    pruner.build()  # Optuna's pruner refuses unknown options: say so now, not in a worker
+    return pruner
 
 
 def parse_sweep(
@@ -370,10 +374,11 @@ def _validate_train(spec: SweepSpec) -> None:
         if isinstance(getattr(defaults, name), int) and dim.values is None and not dim.integer:
             raise _check.fail(where, "is an integer option; add integer = true (or use values)")
     sample = spec.space.grid()[0]
-    try:
-        TrainConfig.from_dict({**spec.train, **sample, "width": spec.widths[0]})
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"train: {exc}") from None
+    for width in spec.widths:  # every width: e.g. each must split into the heads
+        try:
+            TrainConfig.from_dict({**spec.train, **sample, "width": width})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"train (at width {width}): {exc}") from None
 
 
 def _check_type(value: Any, default: Any, where: str) -> None:
@@ -401,6 +406,11 @@ def load_config(path: str | Path) -> SweepSpec:
         _check.unknown_keys(data, ("sweep", "train"), "")
         if "sweep" not in data:
             raise _check.fail("sweep", "missing; the file needs a [sweep] table")
+        if isinstance(data["sweep"], dict) and "train" in data["sweep"]:
+            raise _check.fail(
+                "sweep.train",
+                "the trainer's options go in a top-level [train] table, not [sweep.train]",
+            )
         return parse_sweep(
             data["sweep"], train=data.get("train"), base_dir=p.resolve().parent, where="sweep"
         )

@@ -7,6 +7,9 @@ than as a traceback, and from ``ValueError`` so that Python callers can catch it
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 from ..cli import UserError
 
 
@@ -25,3 +28,17 @@ class Diverged(RuntimeError):
     trial's user attributes, the sweep goes on, and it is never retried (re-running the same point
     would diverge again). Returning ``nan`` or ``inf`` has the same effect.
     """
+
+
+def make_output_dir(path: str | os.PathLike[str]) -> Path:
+    """Create an output folder (``--out``), or say in one line why it cannot be."""
+    out = Path(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SweepError(
+            f"cannot create the output folder {out}: {exc.strerror}; pass another --out"
+        ) from None
+    if not os.access(out, os.W_OK):
+        raise SweepError(f"the output folder {out} is not writable; pass another --out")
+    return out

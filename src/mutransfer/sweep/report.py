@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import make_output_dir
 from .results import SweepResults, TrialRecord
 from .runner import format_value
 from .space import Dim
@@ -58,8 +59,7 @@ def dashboard_command(storage: str) -> str:
 
 def make_report(results: SweepResults, out_dir: str | Path) -> Report:
     """Write the figures and ``report.md`` to ``out_dir``; return the texts and paths."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(out_dir)
     files: dict[str, Path] = {}
     if results.spec.strategy == "independent":
         from .report_stages import plot_stages

@@ -205,6 +205,7 @@ def _check_compatible(study: optuna.Study, spec: SweepSpec) -> None:
     if not old:
         return
     new = spec.to_dict()
+    _check_space_unchanged(study.study_name, old.get("space") or {}, new.get("space") or {})
     for key in ("seeds", "train"):
         if old.get(key) != new.get(key):
             raise SweepError(
@@ -212,6 +213,34 @@ def _check_compatible(study: optuna.Study, spec: SweepSpec) -> None:
                 f"{new.get(key)!r}: its losses would not be comparable. Give the sweep a new "
                 "name (sweep.name), or restore the old setting to resume it."
             )
+
+
+def _check_space_unchanged(study: str, old: dict[str, Any], new: dict[str, Any]) -> None:
+    """A hyperparameter's kind and its listed values cannot change within a study: Optuna
+    refuses the new distribution ("dynamic value space") on every rerun. A range may change."""
+    for name in sorted(set(old) & set(new)):
+        before, after = old[name], new[name]
+        kind_before = (
+            "values" if "values" in before else "integer" if before.get("integer") else "range"
+        )
+        kind_after = (
+            "values" if "values" in after else "integer" if after.get("integer") else "range"
+        )
+        changed = kind_before != kind_after or before.get("values") != after.get("values")
+        if changed:
+            raise SweepError(
+                f"study {study!r}: the search space of {name!r} changed "
+                f"({_dim_text(before)} → {_dim_text(after)}), and a study cannot change the "
+                "values a hyperparameter takes. Give the sweep a new name (sweep.name) to start "
+                "a new study with this space, or restore the old space to resume."
+            )
+
+
+def _dim_text(dim: dict[str, Any]) -> str:
+    if "values" in dim:
+        return f"values {dim['values']}"
+    kind = "integers" if dim.get("integer") else "numbers"
+    return f"{kind} {dim.get('low')}…{dim.get('high')}"
 
 
 def enqueue_missing(study: optuna.Study, spec: SweepSpec, width: int) -> int:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import BUILTIN
-from .errors import SweepError
+from .errors import SweepError, make_output_dir
 from .results import SweepResults
 from .runner import format_value
 
@@ -73,8 +73,7 @@ class Transfer:
 
     def write(self, out_dir: str | Path, fmt: str = "toml") -> dict[str, Path]:
         """Write ``config.toml`` (or ``.json``) and, when there is one, ``plan.json``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        out = make_output_dir(out_dir)
         paths = {"config": out / f"config.{fmt}"}
         paths["config"].write_text(self.to_toml() if fmt == "toml" else self.to_json())
         if self.plan is not None:
@@ -89,6 +88,15 @@ def transfer(results: SweepResults, to_width: int, from_width: int | None = None
         raise SweepError(f"--to-width must be >= 1, got {to_width}")
     finished = [w for w in results.widths if results.best(w) is not None]
     if not finished:
+        trials = [t for width in results.widths for t in results.trials.get(width, [])]
+        diverged = [t for t in trials if t.state == "diverged"]
+        if trials and len(diverged) == len(trials):
+            raise SweepError(
+                f"every trial of sweep {results.spec.name!r} diverged ({len(trials)} trials, "
+                f"e.g. {diverged[0].reason}); there is no best point to transfer. Lower the "
+                "learning rates searched (sweep.space.lr), add warmup (train.warmup_steps), or "
+                "check the rules and the model with `mutransfer coord-check`."
+            )
         raise SweepError(
             f"sweep {results.spec.name!r} has no completed trial yet; run it first "
             "(`mutransfer sweep CONFIG.toml`)"
@@ -105,7 +113,10 @@ def transfer(results: SweepResults, to_width: int, from_width: int | None = None
     spec = results.spec
     plan = None
     if spec.objective == BUILTIN:
-        config_obj = _train_config(spec.train, best.params, to_width, spec.seeds[0])
+        try:
+            config_obj = _train_config(spec.train, best.params, to_width, spec.seeds[0])
+        except ValueError as exc:
+            raise SweepError(f"--to-width {to_width}: {exc}") from None
         plan = target_plan(config_obj)
         config = config_obj.to_dict()
     else:
