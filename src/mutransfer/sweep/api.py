@@ -28,7 +28,14 @@ from .progress import Progress, storage_counter
 from .results import SweepResults
 from .runner import STORAGE_WRITE_FAILED, Log, Worker, WorkerStats, _print, run_processes
 from .space import Space
-from .storage import open_storage, setup_studies, storage_kind, storage_url, study_name
+from .storage import (
+    open_storage,
+    redact,
+    setup_studies,
+    storage_kind,
+    storage_url,
+    study_name,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -189,10 +196,10 @@ class Sweep:
         failed = [(i, c) for i, c in enumerate(codes) if c != 0]
         if any(c == STORAGE_WRITE_FAILED for _, c in failed):
             raise StorageWriteError(
-                f"the sweep's storage {self.storage_url} could not be written (out of disk "
-                "space, or a file-size limit; the worker's line above says which). Nothing "
-                "half-written was left in it: every trial finished before is kept. Free space "
-                "and run the same command to resume."
+                f"the sweep's storage {redact(self.storage_url)} could not be written or "
+                "reached (the worker's line above says why: a full disk, a file-size limit, a "
+                "database that went away). Nothing half-written was left in it: every trial "
+                "finished before is kept. Run the same command to resume once it is fixed."
             )
         if failed and self.unfinished() == 0:
             # The survivors finished the work (and retried the dead workers' trials).

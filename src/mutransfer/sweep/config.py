@@ -59,6 +59,7 @@ _SWEEP_KEYS = (
     "heartbeat_interval",
     "grace_period",
     "max_retry",
+    "reconnect_timeout",
 )
 # Set by the sweep itself for every trial: a fixed value in [train] would be silently overridden.
 _SET_BY_SWEEP = {"width": "sweep.widths", "seed": "sweep.seeds"}
@@ -114,6 +115,8 @@ class SweepSpec:
     """Seconds without a heartbeat after which a running trial counts as lost and is retried."""
     max_retry: int = 3
     """How often a lost trial (killed worker) is retried before it stays failed."""
+    reconnect_timeout: int = 120
+    """Seconds a worker keeps trying to reach a database storage it lost before it stops."""
 
     def __post_init__(self) -> None:
         if self.strategy == "independent" and self.objective == BUILTIN:
@@ -155,6 +158,7 @@ class SweepSpec:
             "heartbeat_interval": self.heartbeat_interval,
             "grace_period": self.grace_period,
             "max_retry": self.max_retry,
+            "reconnect_timeout": self.reconnect_timeout,
         }
 
     @classmethod
@@ -238,6 +242,9 @@ def parse_sweep(
             data.get("grace_period", 30), f"{where}.grace_period", minimum=1
         ),
         max_retry=_check.integer(data.get("max_retry", 3), f"{where}.max_retry", minimum=0),
+        reconnect_timeout=_check.integer(
+            data.get("reconnect_timeout", 120), f"{where}.reconnect_timeout", minimum=0
+        ),
     )
 
 

@@ -151,24 +151,62 @@ class Worker:
         }
         started = 0
         while max_trials is None or started < max_trials:
-            self._recover(studies)
-            if self.spec.strategy == "independent":
-                self._advance(studies)  # queue the next stage of widths whose stage is complete
-            claimed = self._claim(studies)
-            if claimed is None:
-                running = (TrialState.RUNNING,)
-                if any(s.get_trials(deepcopy=False, states=running) for s in studies.values()):
-                    # Others are busy; one may die, and its trial would need a new home.
-                    time.sleep(self.poll_seconds)
-                    continue
-                break
-            started += 1
-            self._run_trial_safely(studies[claimed[0]], *claimed)
+            try:
+                self._recover(studies)
+                if self.spec.strategy == "independent":
+                    self._advance(studies)  # queue the next stage of widths whose stage is done
+                claimed = self._claim(studies)
+                if claimed is None:
+                    running = (TrialState.RUNNING,)
+                    if any(s.get_trials(deepcopy=False, states=running) for s in studies.values()):
+                        # Others are busy; one may die, and its trial would need a new home.
+                        time.sleep(self.poll_seconds)
+                        continue
+                    break
+                started += 1
+                self._run_trial_safely(studies[claimed[0]], *claimed)
+            except Exception as exc:
+                if not connection_lost(exc):
+                    raise
+                self._wait_for_storage(storage, exc)
+                continue
             if on_trial is not None:
                 on_trial()
         if self.spec.strategy == "independent" and (max_trials is None or started < max_trials):
             self._report_blocked(studies)
         return self.stats
+
+    def _wait_for_storage(self, storage: Any, exc: BaseException) -> None:
+        """The database went away: retry with backoff for ``reconnect_timeout`` seconds.
+
+        A trial interrupted by the outage stays RUNNING in the database; once it is back, its
+        missing heartbeats mark it lost and it is queued again (by this worker or another).
+        """
+        from .storage import redact
+
+        where = redact(self.storage_url)
+        self.log(
+            f"[worker {self.index}] lost the connection to {where} ({_first_line(exc)}); "
+            f"retrying for up to {self.spec.reconnect_timeout} s"
+        )
+        deadline = time.monotonic() + self.spec.reconnect_timeout
+        delay = 1.0
+        while time.monotonic() < deadline:
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(2 * delay, 15.0)
+            try:
+                storage.get_all_studies()
+            except Exception as again:
+                if not connection_lost(again):
+                    raise
+                continue
+            self.log(f"[worker {self.index}] {where} is back; going on")
+            return
+        raise StorageUnavailable(
+            f"the sweep's database {where} could not be reached for "
+            f"{self.spec.reconnect_timeout} s ({_first_line(exc)}). Every trial finished before "
+            "is kept there; when the server is back, run the same command to resume."
+        )
 
     def _advance(self, studies: dict[int, optuna.Study]) -> bool:
         """Queue the next stage of every width whose current stage is complete.
@@ -395,7 +433,33 @@ def _worker_main(
 
 
 STORAGE_WRITE_FAILED = 75
-"""Exit status of a worker that could not write to the sweep's storage (EX_TEMPFAIL)."""
+"""Exit status of a worker that could not write to or reach the sweep's storage
+(EX_TEMPFAIL): its last log line says which."""
+
+
+class StorageUnavailable(StorageWriteError):
+    """The database storage stayed unreachable for the sweep's ``reconnect_timeout``."""
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a lost or refused database connection."""
+    try:
+        from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    except ImportError:
+        return False
+    seen: BaseException | None = exc
+    for _ in range(8):  # Optuna wraps SQLAlchemy's errors in its own
+        if seen is None:
+            return False
+        if isinstance(seen, OperationalError | InterfaceError | DisconnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:160]
 
 
 def run_processes(
