@@ -54,6 +54,7 @@ BENCHMARKS = (
     Benchmark("transfer_fidelity", "Transfer fidelity (the demo setting)"),
     Benchmark("peer_overhead", "Per-step overhead per library"),
     Benchmark("coord_check_speed", "Coordinate check wall time", ("--repeats", "3")),
+    Benchmark("coord_faults", "Coordinate check: false passes and false fails"),
     Benchmark("plan_7b", "Plan set-up on a 7B meta model"),
     Benchmark("survival", "What survives deepcopy, pickle, compile, DDP, FSDP2"),
     Benchmark("step_overhead", "mutransfer's per-step overhead in detail"),

@@ -5,9 +5,9 @@
     mutransfer coord-check gpt --depths 2,4,8 --width 64 --set residual_depth_exponent=-1
 
 Writes ``coord_check.png`` and ``coord_check.json`` to ``--out``, prints the table, and exits
-with status 1 when the check fails — a series blows up, or a layer's own update shrinks with
-width at every step (also when any series vanishes, with ``--strict``) — so that it can guard
-a CI job. The printed PASS/FAIL is the exit status's own.
+with status 1 when the check fails — a series blows up, or a layer's own update shrinks like
+1/width over the steps (also when any series vanishes, with ``--strict``) — so that it can
+guard a CI job. The printed PASS/FAIL is the exit status's own.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def register(subparsers: Any) -> None:
         "--strict",
         action="store_true",
         help="also fail when a series vanishes (by default a warning; a layer whose own update "
-        "shrinks at every step fails anyway)",
+        "shrinks like 1/width over the steps fails anyway)",
     )
     parser.add_argument("--no-plot", action="store_true", help="skip the figure")
     parser.add_argument("--all", action="store_true", help="print every series, not only bad")
