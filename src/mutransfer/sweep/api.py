@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import BUILTIN, PrunerSpec, SweepSpec, load_config, parse_pruner
 from .errors import SweepError
@@ -30,12 +30,15 @@ from .runner import STORAGE_WRITE_FAILED, Log, Worker, WorkerStats, _print, run_
 from .space import Space
 from .storage import (
     open_storage,
+    patiently,
     redact,
     setup_studies,
     storage_kind,
     storage_url,
     study_name,
 )
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     import optuna
@@ -134,11 +137,16 @@ class Sweep:
             heartbeat_interval=self.spec.heartbeat_interval,
             grace_period=self.spec.grace_period,
             max_retry=self.spec.max_retry,
+            reconnect_timeout=self.spec.reconnect_timeout,
         )
+
+    def _patiently(self, action: Callable[[], T]) -> T:
+        """``action()`` while a database storage may be restarting (see ``patiently``)."""
+        return patiently(action, redact(self.storage_url), self.spec.reconnect_timeout)
 
     def prepare(self) -> dict[int, optuna.Study]:
         """Create the studies (once) and enqueue missing grid points; safe to call again."""
-        return setup_studies(self.spec, self.storage(), self.storage_url)
+        return self._patiently(lambda: setup_studies(self.spec, self.storage(), self.storage_url))
 
     def work(
         self, *, worker_index: int = 0, max_trials: int | None = None, log: Log | None = _print
@@ -201,7 +209,7 @@ class Sweep:
                 "database that went away). Nothing half-written was left in it: every trial "
                 "finished before is kept. Run the same command to resume once it is fixed."
             )
-        if failed and self.unfinished() == 0:
+        if failed and self._patiently(self.unfinished) == 0:
             # The survivors finished the work (and retried the dead workers' trials).
             log(f"note: {len(failed)} worker(s) stopped early; the others finished the sweep")
         elif failed:
@@ -241,7 +249,7 @@ class Sweep:
         return storage_counter(self.studies, self.spec)()
 
     def results(self) -> SweepResults:
-        return SweepResults.load(self.spec.name, self.storage_url)
+        return self._patiently(lambda: SweepResults.load(self.spec.name, self.storage_url))
 
 
 def run_sweep(

@@ -41,7 +41,7 @@ from .journal import StorageWriteError
 from .liveness import Heartbeat, Owner, recover_lost
 from .objective import TrialHandle, load_objective
 from .progress import Progress
-from .storage import open_storage, study_name
+from .storage import connection_lost, first_line, open_storage, patiently, redact, study_name
 from .trials import (
     ATTR_FAIL_KIND,
     ATTR_FAIL_REASON,
@@ -139,6 +139,7 @@ class Worker:
             heartbeat_interval=self.spec.heartbeat_interval,
             grace_period=self.spec.grace_period,
             max_retry=self.spec.max_retry,
+            reconnect_timeout=self.spec.reconnect_timeout,
         )
         studies = {
             width: optuna.load_study(
@@ -182,31 +183,13 @@ class Worker:
         A trial interrupted by the outage stays RUNNING in the database; once it is back, its
         missing heartbeats mark it lost and it is queued again (by this worker or another).
         """
-        from .storage import redact
-
         where = redact(self.storage_url)
         self.log(
-            f"[worker {self.index}] lost the connection to {where} ({_first_line(exc)}); "
+            f"[worker {self.index}] lost the connection to {where} ({first_line(exc)}); "
             f"retrying for up to {self.spec.reconnect_timeout} s"
         )
-        deadline = time.monotonic() + self.spec.reconnect_timeout
-        delay = 1.0
-        while time.monotonic() < deadline:
-            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
-            delay = min(2 * delay, 15.0)
-            try:
-                storage.get_all_studies()
-            except Exception as again:
-                if not connection_lost(again):
-                    raise
-                continue
-            self.log(f"[worker {self.index}] {where} is back; going on")
-            return
-        raise StorageUnavailable(
-            f"the sweep's database {where} could not be reached for "
-            f"{self.spec.reconnect_timeout} s ({_first_line(exc)}). Every trial finished before "
-            "is kept there; when the server is back, run the same command to resume."
-        )
+        patiently(storage.get_all_studies, where, self.spec.reconnect_timeout, first_error=exc)
+        self.log(f"[worker {self.index}] {where} is back; going on")
 
     def _advance(self, studies: dict[int, optuna.Study]) -> bool:
         """Queue the next stage of every width whose current stage is complete.
@@ -435,31 +418,6 @@ def _worker_main(
 STORAGE_WRITE_FAILED = 75
 """Exit status of a worker that could not write to or reach the sweep's storage
 (EX_TEMPFAIL): its last log line says which."""
-
-
-class StorageUnavailable(StorageWriteError):
-    """The database storage stayed unreachable for the sweep's ``reconnect_timeout``."""
-
-
-def connection_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps) is a lost or refused database connection."""
-    try:
-        from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
-    except ImportError:
-        return False
-    seen: BaseException | None = exc
-    for _ in range(8):  # Optuna wraps SQLAlchemy's errors in its own
-        if seen is None:
-            return False
-        if isinstance(seen, OperationalError | InterfaceError | DisconnectionError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:160]
 
 
 def run_processes(

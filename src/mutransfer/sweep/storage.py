@@ -23,14 +23,15 @@ import contextlib
 import hashlib
 import os
 import sys
+import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .config import SweepSpec
 from .errors import SweepError
-from .journal import JournalBackend, repair_journal
+from .journal import JournalBackend, StorageWriteError, repair_journal
 from .trials import ATTR_SPEC, ATTR_WIDTH, RetryLostTrial, point_of, point_taken
 
 if TYPE_CHECKING:
@@ -79,7 +80,12 @@ def study_name(name: str, width: int) -> str:
 
 
 def open_storage(
-    url: str, *, heartbeat_interval: int = 10, grace_period: int = 30, max_retry: int = 3
+    url: str,
+    *,
+    heartbeat_interval: int = 10,
+    grace_period: int = 30,
+    max_retry: int = 3,
+    reconnect_timeout: float = 0,
 ) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url`` (a journal file path, or a database URL)."""
     import optuna
@@ -94,7 +100,8 @@ def open_storage(
         return optuna.storages.JournalStorage(JournalBackend(path))
     shown = redact(url)
     url = database_url(url) if kind == "database" else url
-    try:
+
+    def connect() -> optuna.storages.BaseStorage:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
@@ -104,8 +111,86 @@ def open_storage(
                 grace_period=grace_period,
                 heartbeat_stale_trial_callback=RetryLostTrial(max_retry),
             )
-    except Exception as exc:  # connection refused, unknown database, bad driver, ...
+
+    try:
+        return patiently(connect, shown, reconnect_timeout)
+    except StorageUnavailable:
+        raise
+    except Exception as exc:  # unknown database, bad driver, refused login...
+        if connection_lost(exc):
+            raise SweepError(
+                f"cannot reach the database {shown!r}: the server did not answer "
+                f"({first_line(exc)}). Is it running, and is the address right?"
+            ) from exc
         raise SweepError(f"cannot open storage {shown!r}: {exc}") from exc
+
+
+class StorageUnavailable(StorageWriteError):
+    """A database storage stayed unreachable for the sweep's ``reconnect_timeout``."""
+
+
+def connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) is a lost or refused database connection."""
+    try:
+        from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+    except ImportError:
+        return False
+    seen: BaseException | None = exc
+    for _ in range(8):  # Optuna wraps SQLAlchemy's errors in its own
+        if seen is None:
+            return False
+        if isinstance(seen, OperationalError | InterfaceError | DisconnectionError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (SQLAlchemy's run over many lines)."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None and not str(cause).strip():
+        cause = cause.__cause__
+    text = str(cause).strip().splitlines()
+    return (text[0] if text else type(cause).__name__)[:160]
+
+
+T = TypeVar("T")
+
+
+def patiently(
+    action: Callable[[], T],
+    where: str,
+    timeout: float,
+    *,
+    first_error: BaseException | None = None,
+) -> T:
+    """``action()``, retried with backoff (1, 2, 4 … 15 s) while the database at ``where`` is
+    unreachable, for at most ``timeout`` seconds; then ``StorageUnavailable``.
+
+    A server restarted under a sweep (maintenance, a crash, a failover) costs a pause, not the
+    sweep. Other errors pass through at once.
+    """
+    deadline = time.monotonic() + timeout
+    delay = 1.0
+    last = first_error
+    while True:
+        if last is not None:
+            if time.monotonic() >= deadline:
+                raise StorageUnavailable(
+                    f"the sweep's database {where} could not be reached for {timeout:g} s "
+                    f"({first_line(last)}). Every trial finished before is kept there; when "
+                    "the server is back, run the same command to resume."
+                ) from last
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(2 * delay, 15.0)
+        try:
+            return action()
+        except Exception as exc:
+            if not connection_lost(exc):
+                raise
+            if timeout <= 0:
+                raise
+            last = exc
 
 
 def _make_dir(folder: Path, what: str) -> None:
