@@ -7,6 +7,7 @@ or as a traceback from deep inside torch, Optuna or json.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -167,3 +168,24 @@ def test_param_groups_keeps_accepting_numbers() -> None:
     plan = mt.parametrize(model, on_meta(make_gpt, 32))
     groups = plan.param_groups(lr=1, weight_decay=0)  # ints are numbers too
     assert torch.optim.AdamW(groups).param_groups[0]["lr"] > 0
+
+
+# ------------------------------------------------------------------------- coord-check
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("def make(width):\n    return (\n", r"syn\.py has a syntax error at line 2"),
+        (
+            "import torch\ndef make(width, depth):\n    return torch.nn.Linear(width, width)\n",
+            r"syn\.py:make must take one argument, the width .* signature is \(width, depth\)",
+        ),
+        ("raise RuntimeError('no GPU here')\n", r"running syn\.py failed: RuntimeError: no GPU"),
+    ],
+)
+def test_coord_check_factory_files_that_cannot_work(
+    tmp_path: Path, source: str, message: str
+) -> None:
+    write(tmp_path / "syn.py", source)
+    code, out = cli(tmp_path, "coord-check", "syn.py:make", "--widths", "32,64", "--no-plot")
+    assert code == 2 and "Traceback" not in out, out
+    assert re.search(message, out), out

@@ -200,6 +200,14 @@ def _load(spec: str, flag: str = "FACTORY") -> Any:
             module = importlib.import_module(where)
     except ImportError as exc:
         raise UserError(f"{flag}: cannot import {where!r}: {exc}") from exc
+    except SyntaxError as exc:
+        raise UserError(
+            f"{flag}: {where} has a syntax error at line {exc.lineno}: {exc.msg}"
+        ) from None
+    except UserError:
+        raise
+    except Exception as exc:  # the user's module failed while it ran
+        raise UserError(f"{flag}: running {where} failed: {type(exc).__name__}: {exc}") from exc
     try:
         return getattr(module, name)
     except AttributeError:
@@ -245,6 +253,7 @@ def _factory(
         obj = _load(args.factory)
         if not callable(obj):
             raise UserError(f"{args.factory} is not callable")
+        _check_takes_one_size(obj, args.factory, vary)
         return obj, {}
     from .build import _build_on_meta
 
@@ -262,6 +271,22 @@ def _factory(
     base_depth = args.base_width or min(sizes)
     kwargs["delta"] = _build_on_meta(lambda depth: build(2 * args.width, depth), base_depth)
     return (lambda depth: build(args.width, depth)), kwargs
+
+
+def _check_takes_one_size(factory: Callable[..., Any], name: str, vary: str) -> None:
+    """The factory is called as ``factory(width)`` (``factory(depth)``): say so up front."""
+    import inspect
+
+    try:
+        inspect.signature(factory).bind(64)
+    except TypeError:
+        raise UserError(
+            f"{name} must take one argument, the {vary} (it is called as {name.split(':')[-1]}"
+            f"(64)), and return an nn.Module or (model, plan); its signature is "
+            f"{inspect.signature(factory)}"
+        ) from None
+    except ValueError:  # a builtin without a signature: let the call say what is wrong
+        return
 
 
 def _builtin(args: argparse.Namespace) -> Callable[[int, int | None], Any]:
