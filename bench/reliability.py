@@ -51,7 +51,7 @@ OBJECTIVE = """
 import math, os, time
 
 def objective(params, width, trial):
-    time.sleep(float(os.environ.get("BENCH_SLEEP", "0.5")))
+    time.sleep(float(os.environ.get("BENCH_SLEEP", "1.0")))
     return (math.log2(params["lr"]) + 6) ** 2 + 1.0 / width
 """
 
@@ -144,11 +144,12 @@ def finish(folder: Path, timeout: float = 600) -> int:
 def kill_nine(folder: Path, kills: int, rng: random.Random) -> dict[str, Any]:
     write_sweep(folder)
     before: dict[tuple[int, int], tuple[Any, float]] = {}
-    targets = Counter()
+    targets: Counter[str] = Counter()
     for _ in range(kills):
         proc = start(folder)
         time.sleep(rng.uniform(2.0, 8.0))  # start-up (spawning 2 workers) takes about 3 s
         if proc.poll() is None:
+            targets["hit a running sweep"] += 1
             workers = _children(proc.pid)
             if workers and rng.random() < 0.5:
                 os.kill(rng.choice(workers), signal.SIGKILL)  # one worker
@@ -165,6 +166,7 @@ def kill_nine(folder: Path, kills: int, rng: random.Random) -> dict[str, Any]:
         "fault": f"kill -9 at {kills} random moments (of the whole sweep; of one worker "
         f"first, {targets['one worker']} times)",
         "finished_before_faults": len(before),
+        "hits": targets["hit a running sweep"],
         "lost": lost,
         "duplicates": duplicates,
         "missing_after_rerun": missing,
@@ -175,14 +177,12 @@ def kill_nine(folder: Path, kills: int, rng: random.Random) -> dict[str, Any]:
 def torn_writes(folder: Path, times: int, rng: random.Random) -> dict[str, Any]:
     write_sweep(folder)
     before: dict[tuple[int, int], tuple[Any, float]] = {}
-    limits = []
+    hits = 0
     journal = folder / "runs" / "r.journal"
     for _ in range(times):
         size = journal.stat().st_size if journal.exists() else 0
-        limit = size + rng.randint(8_000, 40_000)
-        limits.append(limit)
-        proc = start(folder, fsize=limit)
-        proc.wait(timeout=600)
+        proc = start(folder, fsize=size + rng.randint(8_000, 40_000))
+        hits += proc.wait(timeout=600) != 0  # the limit cut a write and stopped the sweep
         before.update(snapshot(folder, None))
     code = finish(folder)
     lost, duplicates, missing = kept_and_duplicates(folder, None, before)
@@ -190,6 +190,7 @@ def torn_writes(folder: Path, times: int, rng: random.Random) -> dict[str, Any]:
     return {
         "fault": f"{times} torn journal writes (RLIMIT_FSIZE at random sizes)",
         "finished_before_faults": len(before),
+        "hits": hits,
         "lost": lost,
         "duplicates": duplicates,
         "missing_after_rerun": missing,
@@ -223,6 +224,7 @@ def db_restarts(folder: Path, restarts: int, rng: random.Random) -> dict[str, An
     return {
         "fault": f"{restarts} PostgreSQL restarts under a running 2-worker sweep (1–5 s down)",
         "finished_before_faults": len(before),
+        "hits": restarts,
         "lost": lost,
         "duplicates": duplicates,
         "missing_after_rerun": missing,
@@ -271,6 +273,7 @@ def main() -> int:
     table = markdown_table(
         [
             "fault injected",
+            "faults that hit a running sweep",
             "finished trials before",
             "lost",
             "duplicates",
@@ -280,6 +283,7 @@ def main() -> int:
         [
             [
                 r["fault"],
+                r["hits"],
                 r["finished_before_faults"],
                 r["lost"],
                 r["duplicates"],
@@ -292,7 +296,7 @@ def main() -> int:
     markdown = (
         f"## Faults injected into real sweeps\n\n`{payload['command']}` — {machine_line(info)}; "
         f"{payload['seconds']} s.\n\n"
-        "A 2-worker `mutransfer sweep` over 2 widths × 24 grid points (each trial sleeps 0.5 s "
+        "A 2-worker `mutransfer sweep` over 2 widths × 24 grid points (each trial sleeps 1 s "
         "so that trials are in flight); after each fault the finished trials are snapshotted, "
         "and the same command is run again at the end. *Lost*: a finished trial whose "
         "completion time or value changed or vanished; *duplicates*: a grid point finished "
