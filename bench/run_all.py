@@ -60,6 +60,8 @@ BENCHMARKS = (
     Benchmark("step_overhead", "mutransfer's per-step overhead in detail"),
     Benchmark("depth_transfer", "Depth transfer (µP vs CompleteP vs Depth-µP)"),
     Benchmark("optimizers_transfer", "LR transfer with Lion and Muon"),
+    Benchmark("hf_coverage", "Hugging Face families under parametrize_hf"),
+    Benchmark("hf_transfer", "LR transfer on Hugging Face GPT-2"),
 )
 EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
 """Sections written by other tools (``mutransfer demo``), included when present."""

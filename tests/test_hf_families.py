@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -89,3 +90,55 @@ def test_a_wrong_plan_is_caught_by_the_measurement() -> None:
     tokens = (H.text_tokens(2, 12, generator), H.text_tokens(2, 12, generator))
     measured = H.attention_scales(model, family, tokens, "eager")
     assert all(m.effective == pytest.approx(64**-0.5) for m in measured)
+
+
+# ------------------------------------------------------------------ the benchmarks, smoke-tested
+@pytest.mark.slow
+def test_coverage_benchmark_quick_writes_the_table(tmp_path: Path) -> None:
+    from test_bench_smoke import check_machine, run_quick
+
+    payload, md = run_quick("hf_coverage.py", tmp_path)
+    check_machine(payload)
+    assert set(payload["families"]) == {"gpt2", "bert"}
+    for row in payload["families"].values():
+        assert row["plan"] == "ok" and row["roles"] == [] and row["scale"]["ok"]
+        assert row["own_init"]["failures"] == []
+        for rules in ("coord_mup", "coord_hf"):
+            assert {"max_slope", "min_update_slope", "ok", "settings"} <= set(row[rules])
+    assert md.startswith("## Hugging Face families under `parametrize_hf`")
+    assert "| GPT-2 (`GPT2LMHeadModel`) |" in md and "| BERT (`BertForMaskedLM`) |" in md
+    import hf_coverage
+
+    assert_block_replaced(hf_coverage, payload, tmp_path / "doc.md", "| family |")
+
+
+@pytest.mark.slow
+def test_transfer_benchmark_quick_writes_the_comparison(tmp_path: Path) -> None:
+    from test_bench_smoke import check_machine, run_quick
+
+    payload, md = run_quick("hf_transfer.py", tmp_path)
+    check_machine(payload)
+    for rules in ("sp", "mup"):
+        sweep = payload["analysis"][rules]["sweep"]
+        assert sweep["widths"] == [32, 64] and len(sweep["best_log2_lr"]) == 2
+        assert payload["analysis"][rules]["transfer"]["target_width"] == 64
+    assert set(payload["goals"]) == {
+        "mup_best_at_widest_at_or_below_sp",
+        "mup_drift_at_most_one_octave",
+    }
+    assert (tmp_path / payload["figure"]).exists()
+    assert md.startswith("## LR transfer on Hugging Face GPT-2")
+    import hf_transfer
+
+    assert_block_replaced(hf_transfer, payload, tmp_path / "doc.md", "GPT-2 from config")
+
+
+def assert_block_replaced(module: Any, payload: dict[str, Any], doc: Path, starts: str) -> None:
+    """The generated block goes between the doc's markers, and nothing else changes."""
+    doc.write_text(f"before\n{module.BEGIN}\nold\n{module.END}\nafter\n", encoding="utf-8")
+    assert module.update_doc(payload, doc)
+    text = doc.read_text(encoding="utf-8")
+    assert text.startswith(f"before\n{module.BEGIN}\n{starts}") and "\nold\n" not in text
+    assert text.endswith(f"\n{module.END}\nafter\n")
+    doc.write_text("no markers\n", encoding="utf-8")
+    assert not module.update_doc(payload, doc)
