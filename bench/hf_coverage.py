@@ -27,6 +27,7 @@ written into ``bench/results``, into docs/huggingface.md between its coverage ma
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from pathlib import Path
@@ -161,6 +162,28 @@ def _init_cell(check: dict[str, Any]) -> str:
     )
 
 
+def _refusal(error: str | None) -> str:
+    """The reason of a refusal in a few words: the class and what it lacks."""
+    if error is None:
+        return "accepted (!)"
+    found = re.search(r"(\w+) has no float `scaling`", error)
+    if found:
+        return f"✗ `{found.group(1)}` has no float `scaling`: its forward computes the scale"
+    return "✗ " + error.split(": ", 1)[-1][:100]
+
+
+def _lr_text(payload: dict[str, Any]) -> str:
+    """The check's default LR per family, grouped: it scales with the hidden init."""
+    by_lr: dict[str, list[str]] = {}
+    for row in payload["families"].values():
+        if "coord_mup" in row:
+            lr = row["coord_mup"]["settings"].get("lr")
+            by_lr.setdefault("?" if lr is None else f"{lr:.2g}", []).append(row["label"])
+    if len(by_lr) == 1:
+        return f"lr {next(iter(by_lr))}"
+    return "lr " + "; ".join(f"{lr} ({', '.join(labels)})" for lr, labels in by_lr.items())
+
+
 def table(payload: dict[str, Any]) -> str:
     """The coverage table (markdown), one row per family."""
     rows = []
@@ -185,12 +208,11 @@ def table(payload: dict[str, Any]) -> str:
             ]
         )
     for row in payload.get("refused", {}).values():
-        reason = (row["error"] or "accepted").split(":", 2)
         rows.append(
             [
                 f"{row['label']} (`{row['model_class']}`)",
                 "refused",
-                f"✗ {reason[-1].split(': ')[0].strip()[:90]}…" if row["error"] else "—",
+                _refusal(row["error"]),
                 "—",
                 "—",
                 "—",
@@ -212,7 +234,7 @@ def table(payload: dict[str, Any]) -> str:
 
 def legend(payload: dict[str, Any]) -> str:
     """What the cells mean and how they were produced (under the table)."""
-    settings = next(
+    settings: dict[str, Any] = next(
         (r["coord_mup"]["settings"] for r in payload["families"].values() if "coord_mup" in r),
         {},
     )
@@ -229,7 +251,8 @@ def legend(payload: dict[str, Any]) -> str:
         "planned minus own expected loss at init at the base width ± its standard error; ✓ "
         "when |Δ| < 0.1 and every tensor's std is the model's own (5 %, or 4 standard errors "
         "for small tensors). **Coord check**: `mutransfer.coord.coord_check` at its defaults "
-        f"(lr {settings.get('lr', '?')}, {settings.get('steps', '?')} steps, "
+        f"({_lr_text(payload)}: 1e-2 × the hidden init std at the base / 0.125; "
+        f"{settings.get('steps', '?')} steps, "
         f"{settings.get('n_seeds', '?')} seeds) over widths "
         f"{', '.join(map(str, settings.get('widths', [])))}, the family's own loss on 2 windows "
         "of 8 bytes of Shakespeare (16 for T5: 8 encoded, 8 decoded); slopes of log RMS "
@@ -258,6 +281,12 @@ def findings(payload: dict[str, Any]) -> list[str]:
                     f"{row['label']} ({what}): the coordinate check fails at "
                     + "; ".join(result["failing"][:4])
                 )
+        low = row["coord_mup"]["min_update_slope"]
+        if row["coord_mup"]["ok"] and low is not None and low < -0.75:
+            out.append(
+                f"{row['label']} (µP): passes, but its smallest update slope is {low:+.2f} at "
+                f"{row['coord_mup']['min_update_where']}"
+            )
         if row["coord_hf"]["ok"]:
             out.append(f"{row['label']}: the model as Hugging Face builds it PASSES the check")
         del key
@@ -309,11 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir)
     in_repo = out_dir.resolve() == RESULTS_DIR.resolve()
     if args.rerender:
-        payload = read_results(NAME, out_dir)
-        write_results(NAME, payload, render(payload), out_dir)
+        recorded = read_results(NAME, out_dir)
+        write_results(NAME, recorded, render(recorded), out_dir)
         if in_repo:
-            update_doc(payload)
-        print(render(payload))
+            update_doc(recorded)
+        print(render(recorded))
         return 0
     torch.set_num_threads(args.threads)
     import transformers
