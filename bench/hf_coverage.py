@@ -278,9 +278,15 @@ def findings(payload: dict[str, Any]) -> list[str]:
             result = row.get(rules)
             if result is not None and not result["ok"]:
                 out.append(
-                    f"{row['label']} ({what}): the coordinate check fails at "
-                    + "; ".join(result["failing"][:4])
+                    f"{row['label']} ({what}, {result['settings']['n_seeds']} seeds): the "
+                    "coordinate check fails at " + "; ".join(result["failing"][:4])
                 )
+        again = row.get("coord_mup_more_seeds")
+        if again is not None and again["ok"]:
+            out.append(
+                f"{row['label']} (µP, {again['settings']['n_seeds']} seeds): passes; largest "
+                f"slope {_num(again['max_slope'])} at {again['max_where']}"
+            )
         low = row["coord_mup"]["min_update_slope"]
         if row["coord_mup"]["ok"] and low is not None and low < -0.75:
             out.append(
@@ -322,7 +328,11 @@ def update_doc(payload: dict[str, Any], path: Path = DOC) -> bool:
         return False
     head, _, rest = text.partition(BEGIN)
     _, _, tail = rest.partition(END)
-    body = f"{BEGIN}\n{table(payload)}\n\n{legend(payload)}\n{END}"
+    found = "\n".join("- " + f for f in findings(payload)) or "- none: every cell as expected."
+    body = (
+        f"{BEGIN}\n{table(payload)}\n\n{legend(payload)}\n\nFindings (generated from the "
+        f"numbers):\n\n{found}\n{END}"
+    )
     path.write_text(head + body + tail, encoding="utf-8")
     return True
 
