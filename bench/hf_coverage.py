@@ -19,7 +19,7 @@ Families whose attention computes its scale inside the forward are listed with t
 ``parametrize_hf`` gives. The table goes into BENCHMARKS.md (``hf_coverage.md``) and, when
 written into ``bench/results``, into docs/huggingface.md between its coverage markers.
 
-    .venv/bin/python bench/hf_coverage.py                  # every family (~6 min on 2 cores)
+    .venv/bin/python bench/hf_coverage.py                  # every family (~1 min on 2 cores)
     .venv/bin/python bench/hf_coverage.py --only gpt2,t5   # some families (merged into the rest)
     .venv/bin/python bench/hf_coverage.py --rerender       # tables from the recorded JSON
     .venv/bin/python bench/hf_coverage.py --quick          # smoke: 2 families, tiny check

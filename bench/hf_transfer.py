@@ -25,7 +25,7 @@ Runs are cached in ``--runs-dir`` (an interrupted run resumes; ``--rerender`` re
 tables and the figure from the recorded JSON) and trained in ``--workers`` spawned processes of
 one thread each.
 
-    .venv/bin/python bench/hf_transfer.py              # the recorded numbers (~13 min, 2 cores)
+    .venv/bin/python bench/hf_transfer.py              # the recorded numbers (7.6 min, 2 cores)
     .venv/bin/python bench/hf_transfer.py --quick      # smoke: seconds, numbers mean nothing
 """
 
@@ -484,6 +484,19 @@ def table(payload: dict[str, Any]) -> str:
     return markdown_table(["", *(_label(payload, n) for n in _names(payload))], rows)
 
 
+def unigram_loss(data: str) -> float:
+    """Validation cross-entropy of the training text's byte frequencies: the loss of a model
+    that predicts every byte without its context, where short runs can get stuck."""
+    import torch
+
+    from mutransfer.data import load_text
+
+    corpus = load_text(data)
+    p = torch.bincount(corpus.train.long(), minlength=256).double()
+    q = torch.bincount(corpus.val.long(), minlength=256).double()
+    return float(-(q * torch.log(p / p.sum()).clamp_min(-1e9)).sum() / q.sum())
+
+
 def _seeds(payload: dict[str, Any], name: str) -> str:
     """The widest width's per-seed losses at its best LR, e.g. ``2.545/2.554``."""
     sweep = payload["analysis"][name]["sweep"]
@@ -521,6 +534,13 @@ def reading(payload: dict[str, Any]) -> list[str]:
             f"{tuning['best_alpha']:g} at 2^{_lr(tuning['best_log2_lr'])}: "
             f"{_loss(tuning['best_loss'])} against {_loss(default_best)} with the model's own "
             "readout (α_out = 1)."
+        )
+    if payload.get("unigram_loss") is not None:
+        lines.append(
+            f"The byte frequencies alone (no context) give {payload['unigram_loss']:.3f} nats on "
+            "the validation text: runs that end near it have not learned to use the context in "
+            f"{payload['setting']['steps']} steps, which is why the losses above an optimum are "
+            "not monotone in the LR."
         )
     for name in _names(payload):
         edge = payload["analysis"][name]["sweep"]["optimum_on_grid_edge"]
@@ -782,6 +802,8 @@ def update_doc(payload: dict[str, Any], path: Path = DOC) -> bool:
 def _finish(payload: dict[str, Any], out_dir: Path, in_repo: bool) -> None:
     """Figure, reading, markdown and JSON from a payload (fresh or recorded)."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if "unigram_loss" not in payload:
+        payload["unigram_loss"] = unigram_loss(payload["setting"]["data"])
     if in_repo:
         IMAGES.mkdir(parents=True, exist_ok=True)
         plot(payload, IMAGES / FIGURE)
