@@ -27,7 +27,11 @@ import mutransfer as mt
 transformers = pytest.importorskip("transformers")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import hf_families as H  # noqa: E402
-from mutransfer.integrations.hf import parametrize_hf  # noqa: E402
+from mutransfer.integrations.hf import (  # noqa: E402
+    RESIDUAL_BRANCHES,
+    config_at_width,
+    parametrize_hf,
+)
 
 torch.set_num_threads(1)
 
@@ -142,3 +146,21 @@ def assert_block_replaced(module: Any, payload: dict[str, Any], doc: Path, start
     assert text.endswith(f"\n{module.END}\nafter\n")
     doc.write_text("no markers\n", encoding="utf-8")
     assert not module.update_doc(payload, doc)
+
+
+@pytest.mark.parametrize(
+    "key", sorted(k for k in H.FAMILIES if k in RESIDUAL_BRANCHES and k != "t5")
+)
+def test_family_residual_branches_are_scaled_in_a_deeper_model(key: str) -> None:
+    # every block's two branches (attention, MLP) get CompleteP's 1/m_L in a 4-block model
+    # over a 2-block base; T5's depth mapping is an open core issue (tests/test_hf.py)
+    family = H.FAMILIES[key]
+    base = config_at_width(family.config(128), H.BASE_WIDTH)
+    options = family.options(128)
+    depth = next(k for k in ("n_layer", "num_layers", "num_hidden_layers") if k in options)
+    config = getattr(transformers, family.config_class)(**{**options, depth: 4})
+    model = getattr(transformers, family.model_class)(config)
+    plan = parametrize_hf(model, base, "completep", init=False)
+    scaled = {n: s.multiplier for n, s in plan.module_scales.items() if "residual" in s.reason}
+    assert len(scaled) == 2 * 4, sorted(scaled)
+    assert set(scaled.values()) == {0.5}
