@@ -325,15 +325,7 @@ def test_moe_layouts_are_declared_checked_and_the_users_win() -> None:
         hf.parametrize_hf(model, 64, init=False)
 
 
-T5_DEPTH = pytest.mark.xfail(
-    strict=True,
-    reason="engine (roles.DepthMap): T5's block 0 alone holds the relative position bias, so "
-    "blocks are counted per kind: blocks 1-3 of a 4-block model get m_L = 3 (one such block in "
-    "the base) and block 0 m_L = 1, instead of 4/2 = 2 for every residual branch",
-)
-
-
-@pytest.mark.parametrize("build", ["mixtral", pytest.param("t5", marks=T5_DEPTH)])
+@pytest.mark.parametrize("build", ["mixtral", "t5"])
 def test_deeper_models_of_new_families_know_their_residual_branches(build: str) -> None:
     factory = {"t5": t5, "mixtral": mixtral}[build]
     base = hf.config_at_width(factory(128).config, 64)

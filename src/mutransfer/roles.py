@@ -176,9 +176,10 @@ class DepthMap:
     paired with a hidden layer. Where a layer matches no base kind, or several, it is an error
     that says how to give the base: a silent mis-pairing would give it another layer's role.
 
-    The depth multiplier m_L of an element is how many more layers of its kind the model has
-    than the base: the number of blocks for a block list, 1 for an input or readout layer that
-    occurs once in both.
+    The depth multiplier m_L of an element is how many more layers of its family the model has
+    than the base (a family: kinds that differ only by extra parameters, like T5's first block
+    with its position bias): the number of blocks for a block list, 1 for an input or readout
+    layer that occurs once in both.
     """
 
     def __init__(self, model_shapes: Shapes, base_shapes: Shapes) -> None:
@@ -239,14 +240,19 @@ class DepthMap:
             i: self._kind_of(model_prefix, i, element, base, kinds, ratios)
             for i, element in sorted(model.items())
         }
-        counts: dict[tuple[Any, ...], int] = defaultdict(int)
+        family = _families(list(kinds))
+        model_count: dict[tuple[Any, ...], int] = defaultdict(int)
+        base_count: dict[tuple[Any, ...], int] = defaultdict(int)
         for kind in model_kinds.values():
-            counts[kind] += 1
+            model_count[family[kind]] += 1
+        for kind, members in kinds.items():
+            base_count[family[kind]] += len(members)
         seen: dict[tuple[Any, ...], int] = defaultdict(int)
         result: dict[int, tuple[int, float]] = {}
         for i, kind in sorted(model_kinds.items()):
             candidates = kinds[kind]
-            result[i] = (candidates[seen[kind] % len(candidates)], counts[kind] / len(candidates))
+            m_depth = model_count[family[kind]] / base_count[family[kind]]
+            result[i] = (candidates[seen[kind] % len(candidates)], m_depth)
             seen[kind] += 1
         return result
 
@@ -349,6 +355,27 @@ def _end_ratios(
             for n in a:
                 ratios |= {round(x / y, 9) for x, y in zip(a[n], b[n], strict=True) if x != y}
     return ratios
+
+
+def _families(kinds: list[tuple[Any, ...]]) -> dict[tuple[Any, ...], tuple[Any, ...]]:
+    """Kinds that are the same block up to extra parameters (T5's first block alone holds the
+    relative position bias) form one family: the depth counts blocks of a family. Kinds whose
+    shared parameters differ in shape (an MLP's input, hidden and readout layers) do not."""
+    family = {kind: kind for kind in kinds}
+
+    def root(kind: tuple[Any, ...]) -> tuple[Any, ...]:
+        while family[kind] != kind:
+            kind = family[kind]
+        return kind
+
+    for a in kinds:
+        for b in kinds:
+            shapes_a, shapes_b = dict(a), dict(b)
+            shared = set(shapes_a) & set(shapes_b)
+            nested = set(shapes_a) <= set(shapes_b) or set(shapes_b) <= set(shapes_a)
+            if a != b and nested and shared and all(shapes_a[n] == shapes_b[n] for n in shared):
+                family[root(a)] = root(b)
+    return {kind: root(kind) for kind in kinds}
 
 
 def _kind_key(element: Mapping[str, tuple[int, ...]]) -> tuple[Any, ...]:
