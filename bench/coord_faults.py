@@ -60,7 +60,7 @@ from common import (
     write_results,
 )
 from mutransfer.coord import batch_loss, coord_check, data_generator, default_batch
-from mutransfer.coord_verdict import (
+from mutransfer.coord.verdict import (
     BLOWS_UP,
     EXPECTED,
     LAZY,

@@ -264,6 +264,7 @@ def main() -> int:
     )
     info = machine_info()
     payload = {
+        "quick": args.quick,
         "rows": rows,
         "ok": ok,
         "seconds": round(time.time() - started, 1),

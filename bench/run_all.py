@@ -62,6 +62,7 @@ BENCHMARKS = (
     Benchmark("optimizers_transfer", "LR transfer with Lion and Muon"),
     Benchmark("hf_coverage", "Hugging Face families under parametrize_hf"),
     Benchmark("hf_transfer", "LR transfer on Hugging Face GPT-2"),
+    Benchmark("reliability", "Faults injected into real sweeps"),
 )
 EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
 """Sections written by other tools (``mutransfer demo``), included when present."""

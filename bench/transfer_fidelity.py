@@ -11,7 +11,7 @@ over its own best loss, in % (``mutransfer.demo_analysis``, the demo's own defin
 
 Variants (one column each; a peer that is not installed gets a "not installed" column):
 
-- ``sp``, ``mutransfer-mup``, ``mutransfer-u-mup``: ``mutransfer.trainer.train`` with the
+- ``sp``, ``mutransfer-mup``, ``mutransfer-u-mup``: ``mutransfer.training.proxy.train`` with the
   ``sp``, ``mup`` and ``u-mup`` presets (the reference GPT as written, parametrized from outside);
 - ``mup``: the same GPT written for microsoft/mup (``bench/peers/mup_gpt.py``);
 - ``unit-scaling``: the same GPT from unit-scaling's u-µP building blocks
@@ -78,7 +78,7 @@ class Variant:
     library: str
     """``mutransfer`` or the peer's distribution name (for the "not installed" check)."""
     rules: str
-    """The preset for ``trainer.train``; peers store their own key here (never parametrized)."""
+    """The preset for ``training.proxy.train``; peers store their own key here (never parametrized)."""
     lr_shift: float = 0.0
 
 
@@ -102,7 +102,7 @@ class Grid:
     widths: tuple[int, ...]
     log2_lrs: tuple[float, ...]
     seeds: tuple[int, ...]
-    base: Any  # mutransfer.trainer.TrainConfig
+    base: Any  # mutransfer.training.TrainConfig
 
     def lrs(self, variant: Variant) -> list[float]:
         return [x + variant.lr_shift for x in self.log2_lrs]
@@ -193,7 +193,7 @@ PEER_TRAINERS: dict[str, tuple[Callable[[Any], Any], Callable[[nn.Module, Batch]
 
 def train_one(config: Any, source: Any) -> Any:
     """One run of the grid: the built-in trainer for presets, the peer loop for peers."""
-    from mutransfer.trainer import train
+    from mutransfer.training.proxy import train
 
     if config.rules in PEER_TRAINERS:
         build, loss_fn = PEER_TRAINERS[config.rules]
@@ -208,7 +208,7 @@ def _init_worker(folder: str, fingerprint: str) -> None:
     import signal
 
     from mutransfer.demo_runs import RunStore
-    from mutransfer.trainer import load_source
+    from mutransfer.training.proxy import load_source
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     torch.set_num_threads(1)
@@ -217,7 +217,7 @@ def _init_worker(folder: str, fingerprint: str) -> None:
 
 
 def _run_in_worker(config_dict: dict[str, Any]) -> dict[str, Any]:
-    from mutransfer.trainer import TrainConfig
+    from mutransfer.training.proxy import TrainConfig
 
     config = TrainConfig.from_dict(config_dict)
     if "source" not in _WORKER:
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         return rerender(Path(args.out_dir))
     torch.set_num_threads(args.threads)
     from mutransfer.demo_runs import RunStore, source_fingerprint
-    from mutransfer.trainer import load_source
+    from mutransfer.training.proxy import load_source
 
     g = grid(args.quick, args.setting)
     versions = available()

@@ -23,7 +23,8 @@ BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
 from mutransfer.data import pydoc_text  # noqa: E402
-from mutransfer.trainer import TrainConfig, build_model, make_optimizer, train  # noqa: E402
+from mutransfer.training.options import make_optimizer  # noqa: E402
+from mutransfer.training.proxy import TrainConfig, build_model, train  # noqa: E402
 from peers import available  # noqa: E402
 from peers.loop import train_with  # noqa: E402
 from survival_cases import check  # noqa: E402

@@ -16,8 +16,8 @@ from torch import nn
 
 import mutransfer as mt
 from mutransfer.coord import CoordCheckError, coord_check, data_generator, default_batch, reinit
-from mutransfer.coord_record import Recorder, attention_logits
-from mutransfer.coord_verdict import (
+from mutransfer.coord.record import Recorder, attention_logits
+from mutransfer.coord.verdict import (
     BLOWS_UP,
     EXPECTED,
     LAZY,

@@ -16,7 +16,7 @@ import pytest
 
 import mutransfer as mt
 from mutransfer.coord import coord_check
-from mutransfer.coord_verdict import EXPECTED, LEARNED, CoordReport, Thresholds, lazy_slope
+from mutransfer.coord.verdict import EXPECTED, LEARNED, CoordReport, Thresholds, lazy_slope
 from test_coord import (
     ATTENTION_SQRT,
     GPT_HIDDEN,

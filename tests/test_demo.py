@@ -17,7 +17,7 @@ import mutransfer as mt
 from mutransfer import cli, demo, demo_analysis
 from mutransfer.demo_runs import RunStore, run_key, source_fingerprint
 from mutransfer.models import GPT, GPTConfig
-from mutransfer.trainer import TrainConfig, train
+from mutransfer.training.proxy import TrainConfig, train
 
 TINY = {"text": "pydoc", "widths": [16, 32], "log2_lrs": [-7.0, -5.0], "steps": 6}
 TINY_TRAIN = {"eval_batches": 1, "eval_batch_size": 4, "batch_size": 4, "seq_len": 16}
@@ -49,7 +49,7 @@ def test_gpt_forward_backward_at_several_widths(tie: bool, rules: str) -> None:
 
 def test_qk_norm_normalises_each_heads_queries_and_keys_and_passes_the_coord_check() -> None:
     from mutransfer.coord import coord_check
-    from mutransfer.trainer import build_model
+    from mutransfer.training.proxy import build_model
 
     model, plan = build_model(TrainConfig(width=64, base_width=32, seq_len=8, qk_norm=True))
     attn = model.blocks[0].attn

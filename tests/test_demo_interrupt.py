@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mutransfer import demo
-from mutransfer.trainer import TrainConfig, train
+from mutransfer.training.proxy import TrainConfig, train
 from terminal_job import start_job
 
 ARGS = ["--text", "pydoc", "--widths", "16,32", "--lrs=-8:-6", "--steps", "100"]

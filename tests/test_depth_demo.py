@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mutransfer import cli, demo, demo_analysis, report
-from mutransfer.trainer import TrainConfig, build_model, train
+from mutransfer.training.proxy import TrainConfig, build_model, train
 
 torch.set_num_threads(1)
 

@@ -32,7 +32,7 @@ from mutransfer.coord import (
     model_loss,
     targets_argument,
 )
-from mutransfer.coord_verdict import EXPECTED, VANISHES, CoordReport
+from mutransfer.coord.verdict import EXPECTED, VANISHES, CoordReport
 
 WIDTHS = (64, 128, 256, 512)
 ATTENTION = {"transformer.h.0.attn", "transformer.h.1.attn"}

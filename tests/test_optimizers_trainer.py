@@ -13,14 +13,8 @@ import torch
 
 from mutransfer import data
 from mutransfer.demo_runs import run_key
-from mutransfer.trainer import (
-    TrainConfig,
-    build_model,
-    lr_lambda,
-    make_optimizer,
-    make_optimizers,
-    train,
-)
+from mutransfer.training.options import lr_lambda, make_optimizer, make_optimizers
+from mutransfer.training.proxy import TrainConfig, build_model, train
 
 torch.set_num_threads(1)
 

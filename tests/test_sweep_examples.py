@@ -12,7 +12,7 @@ import torch
 
 from mutransfer.cli import main
 from mutransfer.sweep import CallbackHandle, Space, Sweep, load_config
-from mutransfer.trainer import TrainConfig
+from mutransfer.training.proxy import TrainConfig
 
 torch.set_num_threads(1)
 

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from mutransfer.sweep import Diverged, Sweep, TrialHandle
 from mutransfer.sweep.trials import ATTR_FAIL_KIND, ATTR_FAIL_REASON, point_of
-from mutransfer.trainer import TrainConfig, build_model
+from mutransfer.training.proxy import TrainConfig, build_model
 
 torch.set_num_threads(1)
 

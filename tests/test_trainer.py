@@ -7,7 +7,7 @@ import math
 import pytest
 
 from mutransfer import data
-from mutransfer.trainer import TrainConfig, train
+from mutransfer.training.proxy import TrainConfig, train
 
 TINY = TrainConfig(width=32, base_width=16, steps=30, batch_size=8, seq_len=32, eval_batches=2)
 
@@ -41,7 +41,7 @@ def test_bad_config_is_a_clear_error() -> None:
         TrainConfig(lr=-1.0)
     with pytest.raises(ValueError, match="unknown training option.*widht"):
         TrainConfig.from_dict({"widht": 64})
-    # checks shared with the big run's RunConfig (mutransfer.trainer.RunOptions)
+    # checks shared with the big run's RunConfig (mutransfer.training.RunOptions)
     with pytest.raises(ValueError, match="TrainConfig.weight_decay must be >= 0"):
         TrainConfig(weight_decay=-0.1)
     with pytest.raises(ValueError, match="TrainConfig.n_heads must be a positive integer"):

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from mutransfer import cli
-from mutransfer.trainer import TrainConfig
 from mutransfer.training import ConfigError, RunConfig, checkpoint, load, models, train
 from mutransfer.training.config import parse_override
+from mutransfer.training.proxy import TrainConfig
 from tiny_runs import tiny_run
 
 torch.set_num_threads(1)

@@ -20,9 +20,9 @@ import pytest
 import torch
 
 from mutransfer import cli
-from mutransfer.trainer import lr_lambda
 from mutransfer.training import checkpoint, train
 from mutransfer.training.config import ConfigError
+from mutransfer.training.options import lr_lambda
 from mutransfer.training.resume import SUPERSEDED
 from tiny_runs import tiny_run
 
@@ -71,7 +71,7 @@ def test_changed_steps_are_applied_other_changes_refused_unless_allowed(tmp_path
     result = train(allowed, quiet=True)
     assert result.start_step == 6 and result.end_step == 9
     # the new lr reached the optimizer: the logged base LR is 0.1 × the (new) schedule
-    factor = lr_lambda(allowed.proxy_view())
+    factor = lr_lambda(allowed)
     logged = [r["lr"] for r in metrics(out) if r["step"] > 6]
     assert logged == pytest.approx([0.1 * factor(s) for s in (6, 7, 8)])
     state = checkpoint.read_state(result.checkpoint)

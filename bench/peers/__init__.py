@@ -8,7 +8,7 @@ would write it, so that what differs between columns is the library, not the mod
   ``set_base_shapes``, ``mup.init`` and ``MuAdamW``;
 - ``unit_gpt``: graphcore's unit-scaling 0.3.5 (u-µP) — unit-scaled modules and ops, its
   residual τ rule, ``unit_scaling.optim.AdamW``;
-- ``loop``: the training loop of ``mutransfer.trainer.train`` for any model and optimizer
+- ``loop``: the training loop of ``mutransfer.training.proxy.train`` for any model and optimizer
   (same batches, same steps, same divergence rule, same validation bytes).
 
 The peers are optional: ``available()`` says which are installed, and why not.

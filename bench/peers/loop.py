@@ -1,11 +1,11 @@
-"""The training loop of ``mutransfer.trainer.train``, for a model and optimizer built elsewhere.
+"""The training loop of ``mutransfer.training.proxy.train``, for a model and optimizer built elsewhere.
 
 A peer library builds its own model and optimizer, so the built-in trainer cannot run it. To
 compare like with like, this loop reproduces the trainer step for step: the same validation
 batches (seed 1234) drawn before the model is built, the same training batches (seed
-10,000 + seed), the same step order, the same LR schedule (``trainer.lr_lambda``), the same
-divergence rule and the same validation loss (``trainer.evaluate``). ``tests/test_bench_peers.py``
-checks that it returns exactly what ``trainer.train`` returns for mutransfer's own model.
+10,000 + seed), the same step order, the same LR schedule (``training.lr_lambda``), the same
+divergence rule and the same validation loss (``training.proxy.evaluate``). ``tests/test_bench_peers.py``
+checks that it returns exactly what ``training.proxy.train`` returns for mutransfer's own model.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from mutransfer.data import TextCorpus
-from mutransfer.trainer import TrainConfig, TrainResult, evaluate, lr_lambda
+from mutransfer.training.options import lr_lambda
+from mutransfer.training.proxy import TrainConfig, TrainResult, evaluate
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 Build = Callable[[TrainConfig], tuple[nn.Module, torch.optim.Optimizer]]
@@ -31,7 +32,7 @@ def train_with(
     """Train ``build(config)``'s model with its optimizer exactly as the built-in trainer would.
 
     ``loss_fn`` is the *training* loss (a peer may use its own, e.g. a unit-scaled cross
-    entropy); the validation loss is always the mean cross entropy of ``trainer.evaluate``.
+    entropy); the validation loss is always the mean cross entropy of ``training.proxy.evaluate``.
     """
     if config.model != "gpt":
         raise ValueError(f"the peer loop trains the GPT on text, not {config.model!r}")

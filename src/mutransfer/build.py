@@ -27,8 +27,8 @@ from .roles import (
     RoleError,
     Shapes,
     TensorRole,
-    _check_patterns_used,
     canonical_name,
+    check_patterns_used,
     infer_roles,
     named_shapes,
 )
@@ -59,7 +59,7 @@ def _shapes_of(spec: Any, what: str) -> dict[str, tuple[int, ...]]:
     )
 
 
-def _build_on_meta(factory: Callable[[int], nn.Module], width: int) -> nn.Module:
+def build_on_meta(factory: Callable[[int], nn.Module], width: int) -> nn.Module:
     with torch.device("meta"):
         module = factory(width)
     if not isinstance(module, nn.Module):
@@ -197,9 +197,9 @@ def parametrize(
     if callable(base) and not isinstance(base, nn.Module):
         if base_width is None:
             raise TypeError("base given as a width factory needs base_width=")
-        base_module = _build_on_meta(base, base_width)
+        base_module = build_on_meta(base, base_width)
         if delta is None:
-            delta = _build_on_meta(base, 2 * base_width)
+            delta = build_on_meta(base, 2 * base_width)
         if init_from == "model" and not declared_rules(base_module):
             measured_base = _build_for_real(base, base_width)
     elif isinstance(base, nn.Module):
@@ -213,9 +213,9 @@ def parametrize(
     all_names = [n for r in tensor_roles.values() for n in r.names]
     zero_patterns = list(zero_init)
     if zero_patterns:
-        _check_patterns_used("zero_init", {p: True for p in zero_patterns}, all_names)
+        check_patterns_used("zero_init", {p: True for p in zero_patterns}, all_names)
     std_overrides = dict(base_init_std or {})
-    _check_patterns_used("base_init_std", std_overrides, all_names)
+    check_patterns_used("base_init_std", std_overrides, all_names)
     own: dict[str, OwnInit] = {}
     if init_from == "model":
         own = own_init_at_base(model, tensor_roles, measured_base)

@@ -13,20 +13,20 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from .errors import UserError
+
 # subcommand → module that registers it
 COMMANDS: dict[str, str] = {
     "demo": "mutransfer.demo",
-    "coord-check": "mutransfer.coord_cli",
+    "coord-check": "mutransfer.coord.cli",
     "sweep": "mutransfer.sweep.cli",
     "transfer": "mutransfer.sweep.cli",
     "report": "mutransfer.sweep.cli",
     "train": "mutransfer.training.cli",
-    "plan": "mutransfer.plan_cli",
 }
 
 
-class UserError(Exception):
-    """A problem with what the user asked for: printed as one clear line, exit status 2."""
+__all__ = ["COMMANDS", "UserError", "build_parser", "main"]  # UserError: the library's own
 
 
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:

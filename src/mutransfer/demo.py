@@ -40,7 +40,7 @@ from .demo_analysis import AXES, CLAIM_PAIRS, Axis
 from .demo_runs import RunStore, run_all, source_fingerprint, write_json_atomic
 from .machine import cpu_model
 from .rules import get_rules
-from .trainer import TrainConfig, TrainResult, train
+from .training.proxy import TrainConfig, TrainResult, train
 
 SUMMARY_FORMAT = "mutransfer.demo-summary/1"
 
@@ -599,7 +599,7 @@ def register(subparsers: Any) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from .cli import UserError
+    from .errors import UserError
 
     names = (
         "steps",

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from .data import ArrayDataset, TextCorpus
-from .trainer import TrainConfig, TrainResult, load_source, train
+from .training.proxy import TrainConfig, TrainResult, load_source, train
 
 RUN_FORMAT = "mutransfer.demo-run/1"
 STEP_OVERHEAD_FLOPS = 1e9

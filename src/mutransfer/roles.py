@@ -417,7 +417,7 @@ def _match(patterns: Mapping[str, Any], names: Sequence[str]) -> Any:
     return None
 
 
-def _check_patterns_used(kind: str, patterns: Mapping[str, Any], names: Sequence[str]) -> None:
+def check_patterns_used(kind: str, patterns: Mapping[str, Any], names: Sequence[str]) -> None:
     for pattern in patterns:
         if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
             close = [n for n in names if pattern.strip("*").split(".")[-1] in n][:5]
@@ -464,8 +464,8 @@ def infer_roles(
     for raw_name, p in model.named_parameters(remove_duplicate=False):
         groups[id(p)].append((canonical_name(raw_name), p))
     all_names = [n for members in groups.values() for n, _ in members]
-    _check_patterns_used("role override", roles, all_names)
-    _check_patterns_used("layout", layouts, all_names)
+    check_patterns_used("role override", roles, all_names)
+    check_patterns_used("layout", layouts, all_names)
 
     depth = DepthMap(named_shapes(model), base_shapes)
     result: dict[str, TensorRole] = {}

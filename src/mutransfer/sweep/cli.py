@@ -96,7 +96,7 @@ def resolve_study(study: str, storage: str | None) -> tuple[str, str]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from ..cli import UserError
+    from ..errors import UserError
     from .api import Sweep
     from .report import dashboard_command
 

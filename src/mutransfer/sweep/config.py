@@ -329,7 +329,7 @@ def _validate_independent(spec: SweepSpec) -> None:
 def _with_trainer_defaults(space: Space) -> Space:
     """The space with each missing ``default`` taken from ``TrainConfig``'s defaults (the
     first dimension is searched first and needs none)."""
-    from ..trainer import TrainConfig
+    from ..training.proxy import TrainConfig
 
     defaults = TrainConfig()
     dims = [space.dims[0]]
@@ -353,7 +353,7 @@ def _with_trainer_defaults(space: Space) -> Space:
 
 def _validate_train(spec: SweepSpec) -> None:
     """The [train] table and the swept names must be ``TrainConfig`` fields of the right type."""
-    from ..trainer import TrainConfig
+    from ..training.proxy import TrainConfig
 
     fields = {f.name: f for f in dataclasses.fields(TrainConfig)}
     defaults = TrainConfig()

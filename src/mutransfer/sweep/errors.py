@@ -1,6 +1,6 @@
 """The sweep's exceptions: bad input (printed as one clear line) and a diverged trial.
 
-``SweepError`` derives from the command line's ``UserError`` so that a bad config or a missing
+``SweepError`` derives from the library's ``UserError`` so that a bad config or a missing
 study reaches the user as ``mutransfer sweep: error: <what is wrong and how to fix it>`` rather
 than as a traceback, and from ``ValueError`` so that Python callers can catch it naturally.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..cli import UserError
+from ..errors import Diverged, UserError
 
 
 class SweepError(UserError, ValueError):
@@ -21,13 +21,7 @@ class ConfigError(SweepError):
     """A sweep config (TOML file or Python arguments) is malformed; the message names the field."""
 
 
-class Diverged(RuntimeError):
-    """Raise from an objective to record the trial as *failed because it diverged*.
-
-    A diverged trial is a result, not an accident: it is kept as ``FAIL`` with its reason in the
-    trial's user attributes, the sweep goes on, and it is never retried (re-running the same point
-    would diverge again). Returning ``nan`` or ``inf`` has the same effect.
-    """
+__all__ = ["ConfigError", "Diverged", "SweepError", "make_output_dir"]  # Diverged: one for all
 
 
 def make_output_dir(path: str | os.PathLike[str]) -> Path:

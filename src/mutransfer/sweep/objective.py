@@ -114,7 +114,7 @@ class Objective(Protocol):
 
 @dataclass
 class TrainerObjective:
-    """The built-in objective: ``mutransfer.trainer.train`` at the trial's width and seed.
+    """The built-in objective: ``mutransfer.training.proxy.train`` at the trial's width and seed.
 
     ``train`` holds the fixed ``TrainConfig`` options; the swept hyperparameters, the width and
     the seed complete them. The data is loaded once per worker process, not once per trial.
@@ -125,12 +125,12 @@ class TrainerObjective:
     _sources: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     def config(self, params: Mapping[str, Any], width: int, seed: int) -> Any:
-        from ..trainer import TrainConfig
+        from ..training.proxy import TrainConfig
 
         return TrainConfig.from_dict({**self.train, **params, "width": width, "seed": seed})
 
     def __call__(self, params: dict[str, Any], width: int, trial: TrialHandle) -> float:
-        from ..trainer import load_source, train
+        from ..training.proxy import load_source, train
 
         config = self.config(params, width, trial.seed)
         key = (config.model, config.data)

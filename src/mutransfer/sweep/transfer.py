@@ -141,7 +141,7 @@ def transfer(results: SweepResults, to_width: int, from_width: int | None = None
 
 
 def _train_config(train: Any, params: dict[str, Any], width: int, seed: int) -> Any:
-    from ..trainer import TrainConfig
+    from ..training.proxy import TrainConfig
 
     return TrainConfig.from_dict({**dict(train), **params, "width": width, "seed": seed})
 
@@ -150,7 +150,7 @@ def target_plan(config: Any) -> Plan:
     """The plan of the built-in model at ``config.width``, built on meta (no memory, instant)."""
     import torch
 
-    from ..trainer import build_model
+    from ..training.proxy import build_model
 
     with torch.device("meta"):
         _, plan = build_model(config)

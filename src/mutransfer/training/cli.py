@@ -11,7 +11,7 @@ import argparse
 import json
 from typing import Any
 
-from ..cli import UserError
+from ..errors import UserError
 from .config import ConfigError, load, parse_override
 
 

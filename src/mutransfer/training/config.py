@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from ..trainer import RunOptions, Schedule, TrainConfig
+from .options import RunOptions, Schedule
+from .proxy import TrainConfig
 
 ModelName = Literal["gpt", "gpt2", "llama"]
 Precision = Literal["fp32", "bf16"]
@@ -188,15 +189,6 @@ class RunConfig(RunOptions):
             return cls(**values)
         except TypeError as exc:
             raise ConfigError(str(exc)) from None
-
-    def proxy_view(self) -> TrainConfig:
-        """This run as the proxy trainer's ``TrainConfig``, to reuse its helpers.
-
-        ``lr_lambda`` (warmup + schedule), ``make_optimizers`` and ``build_model`` (the reference
-        GPT) read only the shared ``RunOptions``; Hugging Face models appear as ``gpt``.
-        """
-        shared = {f.name: getattr(self, f.name) for f in dataclasses.fields(RunOptions)}
-        return TrainConfig(**shared, model="gpt", tie_embeddings=bool(self.tie_embeddings))
 
 
 def _positive(name: str, value: Any) -> None:

@@ -31,17 +31,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import TextCorpus, load_text
+from ..errors import Diverged
 from ..plan import Plan
-from ..trainer import lr_lambda, make_optimizers
 from . import checkpoint, distributed, models, resume
 from .config import ConfigError, RunConfig
 from .distributed import DistEnv
+from .options import lr_lambda, make_optimizers
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the run stops (its last checkpoint stays on disk)."""
+TrainingDiverged = Diverged
+"""The loss became NaN or infinite; the run stops (its last checkpoint stays on disk). The
+library's one ``Diverged`` error, under the name this package has exported."""
 
 
 @dataclass
@@ -190,8 +192,8 @@ def _train(
     if env.parallel == "ddp":
         model = distributed.wrap(model, env)
     plan.bind(model)
-    optimizers = make_optimizers(config.proxy_view(), model, plan)
-    schedule = lr_lambda(config.proxy_view())
+    optimizers = make_optimizers(config, model, plan)
+    schedule = lr_lambda(config)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]
     forward: nn.Module = model
     if config.compile:
@@ -218,7 +220,7 @@ def _train(
         )
         log.say(f"mutransfer train: resumed from {resume_from} at step {start}")
         if changes is not None and changes.applied:
-            fresh = make_optimizers(config.proxy_view(), model, plan)
+            fresh = make_optimizers(config, model, plan)
             resume.apply_live_changes(changes, optimizers, fresh, schedulers)
             log.say(f"mutransfer train: changed since the checkpoint: {changes.describe()}")
         if env.is_main:

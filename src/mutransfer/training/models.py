@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from ..plan import Plan
-from ..trainer import build_model
 from .config import ConfigError, RunConfig
+from .reference import build_reference
 
 VOCAB_SIZE = 256  # the shipped corpora are bytes
 
@@ -28,7 +28,8 @@ def build(config: RunConfig, *, meta: bool = False) -> tuple[nn.Module, Plan]:
     device = torch.device("meta") if meta else contextlib.nullcontext()
     with device:
         if config.model == "gpt":
-            return build_model(config.proxy_view())  # initialised with config.seed unless meta
+            # initialised with config.seed unless meta
+            return build_reference(config, "gpt", tie_embeddings=bool(config.tie_embeddings))
         return _build_hf(config, init=not meta)
 
 

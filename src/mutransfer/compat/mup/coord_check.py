@@ -45,8 +45,8 @@ from torch import nn
 from ... import Plan
 from .infshape import InfDim, InfShape
 from .optim import MuAdam, MuAdamW, MuSGD
-from .plans import _identity_plan
-from .shape import _extract
+from .plans import identity_plan
+from .shape import extract_shapes
 from .state import MupCompatError, state_of
 
 __all__ = [
@@ -605,9 +605,9 @@ def _plan_for(model: nn.Module, family: str, mup: bool) -> Plan:
             )
         return state.plan(family)
     infshapes = {
-        k: InfShape(InfDim(None, d) for d in v) for k, v in _extract(model, "model").items()
+        k: InfShape(InfDim(None, d) for d in v) for k, v in extract_shapes(model, "model").items()
     }
-    return _identity_plan(model, infshapes, {name: name for name in infshapes}, family)
+    return identity_plan(model, infshapes, {name: name for name in infshapes}, family)
 
 
 # -------------------------------------------------------------------------------- plotting

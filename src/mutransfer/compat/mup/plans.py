@@ -112,7 +112,7 @@ def _fallback_roles(
     return roles
 
 
-def _identity_plan(
+def identity_plan(
     model: nn.Module, infshapes: Mapping[str, InfShape], aliases: Mapping[str, str], family: str
 ) -> Plan:
     """No width dimension anywhere (``set_base_shapes(model, None)``): every scale is 1."""
@@ -156,7 +156,7 @@ def build_plans(
         for raw, p in model.named_parameters(remove_duplicate=False)
     }
     if not any(s.ninf() for s in infshapes.values()):
-        return {fam: _identity_plan(model, infshapes, aliases, fam) for fam in FAMILIES}
+        return {fam: identity_plan(model, infshapes, aliases, fam) for fam in FAMILIES}
 
     # mup's width dims, as a base and a delta: finite dims are the model's own sizes
     base: dict[str, list[int]] = {}

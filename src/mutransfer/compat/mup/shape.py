@@ -120,7 +120,7 @@ def _as_infshape(name: str, value: Any) -> InfShape:
     )
 
 
-def _extract(spec: ShapeSpec, what: str) -> dict[str, Any]:
+def extract_shapes(spec: ShapeSpec, what: str) -> dict[str, Any]:
     """Shapes by canonical name: a list of ints (sizes) or an ``InfShape`` (explicit width)."""
     if isinstance(spec, nn.Module):
         return {canonical_name(n): list(p.shape) for n, p in spec.named_parameters()}
@@ -171,9 +171,9 @@ def zip_infshapes(base: ShapeSpec, target: ShapeSpec) -> dict[str, InfShape]:
     """``{name: InfShape}`` of ``target`` against ``base`` (models, shape dicts or files)."""
     target_shapes = {
         k: (v.shape() if isinstance(v, InfShape) else v)
-        for k, v in _extract(target, "target").items()
+        for k, v in extract_shapes(target, "target").items()
     }
-    return _zip(_extract(base, "base"), target_shapes, "base")
+    return _zip(extract_shapes(base, "base"), target_shapes, "base")
 
 
 def clear_dims(infshapes: Mapping[str, InfShape]) -> dict[str, InfShape]:
@@ -222,11 +222,11 @@ def set_base_shapes(
         ``model``.
     """
     shapes = {canonical_name(n): list(p.shape) for n, p in model.named_parameters()}
-    base_info = shapes if base is None else _extract(base, "base")
+    base_info = shapes if base is None else extract_shapes(base, "base")
     if delta is not None:
         delta_shapes = {
             k: (v.shape() if isinstance(v, InfShape) else v)
-            for k, v in _extract(delta, "delta").items()
+            for k, v in extract_shapes(delta, "delta").items()
         }
         base_info = _zip(base_info, delta_shapes, "delta")
     infshapes: dict[str, InfShape] = _zip(base_info, shapes, "base")

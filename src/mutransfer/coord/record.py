@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from .roles import canonical_name
+from ..roles import canonical_name
 
 Key = tuple[str, str]
 Delta = tuple[torch.Tensor, float]

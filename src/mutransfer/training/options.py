@@ -1,12 +1,11 @@
-"""The built-in proxy trainer: one short training run of a reference model, as a pure function.
+"""The options a proxy run and the big run share, and the optimizers and schedule built from them.
 
-``train(TrainConfig(...))`` builds the reference GPT (on the shipped text) or MLP (on
-Fashion-MNIST), parametrizes it against its base width, trains it and returns the validation
-loss. The demo and the sweeps call it for every trial; a user's own objective replaces it.
-
-A run is a pure function of its config (seeded data order and init), so a trial can be re-run
-anywhere and give the same number. Divergence (a non-finite loss, or a loss far above the loss at
-initialisation) stops the run early and is reported with its reason rather than as a number.
+``RunOptions`` holds the hyperparameters of a run (size, parametrization, optimizer, schedule,
+seed, data) with their checks. The proxy trainer's ``TrainConfig`` (``proxy.py``) and the big
+run's ``RunConfig`` (``config.py``) both extend it, so a hyperparameter found on the proxy means
+the same, is checked the same and reaches ``parametrize`` the same way in the big run. The
+builders below are typed on ``RunOptions``: both runs build their optimizers and LR schedule
+with the same code.
 
 Optimizers: AdamW/Adam and SGD from torch, Lion from the PyPI package ``lion-pytorch`` (torch has
 none), and Muon, which needs *two* optimizers: ``torch.optim.Muon`` for the hidden matrices
@@ -20,23 +19,19 @@ import dataclasses
 import math
 import numbers
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from .build import parametrize
-from .data import ArrayDataset, TextCorpus, fashion_mnist, load_text
-from .models import GPT, MLP, GPTConfig, gpt_parametrize_options
-from .plan import Plan
-from .rules import ROLES, get_rules
+from ..plan import Plan
+from ..rules import ROLES, get_rules
 
-ModelName = Literal["gpt", "mlp"]
 Schedule = Literal["constant", "cosine", "linear"]
+
+OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon")
 
 
 @dataclass(frozen=True)
@@ -192,80 +187,7 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-@dataclass(frozen=True)
-class TrainConfig(RunOptions):
-    """Everything that defines one proxy run; every field can be swept.
-
-    The shared options are those of ``RunOptions``; these are the proxy's own.
-    """
-
-    model: ModelName = "gpt"
-    tie_embeddings: bool = False
-    divergence_factor: float = 1.5
-    """The run counts as diverged if a (smoothed) training loss exceeds this × the first loss."""
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.model not in ("gpt", "mlp"):
-            raise self._invalid(f"model must be 'gpt' or 'mlp', got {self.model!r}")
-
-    def with_(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Every field, except later additions left at their default (see ``_OMIT_AT_DEFAULT``)."""
-        data = dataclasses.asdict(self)
-        for name, default in _OMIT_AT_DEFAULT.items():
-            if data[name] == default:
-                del data[name]
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(
-                f"unknown training option(s): {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        return cls(**data)
-
-
-OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon")
-
-_OMIT_AT_DEFAULT: dict[str, Any] = {"adamw_lr": None, "qk_norm": False}
-"""Fields added after runs were first stored: left out of ``to_dict`` at their default, so a
-config that does not use them keeps the dict (and so the run-store key) it had before they
-existed, and finished runs stay found."""
-
-
-@dataclass
-class TrainResult:
-    config: TrainConfig
-    val_loss: float
-    """Mean validation loss after training; ``inf`` when the run diverged."""
-    losses: list[float] = field(default_factory=list)
-    diverged: bool = False
-    reason: str | None = None
-    seconds: float = 0.0
-    steps_done: int = 0
-    flops: float = 0.0
-    """Approximate training FLOPs (6 · params · tokens), for compute comparisons."""
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["config"] = self.config.to_dict()
-        data["val_loss"] = None if not math.isfinite(self.val_loss) else self.val_loss
-        data["losses"] = [x if math.isfinite(x) else None for x in self.losses]
-        return data
-
-
-class Diverged(RuntimeError):
-    """Raised inside a run when the loss blows up; caught by ``train``."""
-
-
-def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
+def lr_lambda(config: RunOptions) -> Callable[[int], float]:
     """Multiplier of the base LR at each step: linear warmup, then the schedule (to 10 %)."""
 
     def factor(step: int) -> float:
@@ -282,36 +204,8 @@ def lr_lambda(config: TrainConfig) -> Callable[[int], float]:
     return factor
 
 
-def build_model(config: TrainConfig) -> tuple[nn.Module, Plan]:
-    """The reference model at ``config.width`` with its plan (base at ``config.base_width``)."""
-    options: dict[str, Any] = {}
-    if config.model == "gpt":
-        gpt_cfg = GPTConfig(
-            width=config.width,
-            depth=config.depth,
-            n_heads=config.n_heads,
-            seq_len=config.seq_len,
-            tie_embeddings=config.tie_embeddings,
-            qk_norm=config.qk_norm,
-        )
-        base_cfg = gpt_cfg.with_(width=config.base_width, depth=config.base_depth or config.depth)
-        delta_cfg = base_cfg.with_(width=2 * config.base_width)
-        model: nn.Module = GPT(gpt_cfg)
-        with torch.device("meta"):
-            base: nn.Module = GPT(base_cfg)
-            delta: nn.Module = GPT(delta_cfg)
-        options = gpt_parametrize_options(gpt_cfg, zero_init_query=config.zero_init_query)
-    else:
-        model = MLP(width=config.width, depth=config.depth)
-        with torch.device("meta"):
-            base = MLP(width=config.base_width, depth=config.base_depth or config.depth)
-            delta = MLP(width=2 * config.base_width, depth=config.base_depth or config.depth)
-    plan = parametrize(model, base, delta=delta, **config.plan_options(), **options)
-    return model, plan
-
-
 def make_optimizers(
-    config: TrainConfig, model: nn.Module, plan: Plan
+    config: RunOptions, model: nn.Module, plan: Plan
 ) -> list[torch.optim.Optimizer]:
     """The optimizer(s) of a run, with the plan's per-tensor LRs: one, or two for Muon.
 
@@ -337,7 +231,7 @@ def make_optimizers(
     ]
 
 
-def make_optimizer(config: TrainConfig, model: nn.Module, plan: Plan) -> torch.optim.Optimizer:
+def make_optimizer(config: RunOptions, model: nn.Module, plan: Plan) -> torch.optim.Optimizer:
     """The run's single optimizer (every optimizer but Muon; see ``make_optimizers``)."""
     groups = plan.param_groups(
         config.lr, model=model, weight_decay=config.weight_decay, eps=config.eps
@@ -358,7 +252,7 @@ def make_optimizer(config: TrainConfig, model: nn.Module, plan: Plan) -> torch.o
     raise ValueError(f"the built-in trainer supports {', '.join(OPTIMIZERS)}, not {name!r}")
 
 
-def _lion(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Optimizer:
+def _lion(groups: list[dict[str, Any]], config: RunOptions) -> torch.optim.Optimizer:
     try:
         from lion_pytorch import Lion
     except ImportError:
@@ -368,111 +262,3 @@ def _lion(groups: list[dict[str, Any]], config: TrainConfig) -> torch.optim.Opti
     # Lion's sign update has no ε; betas as recommended by Chen et al. 2023 (0.9, 0.99)
     lion: torch.optim.Optimizer = Lion(groups, lr=config.lr, betas=(0.9, 0.99))
     return lion
-
-
-Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-def _loss(model: nn.Module, batch: Batch) -> torch.Tensor:
-    x, y = batch
-    logits = model(x)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
-
-
-class _Data:
-    """Training batches and the fixed validation batches for one config."""
-
-    def __init__(self, config: TrainConfig, source: TextCorpus | ArrayDataset) -> None:
-        self.config = config
-        self.source = source
-        self.generator = torch.Generator().manual_seed(10_000 + config.seed)
-        eval_gen = torch.Generator().manual_seed(1234)
-        self.eval = [
-            self._batch("val", config.eval_batch_size, eval_gen) for _ in range(config.eval_batches)
-        ]
-
-    def _batch(self, split: str, batch_size: int, generator: torch.Generator) -> Batch:
-        if isinstance(self.source, TextCorpus):
-            return self.source.batch(split, batch_size, self.config.seq_len, generator)
-        return self.source.batch(split, batch_size, generator)
-
-    def next(self) -> Batch:
-        return self._batch("train", self.config.batch_size, self.generator)
-
-
-def load_source(config: TrainConfig) -> TextCorpus | ArrayDataset:
-    """The data a config trains on: text for the GPT, Fashion-MNIST for the MLP."""
-    return load_text(config.data) if config.model == "gpt" else fashion_mnist()
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, batches: list[Batch]) -> float:
-    was_training = model.training
-    model.eval()
-    total = sum(_loss(model, b).item() for b in batches) / len(batches)
-    model.train(was_training)
-    return total
-
-
-def train(
-    config: TrainConfig,
-    *,
-    source: TextCorpus | ArrayDataset | None = None,
-    on_step: Callable[[int, float], None] | None = None,
-) -> TrainResult:
-    """Train one proxy run; ``on_step(step, loss)`` may raise to stop it (e.g. pruning)."""
-    start = time.perf_counter()
-    data = _Data(config, source if source is not None else load_source(config))
-    model, plan = build_model(config)
-    optimizers = make_optimizers(config, model, plan)
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(config)) for o in optimizers]
-    n_params = sum(p.numel() for p in model.parameters())
-    tokens_per_step = config.batch_size * (config.seq_len if config.model == "gpt" else 1)
-    losses: list[float] = []
-    first: float | None = None
-    smoothed: float | None = None
-    try:
-        for step in range(config.steps):
-            loss = _loss(model, data.next())
-            value = loss.item()
-            losses.append(value)
-            if not math.isfinite(value):
-                raise Diverged(f"loss became {value} at step {step}")
-            first = value if first is None else first
-            smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
-            if step >= 10 and smoothed > config.divergence_factor * first:
-                raise Diverged(
-                    f"loss {smoothed:.3g} at step {step} exceeds {config.divergence_factor}× "
-                    f"the initial loss {first:.3g}"
-                )
-            for optimizer in optimizers:
-                optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            for optimizer in optimizers:
-                optimizer.step()
-            for scheduler in schedulers:
-                scheduler.step()
-            if on_step is not None:
-                on_step(step, value)
-        val_loss = evaluate(model, data.eval)
-        if not math.isfinite(val_loss):
-            raise Diverged(f"validation loss is {val_loss}")
-    except Diverged as exc:
-        return TrainResult(
-            config,
-            math.inf,
-            losses,
-            diverged=True,
-            reason=str(exc),
-            seconds=time.perf_counter() - start,
-            steps_done=len(losses),
-            flops=6.0 * n_params * tokens_per_step * len(losses),
-        )
-    return TrainResult(
-        config,
-        val_loss,
-        losses,
-        seconds=time.perf_counter() - start,
-        steps_done=len(losses),
-        flops=6.0 * n_params * tokens_per_step * len(losses),
-    )

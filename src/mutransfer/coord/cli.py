@@ -22,7 +22,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, Literal
 
-from .cli import UserError
+from ..errors import UserError
 
 BUILTINS = ("gpt", "mlp")
 
@@ -97,7 +97,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .coord import CoordCheckError, coord_check
+    from .check import CoordCheckError, coord_check
 
     vary: Literal["width", "depth"] = "depth" if args.depths else "width"
     sizes = _int_list(
@@ -172,7 +172,7 @@ def _constants(pairs: list[str]) -> dict[str, Any]:
 
 
 def _rules(spec: str) -> Any:
-    from .rules import Rules, get_rules
+    from ..rules import Rules, get_rules
 
     if ":" in spec:
         obj = _load(spec, "--rules")
@@ -255,12 +255,12 @@ def _factory(
             raise UserError(f"{args.factory} is not callable")
         _check_takes_one_size(obj, args.factory, vary)
         return obj, {}
-    from .build import _build_on_meta
+    from ..build import build_on_meta
 
     build = _builtin(args)
     kwargs: dict[str, Any] = {}
     if args.factory == "gpt" and args.zero_init_query:
-        from .models import GPT
+        from ..models import GPT
 
         kwargs["zero_init"] = (GPT.query_weights,)
     if vary == "width":
@@ -269,7 +269,7 @@ def _factory(
         return (lambda width: build(width, args.depth)), kwargs
     _check_builtin(args, args.width)
     base_depth = args.base_width or min(sizes)
-    kwargs["delta"] = _build_on_meta(lambda depth: build(2 * args.width, depth), base_depth)
+    kwargs["delta"] = build_on_meta(lambda depth: build(2 * args.width, depth), base_depth)
     return (lambda depth: build(args.width, depth)), kwargs
 
 
@@ -290,7 +290,7 @@ def _check_takes_one_size(factory: Callable[..., Any], name: str, vary: str) -> 
 
 
 def _builtin(args: argparse.Namespace) -> Callable[[int, int | None], Any]:
-    from .models import GPT, MLP, GPTConfig
+    from ..models import GPT, MLP, GPTConfig
 
     if args.factory == "gpt":
         return lambda width, depth: GPT(

@@ -40,17 +40,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-Key = tuple[str, str]
+from .status import ABSENT, BLOWS_UP, EXPECTED, LAZY, NOISY, STABLE, VANISHES, ZERO
 
-STABLE = "stable"
-BLOWS_UP = "blows up"
-LAZY = "learns too slowly"
-VANISHES = "vanishes"
-NOISY = "noisy"
-"""A step whose slope is past the blow-up threshold by less than its scatter: not a verdict."""
-EXPECTED = "expected"
-ZERO = "zero"
-ABSENT = "-"
+Key = tuple[str, str]
 
 READOUT_SHRINKS = (
     "readout output: µP's readout multiplier 1/m with a non-zero init makes its initial part "
@@ -301,7 +293,7 @@ class CoordReport:
 
     def plot(self, path: str | None = None, **kwargs: Any) -> Any:
         """A figure: one panel per step, RMS against size, faulty series highlighted."""
-        from .coord_plot import plot_report
+        from .plot import plot_report
 
         return plot_report(self, path, **kwargs)
 

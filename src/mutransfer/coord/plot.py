@@ -16,10 +16,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .coord_verdict import BLOWS_UP, LAZY, VANISHES
+from .status import BLOWS_UP, LAZY, VANISHES
 
 if TYPE_CHECKING:
-    from .coord_verdict import CoordReport
+    from .verdict import CoordReport
 
 ROWS = (("out", "logits"), ("update", "Δbias", "Δlogits"))
 ROW_TITLES = ("output RMS", "update RMS (own ΔW·x, Δbias, Δlogits)")

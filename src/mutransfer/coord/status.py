@@ -1,0 +1,11 @@
+"""The statuses a series of the coordinate check can have (shared by the verdict and the plot)."""
+
+STABLE = "stable"
+BLOWS_UP = "blows up"
+LAZY = "learns too slowly"
+VANISHES = "vanishes"
+NOISY = "noisy"
+"""A step whose slope is past the blow-up threshold by less than its scatter: not a verdict."""
+EXPECTED = "expected"
+ZERO = "zero"
+ABSENT = "-"
