@@ -245,3 +245,146 @@ def add_run_cache_options(parser: argparse.ArgumentParser, runs_dir_help: str) -
         help="rewrite the .md (and figures) from the .json in --out-dir, no training: keeps the "
         "recorded runs' provenance when only the text or the figure code changed",
     )
+
+
+# ------------------------------------------------------------------ the demo's record
+def demo_results_section(
+    summary: dict[str, Any],
+    seed_checks: Sequence[dict[str, Any]] = (),
+    figure: str | None = None,
+    heading: str | None = None,
+) -> str:
+    """The demo's entry for ``bench/results/*.md``: the numbers, the command, the machine.
+
+    One column per compared preset. ``seed_checks``: summaries of the same settings run with
+    other seeds, shown as one row each so that a reader sees whether the claims depend on the
+    seed. ``figure``: the image's path relative to the results file.
+    """
+    from mutransfer.demo.analysis import CLAIM_PAIRS
+    from mutransfer.demo.report import (
+        claim_lines,
+        figure_name,
+        fmt_fit,
+        fmt_loss,
+        fmt_lr,
+        fmt_pct,
+        normalise,
+        provenance_lines,
+        rules_name,
+    )
+
+    summary = normalise(summary)
+    axis = summary["axis"]
+    figure = figure or f"../../docs/images/{figure_name(axis)}"
+    sizes = summary["sizes"]
+    joined = "/".join(map(str, sizes))
+    rules = summary["rules"]
+    names = [rules_name(r) for r in rules]
+
+    def each(fn: Any) -> list[str]:
+        return [fn(summary["sweeps"][r], summary["transfer"][r]) for r in rules]
+
+    rows = [
+        [
+            f"best log2 LR, {axis}s {joined}",
+            *each(lambda s, t: "/".join(map(fmt_lr, s["best_log2_lr"]))),
+        ],
+        ["optimum drift (octaves)", *each(lambda s, t: fmt_lr(s["drift_octaves"]))],
+        [
+            "fitted optimum (parabola through the best 3 points)",
+            *each(lambda s, t: "/".join(fmt_fit(x) for x in s.get("fitted_log2_lr") or [])),
+        ],
+        [
+            "fitted drift (octaves)",
+            *each(lambda s, t: fmt_fit(s.get("fitted_drift_octaves"))),
+        ],
+        [
+            f"best loss, {axis}s {joined}",
+            *each(lambda s, t: "/".join(fmt_loss(x) for x in s["best_loss"])),
+        ],
+        [
+            f"{axis} {sizes[-1]} at {axis} {sizes[0]}'s best LR",
+            *each(
+                lambda s, t: f"{fmt_loss(t['transferred_loss'])} (2^{fmt_lr(t['proxy_log2_lr'])})"
+            ),
+        ],
+        [
+            f"{axis} {sizes[-1]}, best of its own sweep",
+            *each(
+                lambda s, t: (
+                    f"{fmt_loss(t['direct_best_loss'])} (2^{fmt_lr(t['direct_best_log2_lr'])})"
+                )
+            ),
+        ],
+        ["transfer regret", *each(lambda s, t: fmt_pct(t["regret_percent"]))],
+    ]
+    fraction = summary["transfer"][rules[0]].get("compute_fraction")
+    default_heading = (
+        "µTransfer demo: learning rate × width, SP vs µP (`mutransfer demo`)"
+        if axis == "width"
+        else "µTransfer demo across depth: "
+        + " vs ".join(names)
+        + " (`mutransfer demo --vary depth`)"
+    )
+    out = [
+        f"## {heading or default_heading}",
+        "",
+        f"![{' vs '.join(names)}: validation loss against log2 learning rate]({figure})",
+        "",
+        markdown_table(["", *names], rows),
+        "",
+    ]
+    if fraction is not None:
+        out += [
+            f"The proxy sweep ({axis} {sizes[0]}) cost {100 * fraction:.1f} % of the "
+            f"FLOPs of sweeping {axis} {sizes[-1]} directly.",
+            "",
+        ]
+    if summary.get("claims"):
+        out += ["Claims on this run:", ""]
+        out += ["- " + line for line in claim_lines(summary)]
+        out.append("")
+    if seed_checks:
+        reference, candidate = CLAIM_PAIRS[axis]
+        ref, cand = rules_name(reference), rules_name(candidate)
+        largest = "widest" if axis == "width" else "deepest"
+        out += [
+            "Same settings, other seeds (each a full grid with one seed: "
+            + ", ".join(f"`{c['run']['command']}`" for c in seed_checks)
+            + "):",
+            "",
+            markdown_table(
+                [
+                    "seed",
+                    f"{ref} drift",
+                    f"{cand} drift",
+                    f"{ref} regret",
+                    f"{cand} regret",
+                    f"{cand} {largest} best",
+                    "all claims",
+                ],
+                [_demo_seed_row(normalise(s)) for s in [summary, *seed_checks]],
+            ),
+            "",
+        ]
+    out += ["How it was produced:", ""]
+    out += ["- " + line for line in provenance_lines(summary)]
+    return "\n".join(out) + "\n"
+
+
+def _demo_seed_row(summary: dict[str, Any]) -> list[str]:
+    from mutransfer.demo.analysis import CLAIM_PAIRS
+    from mutransfer.demo.report import fitted_short, fmt_lr, fmt_pct
+
+    sweeps, transfer, claims = summary["sweeps"], summary["transfer"], summary.get("claims") or {}
+    reference, candidate = CLAIM_PAIRS[summary["axis"]]
+    better: dict[str, Any] = next((c for k, c in claims.items() if k.endswith("_is_better")), {})
+    return [
+        ",".join(map(str, summary["seeds"])),
+        fmt_lr(sweeps[reference]["drift_octaves"]) + fitted_short(sweeps[reference]),
+        fmt_lr(sweeps[candidate]["drift_octaves"]) + fitted_short(sweeps[candidate]),
+        fmt_pct(transfer[reference]["regret_percent"]),
+        fmt_pct(transfer[candidate]["regret_percent"]),
+        "yes" if better.get("holds") else "no",
+        "yes" if claims and all(c["holds"] for c in claims.values()) else "no",
+    ]

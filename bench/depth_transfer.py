@@ -44,6 +44,7 @@ from common import (
     add_run_cache_options,
     arg_parser,
     command_line,
+    demo_results_section,
     machine_info,
     read_results,
     write_results,
@@ -192,7 +193,7 @@ def _rel(path: Path) -> str:
 
 
 def _name(rules: str) -> str:
-    from mutransfer.demo_analysis import display_name
+    from mutransfer.demo.analysis import display_name
 
     return display_name(rules)
 
@@ -272,7 +273,6 @@ def _loss(x: float | None) -> str:
 
 
 def render(payload: dict[str, Any]) -> str:
-    from mutransfer import report
 
     first = next(iter(payload["settings"].values()))["summary"]
     sizes = first["sizes"]
@@ -291,7 +291,7 @@ def render(payload: dict[str, Any]) -> str:
     ]
     for name, result in payload["settings"].items():
         summary = result["summary"]
-        section = report.results_section(
+        section = demo_results_section(
             summary,
             seed_checks=result.get("seed_checks", ()),
             figure=result["figure"],
@@ -323,7 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rerender:
         return rerender(Path(args.out_dir))
     torch.set_num_threads(args.threads)
-    from mutransfer import demo, report
+    from mutransfer import demo
+    from mutransfer.demo import report
 
     scratch = tempfile.TemporaryDirectory(prefix=NAME) if args.quick else None
     runs_root = args.runs_dir or (Path(scratch.name) if scratch else ROOT / "runs" / "bench")

@@ -19,7 +19,7 @@ the grid, the grid is extended by one octave on that side (at most twice) so eve
 bracketed. Reported per parametrization: best LR and best validation loss per width (mean over
 seeds), the drift of the optimum across widths (octaves; in brackets the parabola-refined
 drift), and the transfer regret (width 256 trained at width 64's best LR, against its own best).
-The analysis is ``mutransfer.demo_analysis``'s, as for the demo.
+The analysis is ``mutransfer.demo.analysis``'s, as for the demo.
 
 Runs are cached in ``--runs-dir`` (an interrupted run resumes; ``--rerender`` rewrites the
 tables and the figure from the recorded JSON) and trained in ``--workers`` spawned processes of
@@ -282,7 +282,7 @@ def _sweep(
     grid: tuple[float, ...],
     results: dict[str, dict[str, Any]],
 ) -> Any:
-    from mutransfer import demo_analysis
+    from mutransfer.demo import analysis as demo_analysis
 
     rules, alpha = variant
 
@@ -299,7 +299,7 @@ def sweeps(
     results: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Per variant: the demo's sweep analysis and transfer score."""
-    from mutransfer import demo_analysis
+    from mutransfer.demo import analysis as demo_analysis
 
     out: dict[str, Any] = {}
     for name, variant in variants.items():

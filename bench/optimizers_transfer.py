@@ -132,7 +132,7 @@ def row(label: str, summary: dict[str, Any]) -> list[str]:
 
 def fitted_drift(sweep: dict[str, Any]) -> float | None:
     """The drift of the parabola-refined optima (``demo_analysis``), from a sweep's JSON."""
-    from mutransfer import demo_analysis
+    from mutransfer.demo import analysis as demo_analysis
 
     sizes = sweep.get("sizes", sweep.get("widths"))
     rebuilt = demo_analysis.Sweep(
@@ -303,7 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         if "lion" in wanted:
             parser.error("Lion needs the package lion-pytorch: pip install lion-pytorch")
-    from mutransfer import demo, report
+    from mutransfer import demo
+    from mutransfer.demo import report
 
     scratch = tempfile.TemporaryDirectory(prefix=NAME) if args.quick else None
     runs_root = args.runs_dir or (Path(scratch.name) if scratch else ROOT / "runs" / "bench" / NAME)

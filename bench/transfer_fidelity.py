@@ -7,7 +7,7 @@ same widths, steps, batches, seeds and LR grid as ``mutransfer demo`` (read from
 ``mutransfer.demo.DEFAULT``, so the two cannot drift apart). Per parametrization and width the
 optimum is the grid LR with the lowest validation loss; the *drift* is the spread of those
 optima in octaves, and the *regret* is the widest model's loss at the narrowest model's optimum
-over its own best loss, in % (``mutransfer.demo_analysis``, the demo's own definitions).
+over its own best loss, in % (``mutransfer.demo.analysis``, the demo's own definitions).
 
 Variants (one column each; a peer that is not installed gets a "not installed" column):
 
@@ -78,7 +78,8 @@ class Variant:
     library: str
     """``mutransfer`` or the peer's distribution name (for the "not installed" check)."""
     rules: str
-    """The preset for ``training.proxy.train``; peers store their own key here (never parametrized)."""
+    """The preset for ``training.proxy.train``; peers store their own key here (never
+    parametrized)."""
     lr_shift: float = 0.0
 
 
@@ -207,8 +208,8 @@ _WORKER: dict[str, Any] = {}
 def _init_worker(folder: str, fingerprint: str) -> None:
     import signal
 
-    from mutransfer.demo_runs import RunStore
     from mutransfer.training.proxy import load_source
+    from mutransfer.training.runs import RunStore
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     torch.set_num_threads(1)
@@ -274,7 +275,7 @@ def _progress(done: int, total: int, config: Any, started: float) -> None:
 # ------------------------------------------------------------------------------ analysis
 def analyse(g: Grid, variant: Variant, results: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     """Sweep, drift and transfer of one variant, with the demo's own definitions."""
-    from mutransfer import demo_analysis
+    from mutransfer.demo import analysis as demo_analysis
 
     def lookup(width: int, log2_lr: float, seed: int) -> dict[str, Any]:
         return results[g.config(variant, width, log2_lr, seed)]
@@ -323,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.rerender:
         return rerender(Path(args.out_dir))
     torch.set_num_threads(args.threads)
-    from mutransfer.demo_runs import RunStore, source_fingerprint
     from mutransfer.training.proxy import load_source
+    from mutransfer.training.runs import RunStore, source_fingerprint
 
     g = grid(args.quick, args.setting)
     versions = available()
@@ -407,7 +408,7 @@ def plot(payload: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mutransfer.report import y_range
+    from mutransfer.demo.report import y_range
 
     keys = [k for k in payload["order"] if k in payload["variants"]]
     sweeps = [payload["variants"][k]["sweep"] for k in keys]

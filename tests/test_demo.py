@@ -14,10 +14,12 @@ import pytest
 import torch
 
 import mutransfer as mt
-from mutransfer import cli, demo, demo_analysis
-from mutransfer.demo_runs import RunStore, run_key, source_fingerprint
+from mutransfer import cli, demo
+from mutransfer.demo import analysis as demo_analysis
+from mutransfer.demo import run as demo_run
 from mutransfer.models import GPT, GPTConfig
 from mutransfer.training.proxy import TrainConfig, train
+from mutransfer.training.runs import RunStore, run_key, source_fingerprint
 
 TINY = {"text": "pydoc", "widths": [16, 32], "log2_lrs": [-7.0, -5.0], "steps": 6}
 TINY_TRAIN = {"eval_batches": 1, "eval_batch_size": 4, "batch_size": 4, "seq_len": 16}
@@ -182,14 +184,14 @@ def test_transfer_trains_the_target_when_its_lr_was_not_run(tmp_path) -> None:
     sweep = _fake_sweep("mup", {16: [3.0, 2.9, 2.5, 2.7], 32: [2.9, 2.8, 2.6, 2.4]})
     sweep.log2_lrs = [-8.0, -7.0, -6.5, -5.0]
     trainer = CountingTrainer()
-    t = demo._transfer(settings, sweep, {}, store, source, 0, False, trainer)
+    t = demo_run._transfer(settings, sweep, {}, store, source, 0, False, trainer)
     target = settings.config("mup", 32, -6.5, 0)
     assert trainer.calls == [target] and t.reused_run is False
     assert t.transferred_loss == pytest.approx(store.load(target)["val_loss"])
     assert t.regret_percent == pytest.approx(100 * (t.transferred_loss - 2.4) / 2.4)
     # asked again, the finished run is found on disk
     again = CountingTrainer()
-    assert demo._transfer(settings, sweep, {}, store, source, 0, False, again).reused_run
+    assert demo_run._transfer(settings, sweep, {}, store, source, 0, False, again).reused_run
     assert again.calls == []
 
 

@@ -20,7 +20,8 @@ pytest.importorskip("tqdm")
 
 @pytest.mark.slow
 def test_quick_demo_end_to_end(tmp_path) -> None:
-    from mutransfer import demo, report
+    from mutransfer import demo
+    from mutransfer.demo import report
 
     start = time.perf_counter()
     proc = subprocess.run(

@@ -8,13 +8,19 @@ the depth grid end to end on tiny settings (pydoc text, width 16, a few steps), 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from mutransfer import cli, demo, demo_analysis, report
+from mutransfer import cli, demo
+from mutransfer.demo import analysis as demo_analysis
+from mutransfer.demo import report
 from mutransfer.training.proxy import TrainConfig, build_model, train
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from common import demo_results_section
 
 torch.set_num_threads(1)
 
@@ -215,7 +221,7 @@ def test_old_width_summaries_still_render(tmp_path) -> None:
     assert paths["figure"].name == report.FIGURE_NAME
     text = report.markdown_report(summary)
     assert "from width 32 → width 256" in text
-    section = report.results_section(summary)
+    section = demo_results_section(summary)
     assert "| transfer regret | 24.72 % | 0.73 % |" in section
 
 

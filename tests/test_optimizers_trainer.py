@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from mutransfer import data
-from mutransfer.demo_runs import run_key
 from mutransfer.training.options import lr_lambda, make_optimizer, make_optimizers
 from mutransfer.training.proxy import TrainConfig, build_model, train
+from mutransfer.training.runs import run_key
 
 torch.set_num_threads(1)
 

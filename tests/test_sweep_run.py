@@ -240,5 +240,5 @@ def test_report_writes_figures_and_markdown(tmp_path: Path) -> None:
     for key in ("loss_vs_lr", "loss_vs_init_std", "best_vs_width", "report"):
         assert report.files[key].is_file() and report.files[key].stat().st_size > 0
     md = report.files["report"].read_text()
-    assert "| width |" in md and "lr +0.00" in md and "diverged — the objective returned nan" in md
+    assert "| width |" in md and "lr 0.00 (widest − narrowest +0.00)" in md and "diverged — the objective returned nan" in md
     assert "optuna-dashboard" in report.text

@@ -1,11 +1,13 @@
-"""The training loop of ``mutransfer.training.proxy.train``, for a model and optimizer built elsewhere.
+"""The proxy trainer's loop (``mutransfer.training.proxy.train``) for a model and optimizer
+built elsewhere.
 
 A peer library builds its own model and optimizer, so the built-in trainer cannot run it. To
 compare like with like, this loop reproduces the trainer step for step: the same validation
 batches (seed 1234) drawn before the model is built, the same training batches (seed
 10,000 + seed), the same step order, the same LR schedule (``training.lr_lambda``), the same
-divergence rule and the same validation loss (``training.proxy.evaluate``). ``tests/test_bench_peers.py``
-checks that it returns exactly what ``training.proxy.train`` returns for mutransfer's own model.
+divergence rule and the same validation loss (``training.proxy.evaluate``).
+``tests/test_bench_peers.py`` checks that it returns exactly what ``training.proxy.train``
+returns for mutransfer's own model.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from .errors import UserError
 
 # subcommand → module that registers it
 COMMANDS: dict[str, str] = {
-    "demo": "mutransfer.demo",
+    "demo": "mutransfer.demo.cli",
     "coord-check": "mutransfer.coord.cli",
     "sweep": "mutransfer.sweep.cli",
     "transfer": "mutransfer.sweep.cli",

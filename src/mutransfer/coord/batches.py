@@ -24,7 +24,7 @@ DataSpec: TypeAlias = "Callable[[torch.Generator], Batch] | Iterable[Batch] | Ba
 LossFn: TypeAlias = Callable[[Any, Batch], torch.Tensor]
 
 
-def _batch(data: DataSpec, model: nn.Module, generator: torch.Generator) -> Batch:
+def batch_for(data: DataSpec, model: nn.Module, generator: torch.Generator) -> Batch:
     """One batch per seed, used at every step (as microsoft/mup does by default).
 
     With the input fixed, a change in a module's output from one step to the next comes from
@@ -46,13 +46,13 @@ def _batch(data: DataSpec, model: nn.Module, generator: torch.Generator) -> Batc
     return data
 
 
-def _to(batch: Batch, device: torch.device) -> Batch:
+def to_device(batch: Batch, device: torch.device) -> Batch:
     if isinstance(batch, torch.Tensor):
         return batch.to(device)
     if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, tuple | list):
-        return type(batch)(_to(v, device) for v in batch)
+        return type(batch)(to_device(v, device) for v in batch)
     return batch
 
 

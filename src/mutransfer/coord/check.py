@@ -34,7 +34,7 @@ from ..rules import Rules, get_rules, optimizer_family
 from .batches import DataSpec, LossFn
 from .errors import CoordCheckError
 from .record import attention_probe, default_include
-from .runner import DEFAULT_LR, Factory, _meta_module, _Runner
+from .runner import DEFAULT_LR, Factory, Runner, meta_module
 from .verdict import CoordReport, Thresholds, judge
 
 
@@ -76,7 +76,7 @@ def coord_check(
         optimizer: ``"adam"``, ``"adamw"``, ``"sgd"`` or a ``torch.optim`` optimizer class.
         lr: base learning rate (the plan scales it per tensor). Default 0.1 for SGD; for Adam
             1e-2, times (hidden init std at the base) / (1/√64) when the model's hidden weights
-            start smaller than 1/√64 (see ``_Runner.default_lr``): e.g. 1.6e-3 for a GPT-2-style
+            start smaller than 1/√64 (see ``Runner.default_lr``): e.g. 1.6e-3 for a GPT-2-style
             init of σ 0.02.
         data: a batch, a callable ``data(generator) -> batch`` called once per seed, or
             batches (a list, a DataLoader) of which the first is used; the same batch is used
@@ -134,7 +134,7 @@ def coord_check(
     target = torch.device(device) if device is not None else torch.device("cpu")
     include = _include(modules)
     rename = _pool_blocks(factory, sizes) if vary == "depth" else None
-    runner = _Runner(
+    runner = Runner(
         factory=factory,
         vary=vary,
         base_size=base_size,
@@ -234,7 +234,7 @@ def _pool_blocks(factory: Factory, sizes: list[int]) -> Callable[[str], str]:
     """
 
     def names(size: int) -> list[str]:
-        module = _meta_module(factory, size)
+        module = meta_module(factory, size)
         return [canonical_name(n) for n, _ in module.named_parameters(remove_duplicate=False)]
 
     prefixes = set(depth_containers(names(sizes[-1]), names(sizes[0])))

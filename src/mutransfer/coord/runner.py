@@ -22,7 +22,7 @@ from ..build import parametrize
 from ..plan import Plan, resettable_modules
 from ..roles import RoleError, canonical_name
 from ..rules import Rules
-from .batches import DataSpec, LossFn, _batch, _to, batch_loss
+from .batches import DataSpec, LossFn, batch_for, batch_loss, to_device
 from .errors import CoordCheckError
 from .record import Delta, Key, Recorder
 
@@ -37,7 +37,7 @@ REFERENCE_INIT_STD = 1 / math.sqrt(64)
 _OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
 
 
-def _meta_module(factory: Factory, size: int) -> nn.Module:
+def meta_module(factory: Factory, size: int) -> nn.Module:
     """The factory's model at ``size`` on the meta device (no memory, no init)."""
     with torch.device("meta"):
         built = factory(size)
@@ -51,7 +51,7 @@ def _meta_module(factory: Factory, size: int) -> nn.Module:
 
 
 def _parameter_count(factory: Factory, size: int) -> int:
-    return sum(p.numel() for p in _meta_module(factory, size).parameters())
+    return sum(p.numel() for p in meta_module(factory, size).parameters())
 
 
 # The global RNG (module construction, reset_parameters) is shared by worker threads: whatever
@@ -78,7 +78,7 @@ class _JobResult:
 
 
 @dataclasses.dataclass
-class _Runner:
+class Runner:
     """Runs jobs (one size, some seeds) and merges their results in a fixed order."""
 
     factory: Factory
@@ -267,7 +267,7 @@ class _Runner:
                     "factory_at_base_depth_and_another_width_on_meta} or return (model, plan) "
                     "from the factory"
                 )
-            kwargs.setdefault("base", _meta_module(self.factory, self.base_size))
+            kwargs.setdefault("base", meta_module(self.factory, self.base_size))
         try:
             plan = parametrize(
                 model, rules=self.rules, optimizer=self.optimizer, init=False, **kwargs
@@ -312,7 +312,7 @@ class _Runner:
     ) -> list[torch.Tensor]:
         """Train one seed; returns the snapshot buffers so the next seed reuses them."""
         model.train()
-        batch = _to(_batch(self.data, model, data_generator(seed)), self.device)
+        batch = to_device(batch_for(self.data, model, data_generator(seed)), self.device)
         opt = _make_optimizer(self.optimizer, plan, model, self.lr, self.optimizer_kwargs)
         params = [p for p in model.parameters() if p.requires_grad]
         from_grads = _plain_sgd(opt)

@@ -26,7 +26,7 @@ from .journal import StorageWriteError
 from .objective import load_objective
 from .progress import Progress, storage_counter
 from .results import SweepResults
-from .runner import STORAGE_WRITE_FAILED, Log, Worker, WorkerStats, _print, run_processes
+from .runner import STORAGE_WRITE_FAILED, Log, Worker, WorkerStats, print_line, run_processes
 from .space import Space
 from .storage import (
     open_storage,
@@ -149,7 +149,7 @@ class Sweep:
         return self._patiently(lambda: setup_studies(self.spec, self.storage(), self.storage_url))
 
     def work(
-        self, *, worker_index: int = 0, max_trials: int | None = None, log: Log | None = _print
+        self, *, worker_index: int = 0, max_trials: int | None = None, log: Log | None = print_line
     ) -> WorkerStats:
         """Run one worker in this process until the sweep is done (or ``max_trials``)."""
         worker = Worker(
@@ -162,7 +162,7 @@ class Sweep:
         workers: int = 1,
         *,
         processes: bool | None = None,
-        log: Log | None = _print,
+        log: Log | None = print_line,
         progress: bool | None = False,
     ) -> SweepResults:
         """Prepare the sweep, run ``workers`` workers until it is done, return the results.

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from . import _check
+from . import checks
 from .errors import ConfigError
 from .space import Space
 
@@ -173,13 +173,13 @@ def parse_pruner(value: Any, where: str) -> PrunerSpec | None:
     if isinstance(value, str):
         kind, options = value, {}
     else:
-        table = dict(_check.table(value, where))
+        table = dict(checks.table(value, where))
         if "kind" not in table:
-            raise _check.fail(f"{where}.kind", f"missing; one of {', '.join(PRUNERS)}")
+            raise checks.fail(f"{where}.kind", f"missing; one of {', '.join(PRUNERS)}")
         kind, options = table.pop("kind"), table
     if kind == "none":
         return None
-    _check.string(kind, f"{where}.kind" if options else where, choices=(*PRUNERS, "none"))
+    checks.string(kind, f"{where}.kind" if options else where, choices=(*PRUNERS, "none"))
     pruner = PrunerSpec(kind, options)
     pruner.build()  # Optuna's pruner refuses unknown options: say so now, not in a worker
     return pruner
@@ -193,32 +193,32 @@ def parse_sweep(
     where: str = "sweep",
 ) -> SweepSpec:
     """Validate the ``[sweep]`` table (and the ``[train]`` table) into a ``SweepSpec``."""
-    data = _check.table(data, where)
-    _check.unknown_keys({k: v for k, v in data.items() if k != "train"}, _SWEEP_KEYS, where)
+    data = checks.table(data, where)
+    checks.unknown_keys({k: v for k, v in data.items() if k != "train"}, _SWEEP_KEYS, where)
     for key in ("name", "widths", "space"):
         if key not in data:
-            raise _check.fail(f"{where}.{key}", "missing (required)")
-    name = _check.string(data["name"], f"{where}.name")
+            raise checks.fail(f"{where}.{key}", "missing (required)")
+    name = checks.string(data["name"], f"{where}.name")
     widths = tuple(
-        _check.integer(w, f"{where}.widths[{i}]", minimum=1)
-        for i, w in enumerate(_check.sequence(data["widths"], f"{where}.widths"))
+        checks.integer(w, f"{where}.widths[{i}]", minimum=1)
+        for i, w in enumerate(checks.sequence(data["widths"], f"{where}.widths"))
     )
     seeds = tuple(
-        _check.integer(s, f"{where}.seeds[{i}]")
-        for i, s in enumerate(_check.sequence(data.get("seeds", [0]), f"{where}.seeds"))
+        checks.integer(s, f"{where}.seeds[{i}]")
+        for i, s in enumerate(checks.sequence(data.get("seeds", [0]), f"{where}.seeds"))
     )
-    space = Space.of(_check.table(data["space"], f"{where}.space"), where=f"{where}.space")
-    sampler = _check.string(data.get("sampler", "grid"), f"{where}.sampler", choices=SAMPLERS)
-    strategy = _check.string(data.get("strategy", "grid"), f"{where}.strategy", choices=STRATEGIES)
+    space = Space.of(checks.table(data["space"], f"{where}.space"), where=f"{where}.space")
+    sampler = checks.string(data.get("sampler", "grid"), f"{where}.sampler", choices=SAMPLERS)
+    strategy = checks.string(data.get("strategy", "grid"), f"{where}.strategy", choices=STRATEGIES)
     trials = data.get("trials")
     if trials is not None:
-        trials = _check.integer(trials, f"{where}.trials", minimum=1)
-    objective = _check.string(data.get("objective", BUILTIN), f"{where}.objective")
+        trials = checks.integer(trials, f"{where}.trials", minimum=1)
+    objective = checks.string(data.get("objective", BUILTIN), f"{where}.objective")
     if objective != BUILTIN and base_dir is not None:
         objective = resolve_objective_path(objective, base_dir)
     storage = data.get("storage")
     if storage is not None:
-        storage = _check.string(storage, f"{where}.storage")
+        storage = checks.string(storage, f"{where}.storage")
     return SweepSpec(
         name=name,
         widths=widths,
@@ -227,22 +227,22 @@ def parse_sweep(
         strategy=strategy,  # type: ignore[arg-type]
         trials=trials,
         seeds=seeds,
-        sampler_seed=_check.integer(data.get("sampler_seed", 0), f"{where}.sampler_seed"),
+        sampler_seed=checks.integer(data.get("sampler_seed", 0), f"{where}.sampler_seed"),
         pruner=parse_pruner(data.get("pruner"), f"{where}.pruner"),
         objective=objective,
-        train=dict(_check.table(train or {}, "train")),
+        train=dict(checks.table(train or {}, "train")),
         storage=storage,
-        report_every=_check.integer(
+        report_every=checks.integer(
             data.get("report_every", 10), f"{where}.report_every", minimum=1
         ),
-        heartbeat_interval=_check.integer(
+        heartbeat_interval=checks.integer(
             data.get("heartbeat_interval", 10), f"{where}.heartbeat_interval", minimum=1
         ),
-        grace_period=_check.integer(
+        grace_period=checks.integer(
             data.get("grace_period", 30), f"{where}.grace_period", minimum=1
         ),
-        max_retry=_check.integer(data.get("max_retry", 3), f"{where}.max_retry", minimum=0),
-        reconnect_timeout=_check.integer(
+        max_retry=checks.integer(data.get("max_retry", 3), f"{where}.max_retry", minimum=0),
+        reconnect_timeout=checks.integer(
             data.get("reconnect_timeout", 120), f"{where}.reconnect_timeout", minimum=0
         ),
     )
@@ -259,36 +259,36 @@ def resolve_objective_path(objective: str, base_dir: Path) -> str:
 def validate(spec: SweepSpec) -> None:
     """Cross-field checks, shared by the TOML loader and the Python API."""
     if not _NAME.fullmatch(spec.name):
-        raise _check.fail(
+        raise checks.fail(
             "sweep.name",
             f"{spec.name!r} is not a usable name; use letters, digits, '.', '_' and '-' "
             "(it names the studies and the default journal file)",
         )
     if not spec.widths:
-        raise _check.fail("sweep.widths", "expected a non-empty list")
+        raise checks.fail("sweep.widths", "expected a non-empty list")
     if len(set(spec.widths)) != len(spec.widths):
-        raise _check.fail("sweep.widths", f"a width appears twice: {list(spec.widths)}")
+        raise checks.fail("sweep.widths", f"a width appears twice: {list(spec.widths)}")
     if not spec.seeds or len(set(spec.seeds)) != len(spec.seeds):
-        raise _check.fail("sweep.seeds", f"expected distinct seeds, got {list(spec.seeds)}")
+        raise checks.fail("sweep.seeds", f"expected distinct seeds, got {list(spec.seeds)}")
     if spec.sampler not in SAMPLERS:
-        raise _check.fail("sweep.sampler", f"expected one of {SAMPLERS}, got {spec.sampler!r}")
+        raise checks.fail("sweep.sampler", f"expected one of {SAMPLERS}, got {spec.sampler!r}")
     if spec.strategy not in STRATEGIES:
-        raise _check.fail("sweep.strategy", f"expected one of {STRATEGIES}, got {spec.strategy!r}")
+        raise checks.fail("sweep.strategy", f"expected one of {STRATEGIES}, got {spec.strategy!r}")
     if spec.strategy == "independent":
         _validate_independent(spec)
     if spec.sampler != "grid" and spec.trials is None:
-        raise _check.fail(
+        raise checks.fail(
             "sweep.trials",
             f"missing; the {spec.sampler} sampler needs a number of trials per width",
         )
     if spec.sampler == "grid" and spec.trials is not None:
-        raise _check.fail(
+        raise checks.fail(
             "sweep.trials",
             f"the grid sampler runs its {len(spec.space.grid())} points once per width; "
             "remove trials, or use sampler = 'random' or 'tpe'",
         )
     if spec.objective != BUILTIN and ":" not in spec.objective:
-        raise _check.fail(
+        raise checks.fail(
             "sweep.objective",
             f"expected 'builtin', 'path/to/file.py:function' or 'package.module:function', "
             f"got {spec.objective!r}",
@@ -296,7 +296,7 @@ def validate(spec: SweepSpec) -> None:
     if spec.objective == BUILTIN:
         _validate_train(spec)
     elif spec.train:
-        raise _check.fail(
+        raise checks.fail(
             "train", "is only read by the built-in trainer; your objective sets its own options"
         )
 
@@ -305,21 +305,21 @@ def _validate_independent(spec: SweepSpec) -> None:
     """The independent search runs 1-D grids: the first dimension first, the others held at
     their defaults until their own turn."""
     if spec.sampler != "grid":
-        raise _check.fail(
+        raise checks.fail(
             "sweep.sampler",
             f"strategy = 'independent' runs one-dimensional grids; {spec.sampler!r} does not "
             "apply (remove sampler and trials, or use strategy = 'grid')",
         )
     names = spec.space.names
     if "lr" in names and names[0] != "lr":
-        raise _check.fail(
+        raise checks.fail(
             "sweep.space",
             "strategy = 'independent' searches the first hyperparameter first, with the others "
             f"at their defaults; that should be the learning rate: list lr first (got {names[0]})",
         )
     for dim in spec.space.dims[1:]:
         if dim.default is None:
-            raise _check.fail(
+            raise checks.fail(
                 f"sweep.space.{dim.name}.default",
                 f"missing; strategy = 'independent' holds {dim.name} at its default while "
                 f"{names[0]} is searched, e.g. {dim.name} = {{ log2 = [-2, 2], default = 1.0 }}",
@@ -340,7 +340,7 @@ def _with_trainer_defaults(space: Space) -> Space:
             if dim.values is None and dim.low is not None and dim.high is not None:
                 in_range = isinstance(value, int | float) and dim.low <= value <= dim.high
             if not in_range:
-                raise _check.fail(
+                raise checks.fail(
                     f"sweep.space.{dim.name}.default",
                     f"missing, and the trainer's default {dim.name} = {value!r} is not in the "
                     "searched range; give default = ... (strategy = 'independent' holds "
@@ -360,18 +360,18 @@ def _validate_train(spec: SweepSpec) -> None:
     for key, value in spec.train.items():
         where = f"train.{key}"
         if key in _SET_BY_SWEEP:
-            raise _check.fail(where, f"is set by the sweep ({_SET_BY_SWEEP[key]}); remove it")
+            raise checks.fail(where, f"is set by the sweep ({_SET_BY_SWEEP[key]}); remove it")
         if key not in fields:
-            raise _check.fail(where, f"unknown training option; known: {', '.join(sorted(fields))}")
+            raise checks.fail(where, f"unknown training option; known: {', '.join(sorted(fields))}")
         if key in spec.space.names:
-            raise _check.fail(where, f"is also searched (sweep.space.{key}); remove one of them")
+            raise checks.fail(where, f"is also searched (sweep.space.{key}); remove one of them")
         _check_type(value, getattr(defaults, key), where)
     for name in spec.space.names:
         where = f"sweep.space.{name}"
         if name in _SET_BY_SWEEP:
-            raise _check.fail(where, f"is set by the sweep ({_SET_BY_SWEEP[name]}), not searched")
+            raise checks.fail(where, f"is set by the sweep ({_SET_BY_SWEEP[name]}), not searched")
         if name not in fields:
-            raise _check.fail(
+            raise checks.fail(
                 where,
                 "not an option of the built-in trainer; searchable: lr, init_std, "
                 "input_multiplier, output_multiplier, attention_multiplier, weight_decay, "
@@ -379,7 +379,7 @@ def _validate_train(spec: SweepSpec) -> None:
             )
         dim = spec.space[name]
         if isinstance(getattr(defaults, name), int) and dim.values is None and not dim.integer:
-            raise _check.fail(where, "is an integer option; add integer = true (or use values)")
+            raise checks.fail(where, "is an integer option; add integer = true (or use values)")
     sample = spec.space.grid()[0]
     for width in spec.widths:  # every width: e.g. each must split into the heads
         try:
@@ -390,13 +390,13 @@ def _validate_train(spec: SweepSpec) -> None:
 
 def _check_type(value: Any, default: Any, where: str) -> None:
     if isinstance(default, bool):
-        _check.boolean(value, where)
+        checks.boolean(value, where)
     elif isinstance(default, int) or default is None:
-        _check.integer(value, where)
+        checks.integer(value, where)
     elif isinstance(default, float):
-        _check.number(value, where)
+        checks.number(value, where)
     elif isinstance(default, str):
-        _check.string(value, where)
+        checks.string(value, where)
 
 
 # ------------------------------------------------------------------------------- files
@@ -410,11 +410,11 @@ def load_config(path: str | Path) -> SweepSpec:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{p}: not valid TOML: {exc}") from None
     try:
-        _check.unknown_keys(data, ("sweep", "train"), "")
+        checks.unknown_keys(data, ("sweep", "train"), "")
         if "sweep" not in data:
-            raise _check.fail("sweep", "missing; the file needs a [sweep] table")
+            raise checks.fail("sweep", "missing; the file needs a [sweep] table")
         if isinstance(data["sweep"], dict) and "train" in data["sweep"]:
-            raise _check.fail(
+            raise checks.fail(
                 "sweep.train",
                 "the trainer's options go in a top-level [train] table, not [sweep.train]",
             )

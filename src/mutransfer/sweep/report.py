@@ -21,13 +21,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..measures import optimum_drift, optimum_shift
 from .errors import make_output_dir
-from .results import SweepResults, TrialRecord
-from .runner import format_value
+from .formatting import format_value
+from .plotting import axis_scale, coord, width_colors
 from .space import Dim
 from .storage import redact, storage_kind
+
+if TYPE_CHECKING:
+    from .results import SweepResults, TrialRecord
 
 
 @dataclass
@@ -37,18 +41,19 @@ class Report:
     files: dict[str, Path]
 
 
-def drift(results: SweepResults) -> dict[str, float]:
-    """How far each log-scale optimum moves (in octaves) from the narrowest to the widest width."""
-    widths = [w for w in results.widths if results.best(w) is not None]
-    out: dict[str, float] = {}
-    if len(widths) < 2:
-        return out
-    first, last = results.best(widths[0]), results.best(widths[-1])
-    assert first is not None and last is not None
+def drift(results: SweepResults) -> dict[str, tuple[float, float]]:
+    """(drift, shift) in octaves of each log-scale optimum across the widths with a result:
+    ``measures.optimum_drift`` (the spread) and ``optimum_shift`` (widest − narrowest)."""
+    bests = [b for b in (results.best(w) for w in results.widths) if b is not None]
+    out: dict[str, tuple[float, float]] = {}
     for dim in results.spec.space.dims:
-        a, b = first.params.get(dim.name), last.params.get(dim.name)
-        if dim.values is None and isinstance(a, int | float) and isinstance(b, int | float):
-            out[dim.name] = math.log2(b) - math.log2(a)  # log-scale ranges are positive
+        values = [b.params.get(dim.name) for b in bests]
+        if dim.values is not None or not all(isinstance(v, int | float) for v in values):
+            continue
+        optima: list[float | None] = [math.log2(float(v)) for v in values]  # type: ignore[arg-type]
+        spread, shift = optimum_drift(optima), optimum_shift(optima)
+        if spread is not None and shift is not None:
+            out[dim.name] = (spread, shift)
     return out
 
 
@@ -114,8 +119,12 @@ def summary_text(
     if moves:
         ws = [w for w in results.widths if results.best(w) is not None]
         lines.append(
-            f"Optimum drift from width {ws[0]} to {ws[-1]} (octaves; 0 = transfers exactly): "
-            + ", ".join(f"{k} {v:+.2f}" for k, v in moves.items())
+            f"Optimum drift over widths {ws[0]}–{ws[-1]} (octaves, max − min of the best "
+            "value; 0 = transfers exactly): "
+            + ", ".join(
+                f"{k} {spread:.2f} (widest − narrowest {shift:+.2f})"
+                for k, (spread, shift) in moves.items()
+            )
         )
         lines.append("")
     failures = results.failures()
@@ -141,33 +150,10 @@ def summary_text(
 
 
 # ---------------------------------------------------------------------------- figures
-def _axis(ax: Any, dim: Dim, axis: str = "x") -> None:
-    if dim.values is None:
-        (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
-    else:
-        ticks = list(range(len(dim.values)))
-        (ax.set_xticks if axis == "x" else ax.set_yticks)(ticks, [str(v) for v in dim.values])
-        (ax.set_xlim if axis == "x" else ax.set_ylim)(-0.5, len(ticks) - 0.5)
-
-
 def _width_axis(ax: Any, widths: list[int]) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(widths, [str(w) for w in widths])
     ax.minorticks_off()
-
-
-def _coord(dim: Dim, value: Any) -> float:
-    if dim.values is None:
-        return float(value)
-    return float(list(dim.values).index(value)) if value in dim.values else math.nan
-
-
-def _colors(widths: list[int]) -> dict[int, Any]:
-    import matplotlib
-
-    cmap = matplotlib.colormaps["viridis"]
-    n = max(1, len(widths) - 1)
-    return {w: cmap(0.9 * i / n) for i, w in enumerate(widths)}
 
 
 def plot_loss_vs(results: SweepResults, dim: Dim, path: Path) -> bool:
@@ -181,7 +167,7 @@ def plot_loss_vs(results: SweepResults, dim: Dim, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    colors = _colors(results.widths)
+    colors = width_colors(results.widths)
     finite = [t.value for ts in done.values() for t in ts if t.value is not None]
     top = max(finite) + 0.05 * (max(finite) - min(finite) + 1e-9)
     grid = results.spec.sampler == "grid"
@@ -194,7 +180,7 @@ def plot_loss_vs(results: SweepResults, dim: Dim, path: Path) -> bool:
             ax.plot(xs, [profile[x] for x in xs], "o-", color=color, label=f"width {width}")
         else:
             ax.scatter(
-                [_coord(dim, t.params.get(dim.name)) for t in trials],
+                [coord(dim, t.params.get(dim.name)) for t in trials],
                 [t.value if t.value is not None else math.nan for t in trials],
                 color=color,
                 s=14,
@@ -203,7 +189,7 @@ def plot_loss_vs(results: SweepResults, dim: Dim, path: Path) -> bool:
         diverged = [t for t in results.trials[width] if t.state == "diverged"]
         if diverged:
             ax.scatter(
-                [_coord(dim, t.params.get(dim.name)) for t in diverged],
+                [coord(dim, t.params.get(dim.name)) for t in diverged],
                 [top] * len(diverged),
                 marker="x",
                 color=color,
@@ -211,7 +197,7 @@ def plot_loss_vs(results: SweepResults, dim: Dim, path: Path) -> bool:
         best = results.best(width)
         if best is not None:
             ax.scatter(
-                [_coord(dim, best.params.get(dim.name))],
+                [coord(dim, best.params.get(dim.name))],
                 [best.value if best.value is not None else math.nan],
                 marker="*",
                 s=120,
@@ -219,7 +205,7 @@ def plot_loss_vs(results: SweepResults, dim: Dim, path: Path) -> bool:
                 edgecolors="black",
                 zorder=5,
             )
-    _axis(ax, dim)
+    axis_scale(ax, dim)
     ax.set_xlabel(dim.name + (" (log2 scale)" if dim.values is None else ""))
     ax.set_ylabel("loss (lower is better)")
     ax.set_title(f"{results.spec.name}: loss vs {dim.name} per width (★ best, x diverged)")
@@ -237,7 +223,7 @@ def _profile(trials: list[TrialRecord], dim: Dim) -> dict[float, float]:
     for t in trials:
         if t.value is None or dim.name not in t.params:
             continue
-        x = _coord(dim, t.params[dim.name])
+        x = coord(dim, t.params[dim.name])
         best[x] = min(best.get(x, math.inf), t.value)
     return best
 
@@ -256,10 +242,10 @@ def plot_best_vs_width(results: SweepResults, path: Path) -> bool:
     fig, axes = plt.subplots(1, len(dims) + 1, figsize=(3.6 * (len(dims) + 1), 3.4), squeeze=False)
     bests = {w: results.best(w) for w in widths}
     for ax, dim in zip(axes[0], dims, strict=False):
-        ys = [_coord(dim, bests[w].params.get(dim.name)) for w in widths]  # type: ignore[union-attr]
+        ys = [coord(dim, bests[w].params.get(dim.name)) for w in widths]  # type: ignore[union-attr]
         ax.plot(widths, ys, "o-", color="tab:blue")
         _width_axis(ax, widths)
-        _axis(ax, dim, "y")
+        axis_scale(ax, dim, "y")
         if dim.values is None and dim.low is not None and dim.high is not None:
             ax.set_ylim(dim.low / 1.5, dim.high * 1.5)  # the searched range: edges are visible
         ax.set_xlabel("width")

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .results import SweepResults
-from .runner import format_value
+from .formatting import format_value
 from .space import Dim
 from .stages import DONE, Stages
+
+if TYPE_CHECKING:
+    from .results import SweepResults
 
 
 def describe(results: SweepResults) -> str:
@@ -123,17 +125,17 @@ def plot_stages(results: SweepResults, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .report import _axis, _colors, _coord
+    from .plotting import axis_scale, coord, width_colors
 
     dims = list(results.spec.space.dims)
     ncols = min(3, len(dims))
     nrows = math.ceil(len(dims) / ncols)
     fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.8 * nrows), squeeze=False)
-    colors = _colors(results.widths)
+    colors = width_colors(results.widths)
     for i, dim in enumerate(dims):
         ax = axes[i // ncols][i % ncols]
-        _panel(ax, dim, i == 0, per_width, colors, _coord)
-        _axis(ax, dim)
+        _panel(ax, dim, i == 0, per_width, colors, coord)
+        axis_scale(ax, dim)
         ax.set_xlabel(dim.name + (" (log2 scale)" if dim.values is None else ""))
         if i % ncols == 0:
             ax.set_ylabel("loss (lower is better)")

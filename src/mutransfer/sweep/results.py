@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import SweepSpec
 from .errors import SweepError
-from .runner import format_value
+from .formatting import format_value
 from .storage import find_sweep_studies, open_storage, redact
 from .trials import (
     ATTR_FAIL_KIND,

@@ -37,6 +37,7 @@ from optuna.trial import TrialState
 
 from .config import SweepSpec
 from .errors import Diverged, SweepError
+from .formatting import format_params, format_value
 from .journal import StorageWriteError
 from .liveness import Heartbeat, Owner, recover_lost
 from .objective import TrialHandle, load_objective
@@ -60,7 +61,7 @@ from .trials import (
 Log = Callable[[str], None]
 
 
-def _print(message: str) -> None:
+def print_line(message: str) -> None:
     print(message, flush=True)
 
 
@@ -74,21 +75,6 @@ class WorkerStats:
     @property
     def trials(self) -> int:
         return self.complete + self.pruned + self.diverged
-
-
-def format_value(value: Any) -> str:
-    """``2^-6`` for powers of two (how µP hyperparameters are read), else 4 significant digits."""
-    if isinstance(value, bool | int) or not isinstance(value, float):
-        return str(value)
-    if value > 0:
-        exponent = math.log2(value)
-        if abs(exponent - round(exponent)) < 1e-9 and abs(exponent) >= 1:
-            return f"2^{round(exponent)}"
-    return f"{value:.4g}"
-
-
-def format_params(params: dict[str, Any]) -> str:
-    return " ".join(f"{k}={format_value(v)}" for k, v in params.items())
 
 
 def make_sampler(spec: SweepSpec, width: int, index: int) -> optuna.samplers.BaseSampler:
@@ -116,7 +102,7 @@ class Worker:
         storage_url: str,
         *,
         index: int = 0,
-        log: Log | None = _print,
+        log: Log | None = print_line,
         poll_seconds: float = 1.0,
     ) -> None:
         self.spec = spec
@@ -405,7 +391,7 @@ def _worker_main(
     spec = SweepSpec.from_dict(spec_data)
     if isinstance(objective, str):
         objective = load_objective(objective, train=spec.train, report_every=spec.report_every)
-    log: Log = _PipeLog(conn) if conn is not None else _print
+    log: Log = _PipeLog(conn) if conn is not None else print_line
     try:
         Worker(spec, objective, storage_url, index=index, log=log).run()
     except KeyboardInterrupt:
@@ -426,7 +412,7 @@ def run_processes(
     storage_url: str,
     workers: int,
     *,
-    log: Log = _print,
+    log: Log = print_line,
     progress: Progress | None = None,
 ) -> list[int]:
     """Start ``workers`` worker processes here and wait for them; returns their exit codes.

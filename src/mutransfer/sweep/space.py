@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import _check
+from . import checks
 
 if TYPE_CHECKING:
     import optuna
@@ -50,40 +50,40 @@ class Dim:
         where = f"sweep.space.{self.name}"
         if self.values is not None:
             if self.low is not None or self.high is not None:
-                raise _check.fail(where, "give either values or low/high, not both")
+                raise checks.fail(where, "give either values or low/high, not both")
             if not self.values:
-                raise _check.fail(f"{where}.values", "expected a non-empty list")
+                raise checks.fail(f"{where}.values", "expected a non-empty list")
             if len(set(self.values)) != len(self.values):
-                raise _check.fail(f"{where}.values", f"values repeat: {list(self.values)}")
+                raise checks.fail(f"{where}.values", f"values repeat: {list(self.values)}")
             if self.default is not None and self.default not in self.values:
-                raise _check.fail(
+                raise checks.fail(
                     f"{where}.default",
                     f"{self.default!r} is not one of the values {list(self.values)}",
                 )
             return
         if self.low is None or self.high is None:
-            raise _check.fail(where, "give low and high (or log2 = [lo, hi], or values = [...])")
-        _check.number(self.low, f"{where}.low", positive=True)
-        _check.number(self.high, f"{where}.high", positive=True)
-        _check.number(self.step, f"{where}.step", positive=True)
+            raise checks.fail(where, "give low and high (or log2 = [lo, hi], or values = [...])")
+        checks.number(self.low, f"{where}.low", positive=True)
+        checks.number(self.high, f"{where}.high", positive=True)
+        checks.number(self.step, f"{where}.step", positive=True)
         if self.high < self.low:
-            raise _check.fail(where, f"high ({self.high}) is below low ({self.low})")
+            raise checks.fail(where, f"high ({self.high}) is below low ({self.low})")
         if self.integer and self.low < 1:
-            raise _check.fail(
+            raise checks.fail(
                 f"{where}.low",
                 f"an integer log-scale range must start at 1 or more, got {self.low}; "
                 "to include 0 use values = [0, ...]",
             )
         if self.default is not None:
-            value = _check.number(self.default, f"{where}.default")
+            value = checks.number(self.default, f"{where}.default")
             if not self.low * (1 - _EPS) <= value <= self.high * (1 + _EPS):
-                raise _check.fail(
+                raise checks.fail(
                     f"{where}.default",
                     f"{self.default} lies outside the searched range [{self.low:g}, "
                     f"{self.high:g}]; widen the range or use values = [...] (e.g. to include 0)",
                 )
             if self.integer and not isinstance(self.default, int):
-                raise _check.fail(f"{where}.default", f"expected an integer, got {self.default!r}")
+                raise checks.fail(f"{where}.default", f"expected an integer, got {self.default!r}")
             if not self.integer:
                 object.__setattr__(self, "default", value)  # 1 → 1.0, as the grid's points
 
@@ -112,41 +112,41 @@ class Dim:
         ``{values = [0, 10, 100]}`` (optionally ``integer = true``)."""
         if isinstance(spec, Dim):
             return spec
-        spec = _check.table(spec, where)
-        _check.unknown_keys(
+        spec = checks.table(spec, where)
+        checks.unknown_keys(
             spec, ("low", "high", "log2", "step", "integer", "values", "default"), where
         )
-        integer = _check.boolean(spec.get("integer", False), f"{where}.integer")
+        integer = checks.boolean(spec.get("integer", False), f"{where}.integer")
         default = spec.get("default")
         if default is not None and not isinstance(default, bool | int | float | str):
-            raise _check.fail(f"{where}.default", f"expected a number or a string, got {default!r}")
+            raise checks.fail(f"{where}.default", f"expected a number or a string, got {default!r}")
         if "values" in spec:
             if set(spec) - {"values", "default"}:
-                raise _check.fail(where, "values cannot be combined with low/high/log2/step")
-            values = _check.sequence(spec["values"], f"{where}.values")
+                raise checks.fail(where, "values cannot be combined with low/high/log2/step")
+            values = checks.sequence(spec["values"], f"{where}.values")
             for i, v in enumerate(values):
                 if not isinstance(v, bool | int | float | str):
-                    raise _check.fail(
+                    raise checks.fail(
                         f"{where}.values[{i}]", f"expected a number or a string, got {v!r}"
                     )
             return cls(name, values=tuple(values), default=default)
-        step = _check.number(spec.get("step", 1.0), f"{where}.step", positive=True)
+        step = checks.number(spec.get("step", 1.0), f"{where}.step", positive=True)
         if "log2" in spec:
             if "low" in spec or "high" in spec:
-                raise _check.fail(where, "give either log2 = [lo, hi] or low/high, not both")
-            bounds = _check.sequence(spec["log2"], f"{where}.log2")
+                raise checks.fail(where, "give either log2 = [lo, hi] or low/high, not both")
+            bounds = checks.sequence(spec["log2"], f"{where}.log2")
             if len(bounds) != 2:
-                raise _check.fail(f"{where}.log2", f"expected [lo, hi], got {bounds!r}")
-            lo = _check.number(bounds[0], f"{where}.log2[0]")
-            hi = _check.number(bounds[1], f"{where}.log2[1]")
+                raise checks.fail(f"{where}.log2", f"expected [lo, hi], got {bounds!r}")
+            lo = checks.number(bounds[0], f"{where}.log2[0]")
+            hi = checks.number(bounds[1], f"{where}.log2[1]")
             return cls.log2(name, lo, hi, step=step, integer=integer).with_default(default)
         limits: dict[str, float] = {}
         for key in ("low", "high"):  # a wrong value is reported before a missing one
             if key in spec:
-                limits[key] = _check.number(spec[key], f"{where}.{key}", positive=True)
+                limits[key] = checks.number(spec[key], f"{where}.{key}", positive=True)
         for key in ("low", "high"):
             if key not in limits:
-                raise _check.fail(
+                raise checks.fail(
                     f"{where}.{key}",
                     "missing; a dimension is {low = .., high = ..}, {log2 = [lo, hi]} or "
                     "{values = [..]}",
@@ -218,10 +218,10 @@ class Space:
 
     def __post_init__(self) -> None:
         if not self.dims:
-            raise _check.fail("sweep.space", "is empty; add at least one hyperparameter, e.g. lr")
+            raise checks.fail("sweep.space", "is empty; add at least one hyperparameter, e.g. lr")
         names = [d.name for d in self.dims]
         if len(set(names)) != len(names):
-            raise _check.fail("sweep.space", f"a hyperparameter appears twice: {names}")
+            raise checks.fail("sweep.space", f"a hyperparameter appears twice: {names}")
 
     @classmethod
     def of(
@@ -239,7 +239,7 @@ class Space:
         dims = tuple(value)
         for d in dims:
             if not isinstance(d, Dim):
-                raise _check.fail(where, f"expected Dim objects, got {d!r}")
+                raise checks.fail(where, f"expected Dim objects, got {d!r}")
         return cls(dims)
 
     @property

@@ -23,11 +23,11 @@ from typing import TYPE_CHECKING, Any
 
 from .config import BUILTIN
 from .errors import SweepError, make_output_dir
-from .results import SweepResults
-from .runner import format_value
+from .formatting import format_value
 
 if TYPE_CHECKING:
     from ..plan import Plan
+    from .results import SweepResults
 
 
 @dataclass

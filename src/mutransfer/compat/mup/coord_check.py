@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ... import Plan
+from ...plan import Plan
 from .infshape import InfDim, InfShape
 from .optim import MuAdam, MuAdamW, MuSGD
 from .plans import identity_plan

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ... import scaled_lrs
+from ...plan import scaled_lrs
 from .state import MupCompatError, lookup
 
 __all__ = [

@@ -25,7 +25,8 @@ from typing import Any
 
 from torch import nn
 
-from ... import Plan, TensorPlan, parametrize
+from ...build import parametrize
+from ...plan import Plan, TensorPlan
 from ...roles import RoleError, canonical_name, owner_layout
 from ...rules import RoleRule, Rules, Scaling
 from .infshape import InfShape

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ... import Plan
+from ...plan import Plan
 from ...roles import canonical_name
 from .infshape import InfShape
 

@@ -34,8 +34,8 @@ from typing import Any
 
 import torch
 
-from .data import ArrayDataset, TextCorpus
-from .training.proxy import TrainConfig, TrainResult, load_source, train
+from ..data import ArrayDataset, TextCorpus
+from .proxy import TrainConfig, TrainResult, load_source, train
 
 RUN_FORMAT = "mutransfer.demo-run/1"
 STEP_OVERHEAD_FLOPS = 1e9

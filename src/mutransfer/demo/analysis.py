@@ -23,6 +23,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from ..measures import optimum_drift, optimum_shift, transfer_regret
+
 Axis = Literal["width", "depth"]
 AXES: tuple[Axis, ...] = ("width", "depth")
 
@@ -75,14 +77,12 @@ class Sweep:
     @property
     def drift_octaves(self) -> float | None:
         """Spread of the optimum across sizes (max − min of log2 LR); None if undefined."""
-        best = [b for b in self.best_log2_lr if b is not None]
-        return max(best) - min(best) if len(best) >= 2 else None
+        return optimum_drift(self.best_log2_lr)
 
     @property
     def shift_octaves(self) -> float | None:
         """Optimum at the largest minus optimum at the smallest (signed: negative = smaller LR)."""
-        first, last = self.best_log2_lr[0], self.best_log2_lr[-1]
-        return None if first is None or last is None else last - first
+        return optimum_shift(self.best_log2_lr)
 
     @property
     def fitted_log2_lr(self) -> list[float | None]:
@@ -249,9 +249,7 @@ def transfer(sweep: Sweep, transferred_loss: float | None, reused: bool) -> Tran
     """
     proxy_lr = sweep.best_log2_lr[0]
     direct_lr, direct_loss = sweep.best_log2_lr[-1], sweep.best_loss[-1]
-    regret = None
-    if transferred_loss is not None and direct_loss is not None:
-        regret = 100.0 * (transferred_loss - direct_loss) / direct_loss
+    regret = transfer_regret(transferred_loss, direct_loss)
     return Transfer(
         rules=sweep.rules,
         proxy_size=sweep.sizes[0],

@@ -2,7 +2,7 @@
 
 Everything here reads the summary dict written to ``summary.json`` (see ``mutransfer.demo``), so
 a figure or a report can be re-drawn from a finished run without training anything:
-``mutransfer.report.write_outputs(json.load(open("runs/demo/summary.json")), "runs/demo")``.
+``mutransfer.demo.report.write_outputs(json.load(open("runs/demo/summary.json")), "runs/demo")``.
 The same code draws the depth demo (``--vary depth``: µP | CompleteP across numbers of blocks);
 the summary's ``axis`` says which, and summaries written before depth existed read as widths.
 
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .demo_analysis import CLAIM_PAIRS, NAMES, display_name
+from .analysis import NAMES, display_name
 
 FIGURE_NAME = "lr_transfer.png"
 DEPTH_FIGURE_NAME = "lr_transfer_depth.png"
@@ -38,7 +38,7 @@ OPTIMIZERS = {
 }
 
 
-def _name(rules: str) -> str:
+def rules_name(rules: str) -> str:
     return display_name(rules)
 
 
@@ -49,7 +49,7 @@ def figure_name(axis: str) -> str:
 
 def title(rules: str, axis: str) -> str:
     table = TITLES if axis == "width" else DEPTH_TITLES
-    return table.get(rules, _name(rules))
+    return table.get(rules, rules_name(rules))
 
 
 def normalise(summary: dict[str, Any]) -> dict[str, Any]:
@@ -92,19 +92,19 @@ def _fixed(summary: dict[str, Any]) -> str:
     return f"GPT {fixed} {config[fixed]}" + (", QK-norm" if config.get("qk_norm") else "")
 
 
-def _fmt_lr(x: float | None) -> str:
+def fmt_lr(x: float | None) -> str:
     return "—" if x is None else f"{x:g}"
 
 
-def _fmt_loss(x: float | None, digits: int = 3) -> str:
+def fmt_loss(x: float | None, digits: int = 3) -> str:
     return "diverged" if x is None else f"{x:.{digits}f}"
 
 
-def _fmt_fit(x: float | None) -> str:
+def fmt_fit(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f}"
 
 
-def _fmt_pct(x: float | None) -> str:
+def fmt_pct(x: float | None) -> str:
     return "diverged" if x is None else f"{x:.2f} %"
 
 
@@ -206,7 +206,7 @@ def _fitted(sweep: dict[str, Any]) -> str:
     return "" if fitted is None else f" (fitted {fitted:.2f})"
 
 
-def _fitted_short(sweep: dict[str, Any]) -> str:
+def fitted_short(sweep: dict[str, Any]) -> str:
     fitted = sweep.get("fitted_drift_octaves")
     return "" if fitted is None else f" ({fitted:.2f})"
 
@@ -248,7 +248,7 @@ def _seed_spread(
 
 # ------------------------------------------------------------------------------ tables
 def _grid_rows(sweep: dict[str, Any], axis: str) -> tuple[list[str], list[list[str]]]:
-    header = [axis, *(_fmt_lr(x) for x in sweep["log2_lrs"]), "best"]
+    header = [axis, *(fmt_lr(x) for x in sweep["log2_lrs"]), "best"]
     rows = []
     for i, size in enumerate(sweep["sizes"]):
         best = sweep["best_index"][i] if "best_index" in sweep else None
@@ -256,7 +256,7 @@ def _grid_rows(sweep: dict[str, Any], axis: str) -> tuple[list[str], list[list[s
         for j, value in enumerate(sweep["loss"][i]):
             text = "✗" if value is None else f"{value:.3f}"
             cells.append(text + ("*" if j == best else ""))
-        rows.append([str(size), *cells, _fmt_lr(sweep["best_log2_lr"][i])])
+        rows.append([str(size), *cells, fmt_lr(sweep["best_log2_lr"][i])])
     return header, rows
 
 
@@ -280,10 +280,11 @@ def transfer_lines(summary: dict[str, Any]) -> list[str]:
         t = summary["transfer"][rules]
         reuse = " (finished grid run reused)" if t["reused_run"] else " (trained for the transfer)"
         lines.append(
-            f"{_name(rules):>3}: LR 2^{_fmt_lr(t['proxy_log2_lr'])} from {axis} {t['proxy_size']}"
-            f" → {axis} {t['target_size']} loss {_fmt_loss(t['transferred_loss'])}{reuse}; "
-            f"best by direct sweep {_fmt_loss(t['direct_best_loss'])} at "
-            f"2^{_fmt_lr(t['direct_best_log2_lr'])}; regret {_fmt_pct(t['regret_percent'])}"
+            f"{rules_name(rules):>3}: LR 2^{fmt_lr(t['proxy_log2_lr'])} from {axis} "
+            f"{t['proxy_size']}"
+            f" → {axis} {t['target_size']} loss {fmt_loss(t['transferred_loss'])}{reuse}; "
+            f"best by direct sweep {fmt_loss(t['direct_best_loss'])} at "
+            f"2^{fmt_lr(t['direct_best_log2_lr'])}; regret {fmt_pct(t['regret_percent'])}"
         )
     fraction = summary["transfer"][summary["rules"][0]]["compute_fraction"]
     if fraction is not None:
@@ -362,7 +363,7 @@ def markdown_report(summary: dict[str, Any], figure: str | None = None) -> str:
     summary = normalise(summary)
     axis = summary["axis"]
     figure = figure or figure_name(axis)
-    names = " vs ".join(_name(r) for r in summary["rules"])
+    names = " vs ".join(rules_name(r) for r in summary["rules"])
     heading = "µTransfer demo" if axis == "width" else "µTransfer demo across depth"
     out = [
         f"# {heading}: {names}",
@@ -473,130 +474,3 @@ def write_outputs(summary: dict[str, Any], out_dir: str | Path) -> dict[str, Pat
     report = out / REPORT_NAME
     report.write_text(markdown_report(summary), encoding="utf-8")
     return {"figure": figure, "report": report}
-
-
-# ----------------------------------------------------------------------- benchmark record
-def results_section(
-    summary: dict[str, Any],
-    seed_checks: Sequence[dict[str, Any]] = (),
-    figure: str | None = None,
-    heading: str | None = None,
-) -> str:
-    """The demo's entry for ``bench/results/*.md``: the numbers, the command, the machine.
-
-    One column per compared preset. ``seed_checks``: summaries of the same settings run with
-    other seeds, shown as one row each so that a reader sees whether the claims depend on the
-    seed. ``figure``: the image's path relative to the results file.
-    """
-    summary = normalise(summary)
-    axis = summary["axis"]
-    figure = figure or f"../../docs/images/{figure_name(axis)}"
-    sizes = summary["sizes"]
-    joined = "/".join(map(str, sizes))
-    rules = summary["rules"]
-    names = [_name(r) for r in rules]
-
-    def each(fn: Any) -> list[str]:
-        return [fn(summary["sweeps"][r], summary["transfer"][r]) for r in rules]
-
-    rows = [
-        [
-            f"best log2 LR, {axis}s {joined}",
-            *each(lambda s, t: "/".join(map(_fmt_lr, s["best_log2_lr"]))),
-        ],
-        ["optimum drift (octaves)", *each(lambda s, t: _fmt_lr(s["drift_octaves"]))],
-        [
-            "fitted optimum (parabola through the best 3 points)",
-            *each(lambda s, t: "/".join(_fmt_fit(x) for x in s.get("fitted_log2_lr") or [])),
-        ],
-        [
-            "fitted drift (octaves)",
-            *each(lambda s, t: _fmt_fit(s.get("fitted_drift_octaves"))),
-        ],
-        [
-            f"best loss, {axis}s {joined}",
-            *each(lambda s, t: "/".join(_fmt_loss(x) for x in s["best_loss"])),
-        ],
-        [
-            f"{axis} {sizes[-1]} at {axis} {sizes[0]}'s best LR",
-            *each(
-                lambda s, t: f"{_fmt_loss(t['transferred_loss'])} (2^{_fmt_lr(t['proxy_log2_lr'])})"
-            ),
-        ],
-        [
-            f"{axis} {sizes[-1]}, best of its own sweep",
-            *each(
-                lambda s, t: (
-                    f"{_fmt_loss(t['direct_best_loss'])} (2^{_fmt_lr(t['direct_best_log2_lr'])})"
-                )
-            ),
-        ],
-        ["transfer regret", *each(lambda s, t: _fmt_pct(t["regret_percent"]))],
-    ]
-    fraction = summary["transfer"][rules[0]].get("compute_fraction")
-    default_heading = (
-        "µTransfer demo: learning rate × width, SP vs µP (`mutransfer demo`)"
-        if axis == "width"
-        else "µTransfer demo across depth: "
-        + " vs ".join(names)
-        + " (`mutransfer demo --vary depth`)"
-    )
-    out = [
-        f"## {heading or default_heading}",
-        "",
-        f"![{' vs '.join(names)}: validation loss against log2 learning rate]({figure})",
-        "",
-        markdown_table(["", *names], rows),
-        "",
-    ]
-    if fraction is not None:
-        out += [
-            f"The proxy sweep ({axis} {sizes[0]}) cost {100 * fraction:.1f} % of the "
-            f"FLOPs of sweeping {axis} {sizes[-1]} directly.",
-            "",
-        ]
-    if summary.get("claims"):
-        out += ["Claims on this run:", ""]
-        out += ["- " + line for line in claim_lines(summary)]
-        out.append("")
-    if seed_checks:
-        reference, candidate = CLAIM_PAIRS[axis]
-        ref, cand = _name(reference), _name(candidate)
-        largest = "widest" if axis == "width" else "deepest"
-        out += [
-            "Same settings, other seeds (each a full grid with one seed: "
-            + ", ".join(f"`{c['run']['command']}`" for c in seed_checks)
-            + "):",
-            "",
-            markdown_table(
-                [
-                    "seed",
-                    f"{ref} drift",
-                    f"{cand} drift",
-                    f"{ref} regret",
-                    f"{cand} regret",
-                    f"{cand} {largest} best",
-                    "all claims",
-                ],
-                [_seed_row(normalise(s)) for s in [summary, *seed_checks]],
-            ),
-            "",
-        ]
-    out += ["How it was produced:", ""]
-    out += ["- " + line for line in provenance_lines(summary)]
-    return "\n".join(out) + "\n"
-
-
-def _seed_row(summary: dict[str, Any]) -> list[str]:
-    sweeps, transfer, claims = summary["sweeps"], summary["transfer"], summary.get("claims") or {}
-    reference, candidate = CLAIM_PAIRS[summary["axis"]]
-    better: dict[str, Any] = next((c for k, c in claims.items() if k.endswith("_is_better")), {})
-    return [
-        ",".join(map(str, summary["seeds"])),
-        _fmt_lr(sweeps[reference]["drift_octaves"]) + _fitted_short(sweeps[reference]),
-        _fmt_lr(sweeps[candidate]["drift_octaves"]) + _fitted_short(sweeps[candidate]),
-        _fmt_pct(transfer[reference]["regret_percent"]),
-        _fmt_pct(transfer[candidate]["regret_percent"]),
-        "yes" if better.get("holds") else "no",
-        "yes" if claims and all(c["holds"] for c in claims.values()) else "no",
-    ]

@@ -1,0 +1,292 @@
+"""Running the demo: the grid's runs (saved as they finish), the µTransfer game, the outputs.
+
+Every run is saved as it finishes (``training.runs``), so Ctrl-C or ``kill -9`` loses at most
+the runs in flight, and the same command resumes. The numbers come from ``analysis`` and the
+figure and report from ``report``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data import TextCorpus, load_text
+from ..machine import cpu_model
+from ..training.proxy import TrainConfig, TrainResult, train
+from ..training.runs import RunStore, run_all, source_fingerprint, write_json_atomic
+from . import analysis, report
+from .analysis import CLAIM_PAIRS
+from .settings import (
+    DemoError,
+    DemoSettings,
+    settings_for,
+)
+
+SUMMARY_FORMAT = "mutransfer.demo-summary/1"
+
+
+def run_demo(
+    out_dir: str | os.PathLike[str] = "runs/demo",
+    quick: bool = False,
+    workers: int = 2,
+    *,
+    vary: str = "width",
+    widths: Sequence[int] | None = None,
+    depths: Sequence[int] | None = None,
+    log2_lrs: Sequence[float] | None = None,
+    seeds: Sequence[int] | None = None,
+    rules: Sequence[str] | None = None,
+    text: str | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] | None = print,
+    command: str | None = None,
+    settings: DemoSettings | None = None,
+    train_fn: Callable[..., TrainResult] = train,
+    **train_options: Any,
+) -> dict[str, Any]:
+    """Run (or resume) the demo and write its outputs to ``out_dir``; returns the summary.
+
+    Args:
+        out_dir: where ``summary.json``, the figure (``lr_transfer.png``, or
+            ``lr_transfer_depth.png`` across depths), ``report.md`` and ``runs/`` go.
+        quick: the small grid (``--quick``, 1–1.5 minutes on 2 cores).
+        workers: parallel worker processes (one torch thread each); ``<= 1`` runs in-process.
+        vary: ``"width"`` (SP vs µP) or ``"depth"`` (µP vs CompleteP at one width).
+        widths, depths, log2_lrs, seeds, rules, text: override the grid (``widths`` across
+            widths, ``depths`` across depths), the presets compared, or use your own text file.
+        progress: show a progress bar with a time estimate.
+        echo: where to print the plan and the final table (None: silent).
+        command: the command line to record in the report (default: this Python call).
+        settings: a complete ``DemoSettings`` (then quick/widths/... must not be given).
+        train_fn: the trainer used in-process (tests count calls with it).
+        **train_options: any ``TrainConfig`` field for every run (``steps=``, ``batch_size=``...).
+    """
+    started = time.perf_counter()
+    cpu_before = _cpu_seconds()
+    load_before = _load_average()
+    say = echo or (lambda _msg: None)
+    if settings is None:
+        settings = settings_for(
+            quick,
+            vary=vary,
+            widths=widths,
+            depths=depths,
+            log2_lrs=log2_lrs,
+            seeds=seeds,
+            rules=rules,
+            text=text,
+            **train_options,
+        )
+    elif (
+        quick
+        or train_options
+        or vary != "width"
+        or any(x is not None for x in (widths, depths, log2_lrs, seeds, rules, text))
+    ):
+        raise DemoError(
+            "pass either settings= or the options (quick, vary, widths, depths, log2_lrs, seeds, "
+            "rules, text, train options), not both; build settings with "
+            "mutransfer.demo.settings_for(...)"
+        )
+    out = Path(out_dir)
+    source = load_text(settings.base.data)
+    shortest = min(len(source.train), len(source.val))
+    if shortest < settings.base.seq_len + 2:
+        raise DemoError(
+            f"the text {source.name!r} is too short: its smaller split has {shortest} bytes, "
+            f"fewer than seq_len + 2 = {settings.base.seq_len + 2}; use more text or --seq-len"
+        )
+    fingerprint = source_fingerprint(source)
+    store = RunStore(out / "runs", fingerprint)
+
+    grid = settings.grid()
+    on_disk = sum(store.load(c) is not None for c in grid)
+    say(
+        f"mutransfer demo: {len(settings.log2_lrs)} learning rates × {len(settings.sizes)} "
+        f"{settings.axis}s {list(settings.sizes)} × {len(settings.seeds)} seed(s) × "
+        f"{'/'.join(map(analysis.display_name, settings.rules))} = {len(grid)} runs"
+        + (f" ({on_disk} already done in {store.folder})" if on_disk else "")
+        + f", {max(1, workers)} worker(s); results in {out}/"
+    )
+    results = run_all(
+        grid, store, source=source, workers=workers, progress=progress, train_fn=train_fn
+    )
+
+    def lookup(rules: str) -> analysis.Lookup:
+        return lambda size, lr, s: results[settings.config(rules, size, lr, s)]
+
+    sweeps = {
+        r: analysis.build_sweep(
+            r, settings.sizes, settings.log2_lrs, settings.seeds, lookup(r), settings.axis
+        )
+        for r in settings.rules
+    }
+    transfers = {
+        r: _transfer(settings, sweeps[r], results, store, source, workers, progress, train_fn)
+        for r in settings.rules
+    }
+    trained = len(set(grid)) - on_disk
+    summary = _summary(
+        settings,
+        source,
+        fingerprint,
+        sweeps,
+        transfers,
+        results,
+        wall=time.perf_counter() - started,
+        cpu=_cpu_seconds() - cpu_before,
+        trained=trained,
+        reused=on_disk,
+        workers=workers,
+        command=command or _python_call(out, quick, workers, settings.axis),
+        load_before=load_before,
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "summary.json", summary)
+    report.write_outputs(summary, out)
+    say("")
+    say(report.terminal_report(summary))
+    figure = out / report.figure_name(settings.axis)
+    say(f"\nWrote {out / 'summary.json'}, {figure}, {out / report.REPORT_NAME}")
+    return summary
+
+
+def _transfer(
+    settings: DemoSettings,
+    sweep: analysis.Sweep,
+    results: dict[TrainConfig, dict[str, Any]],
+    store: RunStore,
+    source: TextCorpus,
+    workers: int,
+    progress: bool,
+    train_fn: Callable[..., TrainResult],
+) -> analysis.Transfer:
+    """Train (or reuse) the largest model at the proxy's best LR and score it."""
+    proxy_lr = sweep.best_log2_lr[0]
+    if proxy_lr is None:  # every LR diverged on the proxy: nothing to transfer
+        return analysis.transfer(sweep, None, reused=False)
+    targets = [
+        settings.config(sweep.rules, settings.sizes[-1], proxy_lr, s) for s in settings.seeds
+    ]
+    # normally the proxy's LR is on the largest size's grid too: reuse those runs
+    reused = all(t in results or store.load(t) is not None for t in targets)
+    if not all(t in results for t in targets):
+        results.update(
+            run_all(
+                targets,
+                store,
+                source=source,
+                workers=workers,
+                progress=progress,
+                train_fn=train_fn,
+            )
+        )
+    values = [analysis._finite_loss(results[t]) for t in targets]
+    finite = [v for v in values if v is not None]
+    loss = sum(finite) / len(finite) if len(finite) == len(values) else None
+    return analysis.transfer(sweep, loss, reused=reused)
+
+
+def _summary(
+    settings: DemoSettings,
+    source: TextCorpus,
+    fingerprint: str,
+    sweeps: dict[str, analysis.Sweep],
+    transfers: dict[str, analysis.Transfer],
+    results: dict[TrainConfig, dict[str, Any]],
+    *,
+    wall: float,
+    cpu: float,
+    trained: int,
+    reused: int,
+    workers: int,
+    command: str,
+    load_before: list[float] | None,
+) -> dict[str, Any]:
+    claims = None
+    reference, candidate = CLAIM_PAIRS[settings.axis]
+    if reference in sweeps and candidate in sweeps:
+        claims = analysis.claims(
+            sweeps[reference], sweeps[candidate], transfers[reference], transfers[candidate]
+        )
+    base = settings.config(settings.rules[0], settings.sizes[0], settings.log2_lrs[0], 0)
+    varied = ("rules", settings.axis, "lr", "seed")
+    config = {k: v for k, v in base.to_dict().items() if k not in varied}
+    load_after = _load_average()
+    return {
+        "format": SUMMARY_FORMAT,
+        "axis": settings.axis,
+        "rules": list(settings.rules),
+        "sizes": list(settings.sizes),
+        f"{settings.axis}s": list(settings.sizes),
+        "log2_lrs": list(settings.log2_lrs),
+        "seeds": list(settings.seeds),
+        "sweeps": {r: s.to_dict() for r, s in sweeps.items()},
+        "transfer": {r: t.to_dict() for r, t in transfers.items()},
+        "claims": claims,
+        "config": config,
+        "data": {
+            "name": source.name,
+            "source": settings.base.data,
+            "fingerprint": fingerprint,
+            "train_bytes": len(source.train),
+            "val_bytes": len(source.val),
+        },
+        "machine": {
+            "cpu": cpu_model(),
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "load_average": (
+                {"before": load_before, "after": load_after}
+                if load_before is not None and load_after is not None
+                else None
+            ),
+        },
+        "run": {
+            "command": command,
+            "finished": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "wall_seconds": wall,
+            "cpu_seconds": cpu,
+            "train_seconds": float(sum(r.get("seconds", 0.0) for r in results.values())),
+            "trained": trained,
+            "reused": reused,
+            "workers": max(1, workers),
+            "threads": 1 if workers >= 2 else torch.get_num_threads(),
+        },
+    }
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and its finished children (the workers): with the wall time, it
+    shows how much of the machine the demo actually got when other processes were running."""
+    import resource
+
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+def _load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def _python_call(out: Path, quick: bool, workers: int, axis: str) -> str:
+    vary = "" if axis == "width" else f", vary={axis!r}"
+    return f"mutransfer.demo.run_demo({str(out)!r}, quick={quick}, workers={workers}{vary})"
+
+
+# ---------------------------------------------------------------------------------- CLI
