@@ -69,3 +69,53 @@ class AdamAtan2(torch.optim.Optimizer):
                 update = torch.atan2(m_hat, group["b"] * v_hat.sqrt())
                 p.add_(update, alpha=-group["lr"] * group["a"])
         return loss
+
+
+# --------------------------------------------------------------------- the optimizer table
+class BuiltinOptimizer:
+    """One optimizer the built-in runs know by name: its display name and how to get its class.
+
+    The one table of optimizer names for the trainers, the coordinate check and the reports
+    (the µP rule of each optimizer *family* lives in ``rules``).
+    """
+
+    def __init__(self, name: str, display: str, load: Callable[[], Any]) -> None:
+        self.name = name
+        self.display = display
+        self._load = load
+
+    def cls(self) -> Any:
+        """The optimizer class (Lion is imported from lion-pytorch on first use)."""
+        return self._load()
+
+
+def _lion() -> Any:
+    try:
+        from lion_pytorch import Lion
+    except ImportError:
+        raise ImportError(
+            "optimizer='lion' needs the package lion-pytorch: pip install lion-pytorch"
+        ) from None
+    return Lion
+
+
+OPTIMIZERS: dict[str, BuiltinOptimizer] = {
+    o.name: o
+    for o in (
+        BuiltinOptimizer("adamw", "AdamW", lambda: torch.optim.AdamW),
+        BuiltinOptimizer("adam", "Adam", lambda: torch.optim.Adam),
+        BuiltinOptimizer("sgd", "SGD", lambda: torch.optim.SGD),
+        BuiltinOptimizer("lion", "Lion", _lion),
+        BuiltinOptimizer("muon", "Muon (hidden) + AdamW", lambda: torch.optim.Muon),
+    )
+}
+"""The optimizers known by name, in the order the help texts list them."""
+
+
+def optimizer_class(name: str, allowed: Iterable[str] | None = None) -> Any:
+    """The class of a named optimizer; a clear ``ValueError`` for an unknown name."""
+    key = name.lower()
+    choices = list(allowed) if allowed is not None else list(OPTIMIZERS)
+    if key not in choices:
+        raise ValueError(f"unknown optimizer {name!r}; use one of {', '.join(choices)}")
+    return OPTIMIZERS[key].cls()

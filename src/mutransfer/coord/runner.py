@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..build import parametrize
+from ..optim import optimizer_class
 from ..plan import Plan, resettable_modules
 from ..roles import RoleError, canonical_name
 from ..rules import Rules
@@ -34,7 +35,8 @@ DEFAULT_LR = {"adam": 1e-2, "sgd": 0.1}
 REFERENCE_INIT_STD = 1 / math.sqrt(64)
 """The hidden init std (1/√fan_in at width 64) that Adam's default LR of 1e-2 is made for."""
 
-_OPTIMIZERS = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+COORD_OPTIMIZERS = ("adam", "adamw", "sgd")
+"""The optimizers the check knows by name (or pass an optimizer class)."""
 
 
 def meta_module(factory: Factory, size: int) -> nn.Module:
@@ -438,12 +440,10 @@ def _make_optimizer(
 ) -> torch.optim.Optimizer:
     kwargs = dict(kwargs)
     if isinstance(optimizer, str):
-        cls = _OPTIMIZERS.get(optimizer.lower())
-        if cls is None:
-            raise CoordCheckError(
-                f"unknown optimizer {optimizer!r}; use one of {', '.join(_OPTIMIZERS)} or pass "
-                "an optimizer class"
-            )
+        try:
+            cls = optimizer_class(optimizer, COORD_OPTIMIZERS)
+        except ValueError as exc:
+            raise CoordCheckError(f"{exc} or pass an optimizer class") from None
     else:
         cls = optimizer
     groups = plan.param_groups(

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..optim import OPTIMIZERS
 from .analysis import NAMES, display_name
 
 FIGURE_NAME = "lr_transfer.png"
@@ -29,13 +30,6 @@ DEPTH_TITLES = {
     "depth-mup": "Depth-µP (branches × 1/√m_L, α = ½)",
 }
 SHORT = NAMES
-OPTIMIZERS = {
-    "adamw": "AdamW",
-    "adam": "Adam",
-    "sgd": "SGD",
-    "lion": "Lion",
-    "muon": "Muon (hidden) + AdamW",
-}
 
 
 def rules_name(rules: str) -> str:
@@ -78,7 +72,8 @@ def normalise(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 def _optimizer(config: dict[str, Any]) -> str:
-    name = OPTIMIZERS.get(config["optimizer"], config["optimizer"])
+    known = OPTIMIZERS.get(config["optimizer"])
+    name = known.display if known is not None else config["optimizer"]
     adamw_lr = config.get("adamw_lr")
     if config["optimizer"] == "muon" and adamw_lr:
         name += f" at 2^{math.log2(adamw_lr):g}"

@@ -26,12 +26,15 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..optim import OPTIMIZERS as BUILTIN_OPTIMIZERS
+from ..optim import optimizer_class
 from ..plan import Plan
 from ..rules import ROLES, get_rules
 
 Schedule = Literal["constant", "cosine", "linear"]
 
-OPTIMIZERS = ("adamw", "adam", "sgd", "lion", "muon")
+OPTIMIZERS = tuple(BUILTIN_OPTIMIZERS)
+"""The optimizers a run can name (``mutransfer.optim.OPTIMIZERS``: the one table)."""
 
 
 @dataclass(frozen=True)
@@ -237,28 +240,16 @@ def make_optimizer(config: RunOptions, model: nn.Module, plan: Plan) -> torch.op
         config.lr, model=model, weight_decay=config.weight_decay, eps=config.eps
     )
     name = config.optimizer.lower()
-    if name in ("adamw", "adam"):
-        cls = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
-        return cls(groups, betas=(0.9, config.beta2), foreach=True)
-    if name == "sgd":
-        return torch.optim.SGD(groups, momentum=0.9)
-    if name == "lion":
-        return _lion(groups, config)
     if name == "muon":
         raise ValueError(
             "optimizer='muon' trains with two optimizers (Muon for hidden matrices, AdamW for "
             "the rest): call make_optimizers(config, model, plan)"
         )
-    raise ValueError(f"the built-in trainer supports {', '.join(OPTIMIZERS)}, not {name!r}")
-
-
-def _lion(groups: list[dict[str, Any]], config: RunOptions) -> torch.optim.Optimizer:
-    try:
-        from lion_pytorch import Lion
-    except ImportError:
-        raise ImportError(
-            "optimizer='lion' needs the package lion-pytorch: pip install lion-pytorch"
-        ) from None
+    cls = optimizer_class(name)
+    if name in ("adamw", "adam"):
+        return cls(groups, betas=(0.9, config.beta2), foreach=True)
+    if name == "sgd":
+        return cls(groups, momentum=0.9)
     # Lion's sign update has no ε; betas as recommended by Chen et al. 2023 (0.9, 0.99)
-    lion: torch.optim.Optimizer = Lion(groups, lr=config.lr, betas=(0.9, 0.99))
+    lion: torch.optim.Optimizer = cls(groups, lr=config.lr, betas=(0.9, 0.99))
     return lion

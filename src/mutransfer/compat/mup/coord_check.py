@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...optim import optimizer_class
 from ...plan import Plan
 from .infshape import InfDim, InfShape
 from .optim import MuAdam, MuAdamW, MuSGD
@@ -463,12 +464,9 @@ def get_coord_data(
         lr = _DEFAULT_LR[optimizer]
     if verdict:
         _check_verdict_arguments(models, lr)
-    builders: dict[str, Any] = (
-        {"sgd": MuSGD, "adam": MuAdam, "adamw": MuAdamW}
-        if mup
-        else {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
-    )
-    make = builders[optimizer]
+    # mup's own optimizers, or torch's (from the library's one optimizer table)
+    mu_optimizers: dict[str, Any] = {"sgd": MuSGD, "adam": MuAdam, "adamw": MuAdamW}
+    make = mu_optimizers[optimizer] if mup else optimizer_class(optimizer)
     base_lr = lr
 
     def optcls(model: nn.Module) -> torch.optim.Optimizer:
