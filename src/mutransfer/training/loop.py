@@ -175,6 +175,7 @@ def _train(
     on_step: Callable[[int, float], None] | None,
     quiet: bool,
 ) -> RunResult:
+    """Set up (or resume) the run, loop over its steps, write its summary."""
     _check_divisible(config, env)
     _make_run_folder(config)
     say = print if env.is_main and not quiet else (lambda line: None)
@@ -184,99 +185,145 @@ def _train(
         saved = checkpoint.read_state(resume_from)["config"]
         changes = resume.compare_configs(saved, config, resume_from)
     log = _Log(config, env, quiet, fresh=resume_from is None)
-    torch.manual_seed(config.seed)
-    model, plan = models.build(config, meta=True)
-    if env.parallel == "fsdp2":
-        model = distributed.wrap(model, env)
-    models.materialize(model, plan, env.device, config.seed)
-    if env.parallel == "ddp":
-        model = distributed.wrap(model, env)
-    plan.bind(model)
-    optimizers = make_optimizers(config, model, plan)
-    schedule = lr_lambda(config)
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]
-    forward: nn.Module = model
-    if config.compile:
-        compiled: Any = torch.compile(
-            model, backend=config.compile_backend, fullgraph=config.compile_fullgraph
+    run = _Run.build(config, env, log)
+    start = run.resume(resume_from, changes) if resume_from is not None else 0
+    if resume_from is None:
+        log.say(_describe(config, env, run.plan))
+    if env.parallel == "fsdp2" and config.optimizer.lower() == "muon":
+        log.say(
+            "mutransfer train: Muon under FSDP2 orthogonalises sharded matrices through DTensor, "
+            "which gathers each one several times per step (see docs/training.md); DDP does not"
         )
-        forward = compiled
+    run.last_checkpoint = str(resume_from) if resume_from else None
+    began = time.perf_counter()
+    run.tick, run.tick_step = began, start
+    run.model.train()
+    for step in range(start, config.steps):
+        value, lrs = run.step()
+        run.losses.append(value)
+        done = step + 1
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"the training loss became {value} at step {done}; lower lr (or raise "
+                f"warmup_steps). Last checkpoint: {run.last_checkpoint or 'none'}"
+            )
+        if on_step is not None:
+            on_step(step, value)
+        run.record(done, value, lrs)
+        run.maybe_checkpoint(done)
+    return run.summary(start, time.perf_counter() - began)
 
-    corpus: TextCorpus = load_text(config.data)
-    generator = torch.Generator().manual_seed(10_000 + config.seed)
-    eval_batches = corpus.eval_batches(config.eval_batches, config.eval_batch_size, config.seq_len)
 
-    torch.manual_seed(config.seed + 1 + env.rank)  # dropout differs per process, not per run
-    start = 0
-    if resume_from is not None:
+@dataclass
+class _Run:
+    """The state of one run between steps: model, optimizers, schedulers, data, log."""
+
+    config: RunConfig
+    env: DistEnv
+    log: _Log
+    model: nn.Module
+    forward: nn.Module
+    plan: Plan
+    optimizers: list[torch.optim.Optimizer]
+    schedulers: list[torch.optim.lr_scheduler.LambdaLR]
+    corpus: TextCorpus
+    generator: torch.Generator
+    eval_batches: list[Batch]
+    losses: list[float] = field(default_factory=list)
+    val_losses: dict[int, float] = field(default_factory=dict)
+    last_checkpoint: str | None = None
+    tick: float = 0.0
+    tick_step: int = 0
+
+    @classmethod
+    def build(cls, config: RunConfig, env: DistEnv, log: _Log) -> _Run:
+        """The model on meta, sharded (FSDP2), allocated and initialised by the plan with the
+        run's seed (the same weights for any number of processes); its optimizers, schedule,
+        optional compile; the data."""
+        torch.manual_seed(config.seed)
+        model, plan = models.build(config, meta=True)
+        if env.parallel == "fsdp2":
+            model = distributed.wrap(model, env)
+        models.materialize(model, plan, env.device, config.seed)
+        if env.parallel == "ddp":
+            model = distributed.wrap(model, env)
+        plan.bind(model)
+        optimizers = make_optimizers(config, model, plan)
+        schedule = lr_lambda(config)
+        schedulers = [torch.optim.lr_scheduler.LambdaLR(o, schedule) for o in optimizers]
+        forward: nn.Module = model
+        if config.compile:
+            compiled: Any = torch.compile(
+                model, backend=config.compile_backend, fullgraph=config.compile_fullgraph
+            )
+            forward = compiled
+        corpus: TextCorpus = load_text(config.data)
+        generator = torch.Generator().manual_seed(10_000 + config.seed)
+        eval_batches = corpus.eval_batches(
+            config.eval_batches, config.eval_batch_size, config.seq_len
+        )
+        torch.manual_seed(config.seed + 1 + env.rank)  # dropout differs per process, not per run
+        return cls(
+            config, env, log, model, forward, plan, optimizers, schedulers, corpus, generator,
+            eval_batches,
+        )  # fmt: skip
+
+    def resume(self, folder: Path, changes: resume.ConfigChanges | None) -> int:
+        """Restore a checkpoint; apply allowed config changes; supersede later metrics."""
+        config, log = self.config, self.log
         start = checkpoint.load(
-            resume_from,
-            model=model,
-            optimizers=optimizers,
-            schedulers=schedulers,
-            plan=plan,
-            data_generator=generator,
-            env=env,
+            folder,
+            model=self.model,
+            optimizers=self.optimizers,
+            schedulers=self.schedulers,
+            plan=self.plan,
+            data_generator=self.generator,
+            env=self.env,
         )
-        log.say(f"mutransfer train: resumed from {resume_from} at step {start}")
+        log.say(f"mutransfer train: resumed from {folder} at step {start}")
         if changes is not None and changes.applied:
-            fresh = make_optimizers(config, model, plan)
-            resume.apply_live_changes(changes, optimizers, fresh, schedulers)
+            fresh = make_optimizers(config, self.model, self.plan)
+            resume.apply_live_changes(changes, self.optimizers, fresh, self.schedulers)
             log.say(f"mutransfer train: changed since the checkpoint: {changes.describe()}")
-        if env.is_main:
+        if self.env.is_main:
             moved = resume.supersede_metrics(config.out_dir, start)
             if moved:
                 log.say(
                     f"mutransfer train: {moved} record(s) of metrics.jsonl after step {start} "
                     f"(from the interrupted session) moved to {resume.SUPERSEDED}"
                 )
-    else:
-        log.say(_describe(config, env, plan))
-    if env.parallel == "fsdp2" and config.optimizer.lower() == "muon":
-        log.say(
-            "mutransfer train: Muon under FSDP2 orthogonalises sharded matrices through DTensor, "
-            "which gathers each one several times per step (see docs/training.md); DDP does not"
-        )
+        return start
 
-    losses: list[float] = []
-    val_losses: dict[int, float] = {}
-    last_checkpoint: str | None = str(resume_from) if resume_from else None
-    micro = config.batch_size // (env.world_size * config.grad_accum)
-    tokens_per_step = config.batch_size * config.seq_len
-    began = time.perf_counter()
-    tick, tick_step = began, start
-    model.train()
-    for step in range(start, config.steps):
-        x, y = corpus.batch("train", config.batch_size, config.seq_len, generator)
+    def step(self) -> tuple[float, list[float]]:
+        """One optimizer step on a global batch (this process's slice, in micro-batches);
+        returns the mean loss over the processes and the base LRs the step used."""
+        config, env = self.config, self.env
+        micro = config.batch_size // (env.world_size * config.grad_accum)
+        x, y = self.corpus.batch("train", config.batch_size, config.seq_len, self.generator)
         x, y = distributed.local_slice(x, env), distributed.local_slice(y, env)
         total = torch.zeros((), device=env.device)
         for i, (xm, ym) in enumerate(zip(x.split(micro), y.split(micro), strict=True)):
             last = i == config.grad_accum - 1
-            with distributed.gradient_sync(model, enabled=last):
+            with distributed.gradient_sync(self.model, enabled=last):
                 with _autocast(config, env):
-                    loss = lm_loss(forward, xm.to(env.device), ym.to(env.device))
+                    loss = lm_loss(self.forward, xm.to(env.device), ym.to(env.device))
                 loss = loss / config.grad_accum
                 loss.backward()
             total += loss.detach()
         if config.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        lrs = [_base_lr(o) for o in optimizers]
-        for optimizer in optimizers:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+        lrs = [_base_lr(o) for o in self.optimizers]
+        for optimizer in self.optimizers:
             optimizer.step()
-        for scheduler in schedulers:
+        for scheduler in self.schedulers:
             scheduler.step()
-        for optimizer in optimizers:
+        for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
-        value = distributed.mean_across(total, env)
-        losses.append(value)
-        done = step + 1
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"the training loss became {value} at step {done}; lower lr (or raise "
-                f"warmup_steps). Last checkpoint: {last_checkpoint or 'none'}"
-            )
-        if on_step is not None:
-            on_step(step, value)
+        return distributed.mean_across(total, env), lrs
+
+    def record(self, done: int, value: float, lrs: list[float]) -> None:
+        """The step's metrics record (and, at the logging and evaluation cadence, a line)."""
+        config = self.config
         lr = lrs[0]
         record: dict[str, Any] = {"step": done, "loss": value, "lr": lr}
         if len(lrs) > 1:
@@ -284,52 +331,61 @@ def _train(
         line = None
         if config.log_every and (done % config.log_every == 0 or done == config.steps):
             now = time.perf_counter()
-            speed = tokens_per_step * (done - tick_step) / max(now - tick, 1e-9)
-            tick, tick_step = now, done
+            tokens_per_step = config.batch_size * config.seq_len
+            speed = tokens_per_step * (done - self.tick_step) / max(now - self.tick, 1e-9)
+            self.tick, self.tick_step = now, done
             record["tokens_per_second"] = speed
             line = f"step {done}/{config.steps}  loss {value:.4f}  lr {lr:.3g}  {speed:,.0f} tok/s"
         if (config.eval_every and done % config.eval_every == 0) or done == config.steps:
-            val = evaluate(forward, eval_batches, config, env)
-            val_losses[done] = val
+            val = evaluate(self.forward, self.eval_batches, config, self.env)
+            self.val_losses[done] = val
             record["val_loss"] = val
             line = (line or f"step {done}/{config.steps}  loss {value:.4f}") + f"  val {val:.4f}"
-        log(record, line)
-        if (config.checkpoint_every and done % config.checkpoint_every == 0) or (
-            done == config.steps
+        self.log(record, line)
+
+    def maybe_checkpoint(self, done: int) -> None:
+        config = self.config
+        if not (config.checkpoint_every and done % config.checkpoint_every == 0) and (
+            done != config.steps
         ):
-            folder = checkpoint.save(
-                checkpoint.checkpoint_dir(config.out_dir, done),
-                model=model,
-                optimizers=optimizers,
-                schedulers=schedulers,
-                step=done,
-                plan=plan,
-                config=config,
-                data_generator=generator,
-                env=env,
-            )
-            checkpoint.prune(config.out_dir, config.keep_checkpoints, env)
-            last_checkpoint = str(folder)
-    seconds = time.perf_counter() - began
-    end = max(start, config.steps)
-    result = RunResult(
-        losses=losses,
-        start_step=start,
-        end_step=end,
-        val_losses=val_losses,
-        seconds=seconds,
-        tokens_per_second=tokens_per_step * len(losses) / seconds if losses else 0.0,
-        checkpoint=last_checkpoint,
-        plan=plan,
-    )
-    if env.is_main:
-        summary = Path(config.out_dir) / "summary.json"
-        summary.write_text(json.dumps(result.to_dict(), indent=1))
-        log.say(
-            f"mutransfer train: steps {start}→{end} in {seconds:.1f} s; "
-            f"checkpoint {last_checkpoint}"
+            return
+        folder = checkpoint.save(
+            checkpoint.checkpoint_dir(config.out_dir, done),
+            model=self.model,
+            optimizers=self.optimizers,
+            schedulers=self.schedulers,
+            step=done,
+            plan=self.plan,
+            config=config,
+            data_generator=self.generator,
+            env=self.env,
         )
-    return result
+        checkpoint.prune(config.out_dir, config.keep_checkpoints, self.env)
+        self.last_checkpoint = str(folder)
+
+    def summary(self, start: int, seconds: float) -> RunResult:
+        """The run's result, written to ``summary.json`` by the main process."""
+        config = self.config
+        end = max(start, config.steps)
+        tokens_per_step = config.batch_size * config.seq_len
+        result = RunResult(
+            losses=self.losses,
+            start_step=start,
+            end_step=end,
+            val_losses=self.val_losses,
+            seconds=seconds,
+            tokens_per_second=tokens_per_step * len(self.losses) / seconds if self.losses else 0.0,
+            checkpoint=self.last_checkpoint,
+            plan=self.plan,
+        )
+        if self.env.is_main:
+            summary = Path(config.out_dir) / "summary.json"
+            summary.write_text(json.dumps(result.to_dict(), indent=1))
+            self.log.say(
+                f"mutransfer train: steps {start}→{end} in {seconds:.1f} s; "
+                f"checkpoint {self.last_checkpoint}"
+            )
+        return result
 
 
 def _adamw_lr(config: RunConfig) -> str:
