@@ -32,7 +32,12 @@ from typing import Any
 
 from mutransfer.machine import cpu_model
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
+BENCH_DIR = Path(__file__).resolve().parent
+ROOT = BENCH_DIR.parent
+"""The repository root: every benchmark's paths start here."""
+RESULTS_DIR = BENCH_DIR / "results"
+IMAGES_DIR = ROOT / "docs" / "images"
+"""Where the figures that docs/ and BENCHMARKS.md show are written."""
 
 
 # ------------------------------------------------------------------------------- machine

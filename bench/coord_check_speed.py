@@ -42,7 +42,9 @@ from typing import Any
 import torch
 from torch import nn
 
-RESULTS = Path(__file__).resolve().parent / "results"
+import common
+
+RESULTS = common.RESULTS_DIR
 EXAMPLE_WIDTHS = "128,256,512,1024,2048,4096,8192"
 
 

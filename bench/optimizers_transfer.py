@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+import common
 from common import (
     RESULTS_DIR,
     add_run_cache_options,
@@ -51,8 +52,7 @@ from common import (
 )
 
 NAME = "optimizers_transfer"
-ROOT = Path(__file__).resolve().parent.parent
-IMAGES = ROOT / "docs" / "images"
+ROOT, IMAGES = common.ROOT, common.IMAGES_DIR
 
 ADAMW_LR = 2.0**-6
 """Muon's AdamW side (embeddings, readout, norm gains): the width demo's best µP-AdamW LR at the

@@ -32,6 +32,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import common
 from common import (
     arg_parser,
     command_line,
@@ -42,7 +43,7 @@ from common import (
 )
 
 NAME = "reliability"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = common.ROOT
 GRID = 24  # points per width
 WIDTHS = (8, 16)
 CLI = [sys.executable, "-m", "mutransfer"]

@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import common
 from common import (
     RESULTS_DIR,
     add_run_cache_options,
@@ -64,7 +65,7 @@ from peers import INSTALL_HINT, available
 from peers.loop import Batch, train_with
 
 NAME = "transfer_fidelity"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = common.ROOT
 UNIT_LR_SHIFT = 5.0
 """Octaves between µP's and the unit-scaled variants' grids (see the module docstring)."""
 

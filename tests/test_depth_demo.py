@@ -16,6 +16,7 @@ import torch
 
 from mutransfer import cli, demo
 from mutransfer.demo import analysis as demo_analysis
+from mutransfer.demo import cli as demo_cli
 from mutransfer.demo import report
 from mutransfer.training.proxy import TrainConfig, build_model, train
 
@@ -270,7 +271,7 @@ def test_cli_qk_norm_reaches_every_run(tmp_path, monkeypatch) -> None:
     def fake_run_demo(out, *, settings, **kwargs):
         seen["settings"] = settings
 
-    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    monkeypatch.setattr(demo_cli, "run_demo", fake_run_demo)
     assert cli.main(["demo", "--vary", "depth", "--qk-norm", "--out", str(tmp_path)]) == 0
     assert seen["settings"].base.qk_norm is True
     assert cli.main(["demo", "--vary", "depth", "--out", str(tmp_path)]) == 0

@@ -240,5 +240,28 @@ def test_report_writes_figures_and_markdown(tmp_path: Path) -> None:
     for key in ("loss_vs_lr", "loss_vs_init_std", "best_vs_width", "report"):
         assert report.files[key].is_file() and report.files[key].stat().st_size > 0
     md = report.files["report"].read_text()
-    assert "| width |" in md and "lr 0.00 (widest − narrowest +0.00)" in md and "diverged — the objective returned nan" in md
+    assert (
+        "| width |" in md
+        and "lr 0.00 (widest − narrowest +0.00)" in md
+        and "diverged — the objective returned nan" in md
+    )
     assert "optuna-dashboard" in report.text
+
+
+def test_builtin_runs_go_through_the_run_store_and_are_found_again(tmp_path: Path) -> None:
+    """One way to execute a proxy run: the sweep's built-in objective keeps each finished run in
+    ``training.runs.RunStore``, where another sweep (or the demo) with the same config finds it."""
+    from mutransfer.training.proxy import load_source
+    from mutransfer.training.runs import RunStore, source_fingerprint
+
+    options = dict(widths=[16], space={"lr": {"log2": [-7, -6]}}, train=TINY_TRAIN)
+    first = make(tmp_path, "builtin", name="first", runs_dir=str(tmp_path / "shared"), **options)
+    values = {t.params["lr"]: t.value for t in first.run(log=None).trials[16]}
+    config = TrainConfig.from_dict({**TINY_TRAIN, "lr": 2.0**-7, "width": 16, "seed": 0})
+    store = RunStore(tmp_path / "shared", source_fingerprint(load_source(config)))
+    assert store.load(config)["val_loss"] == values[2.0**-7]  # type: ignore[index]
+    second = make(tmp_path, "builtin", name="second", runs_dir=str(tmp_path / "shared"), **options)
+    second.run(log=None)
+    trials = second.studies()[16].get_trials()
+    assert all(t.user_attrs.get("reused_run") for t in trials)
+    assert {t.params["lr"]: t.value for t in trials} == values

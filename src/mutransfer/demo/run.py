@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,19 +37,12 @@ def run_demo(
     quick: bool = False,
     workers: int = 2,
     *,
-    vary: str = "width",
-    widths: Sequence[int] | None = None,
-    depths: Sequence[int] | None = None,
-    log2_lrs: Sequence[float] | None = None,
-    seeds: Sequence[int] | None = None,
-    rules: Sequence[str] | None = None,
-    text: str | None = None,
+    settings: DemoSettings | None = None,
     progress: bool = True,
     echo: Callable[[str], None] | None = print,
     command: str | None = None,
-    settings: DemoSettings | None = None,
     train_fn: Callable[..., TrainResult] = train,
-    **train_options: Any,
+    **options: Any,
 ) -> dict[str, Any]:
     """Run (or resume) the demo and write its outputs to ``out_dir``; returns the summary.
 
@@ -58,54 +51,32 @@ def run_demo(
             ``lr_transfer_depth.png`` across depths), ``report.md`` and ``runs/`` go.
         quick: the small grid (``--quick``, 1–1.5 minutes on 2 cores).
         workers: parallel worker processes (one torch thread each); ``<= 1`` runs in-process.
-        vary: ``"width"`` (SP vs µP) or ``"depth"`` (µP vs CompleteP at one width).
-        widths, depths, log2_lrs, seeds, rules, text: override the grid (``widths`` across
-            widths, ``depths`` across depths), the presets compared, or use your own text file.
+        settings: a complete ``DemoSettings`` (then neither ``quick`` nor ``options``).
         progress: show a progress bar with a time estimate.
         echo: where to print the plan and the final table (None: silent).
         command: the command line to record in the report (default: this Python call).
-        settings: a complete ``DemoSettings`` (then quick/widths/... must not be given).
         train_fn: the trainer used in-process (tests count calls with it).
-        **train_options: any ``TrainConfig`` field for every run (``steps=``, ``batch_size=``...).
+        **options: ``settings_for``'s: ``vary`` (``"width"``: SP vs µP, or ``"depth"``: µP vs
+            CompleteP at one width), ``widths``/``depths``, ``log2_lrs``, ``seeds``, ``rules``,
+            ``text`` (your own text file), and any ``TrainConfig`` field for every run
+            (``steps=``, ``batch_size=``...).
     """
     started = time.perf_counter()
     cpu_before = _cpu_seconds()
     load_before = _load_average()
     say = echo or (lambda _msg: None)
     if settings is None:
-        settings = settings_for(
-            quick,
-            vary=vary,
-            widths=widths,
-            depths=depths,
-            log2_lrs=log2_lrs,
-            seeds=seeds,
-            rules=rules,
-            text=text,
-            **train_options,
-        )
-    elif (
-        quick
-        or train_options
-        or vary != "width"
-        or any(x is not None for x in (widths, depths, log2_lrs, seeds, rules, text))
-    ):
+        settings = settings_for(quick, **options)
+    elif quick or options:
         raise DemoError(
             "pass either settings= or the options (quick, vary, widths, depths, log2_lrs, seeds, "
             "rules, text, train options), not both; build settings with "
             "mutransfer.demo.settings_for(...)"
         )
     out = Path(out_dir)
-    source = load_text(settings.base.data)
-    shortest = min(len(source.train), len(source.val))
-    if shortest < settings.base.seq_len + 2:
-        raise DemoError(
-            f"the text {source.name!r} is too short: its smaller split has {shortest} bytes, "
-            f"fewer than seq_len + 2 = {settings.base.seq_len + 2}; use more text or --seq-len"
-        )
+    source = _text_for(settings)
     fingerprint = source_fingerprint(source)
     store = RunStore(out / "runs", fingerprint)
-
     grid = settings.grid()
     on_disk = sum(store.load(c) is not None for c in grid)
     say(
@@ -132,7 +103,6 @@ def run_demo(
         r: _transfer(settings, sweeps[r], results, store, source, workers, progress, train_fn)
         for r in settings.rules
     }
-    trained = len(set(grid)) - on_disk
     summary = _summary(
         settings,
         source,
@@ -142,20 +112,37 @@ def run_demo(
         results,
         wall=time.perf_counter() - started,
         cpu=_cpu_seconds() - cpu_before,
-        trained=trained,
+        trained=len(set(grid)) - on_disk,
         reused=on_disk,
         workers=workers,
         command=command or _python_call(out, quick, workers, settings.axis),
         load_before=load_before,
     )
+    _write(summary, out, settings.axis, say)
+    return summary
+
+
+def _text_for(settings: DemoSettings) -> TextCorpus:
+    """The text the grid trains on, long enough for its windows."""
+    source = load_text(settings.base.data)
+    shortest = min(len(source.train), len(source.val))
+    if shortest < settings.base.seq_len + 2:
+        raise DemoError(
+            f"the text {source.name!r} is too short: its smaller split has {shortest} bytes, "
+            f"fewer than seq_len + 2 = {settings.base.seq_len + 2}; use more text or --seq-len"
+        )
+    return source
+
+
+def _write(summary: dict[str, Any], out: Path, axis: str, say: Callable[[str], None]) -> None:
+    """``summary.json``, the figure and ``report.md``; the terminal table."""
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "summary.json", summary)
     report.write_outputs(summary, out)
     say("")
     say(report.terminal_report(summary))
-    figure = out / report.figure_name(settings.axis)
+    figure = out / report.figure_name(axis)
     say(f"\nWrote {out / 'summary.json'}, {figure}, {out / report.REPORT_NAME}")
-    return summary
 
 
 def _transfer(

@@ -32,6 +32,7 @@ from .storage import (
     open_storage,
     patiently,
     redact,
+    runs_dir,
     setup_studies,
     storage_kind,
     storage_url,
@@ -74,6 +75,8 @@ class Sweep:
         heartbeat_interval: int = 10,
         grace_period: int = 30,
         max_retry: int = 3,
+        reconnect_timeout: int = 120,
+        runs_dir: str | None = None,
     ) -> None:
         spec = SweepSpec(
             name=name,
@@ -92,6 +95,8 @@ class Sweep:
             heartbeat_interval=heartbeat_interval,
             grace_period=grace_period,
             max_retry=max_retry,
+            reconnect_timeout=reconnect_timeout,
+            runs_dir=runs_dir,
         )
         self._init(spec, None if isinstance(objective, str) else objective)
 
@@ -128,7 +133,10 @@ class Sweep:
         if self._objective is not None:
             return self._objective
         return load_objective(
-            self.spec.objective, train=self.spec.train, report_every=self.spec.report_every
+            self.spec.objective,
+            train=self.spec.train,
+            report_every=self.spec.report_every,
+            runs_dir=runs_dir(self.spec, self.storage_url),
         )
 
     def storage(self) -> optuna.storages.BaseStorage:

@@ -60,6 +60,7 @@ _SWEEP_KEYS = (
     "grace_period",
     "max_retry",
     "reconnect_timeout",
+    "runs_dir",
 )
 # Set by the sweep itself for every trial: a fixed value in [train] would be silently overridden.
 _SET_BY_SWEEP = {"width": "sweep.widths", "seed": "sweep.seeds"}
@@ -117,6 +118,10 @@ class SweepSpec:
     """How often a lost trial (killed worker) is retried before it stays failed."""
     reconnect_timeout: int = 120
     """Seconds a worker keeps trying to reach a database storage it lost before it stops."""
+    runs_dir: str | None = None
+    """Built-in trainer: where finished runs are kept and found again (``training.runs``);
+    ``None`` → ``<name>.runs`` beside the journal. Point it at the demo's ``runs/demo/runs`` to
+    reuse the demo's runs."""
 
     def __post_init__(self) -> None:
         if self.strategy == "independent" and self.objective == BUILTIN:
@@ -159,6 +164,7 @@ class SweepSpec:
             "grace_period": self.grace_period,
             "max_retry": self.max_retry,
             "reconnect_timeout": self.reconnect_timeout,
+            "runs_dir": self.runs_dir,
         }
 
     @classmethod
@@ -245,6 +251,9 @@ def parse_sweep(
         reconnect_timeout=checks.integer(
             data.get("reconnect_timeout", 120), f"{where}.reconnect_timeout", minimum=0
         ),
+        runs_dir=None
+        if data.get("runs_dir") is None
+        else checks.string(data["runs_dir"], f"{where}.runs_dir"),
     )
 
 

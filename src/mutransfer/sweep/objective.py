@@ -122,6 +122,9 @@ class TrainerObjective:
 
     train: Mapping[str, Any] = field(default_factory=dict)
     report_every: int = 10
+    runs_dir: str | None = None
+    """Where finished runs are kept (``training.runs.RunStore``): a run the demo, a benchmark or
+    an earlier sweep already trained with the same config and data is not trained again."""
     _sources: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
 
     def config(self, params: Mapping[str, Any], width: int, seed: int) -> Any:
@@ -144,20 +147,39 @@ class TrainerObjective:
             if (step + 1) % self.report_every == 0:
                 trial.report(step + 1, smoothed[-1])
 
-        result = train(config, source=self._sources[key], on_step=on_step)
-        trial.set_attr("train_seconds", round(result.seconds, 3))
-        trial.set_attr("flops", result.flops)
-        if result.diverged:
-            raise Diverged(result.reason or "diverged")
-        return float(result.val_loss)
+        store = self._store(key)
+        found = store.load(config) if store is not None else None
+        if found is None:
+            result = train(config, source=self._sources[key], on_step=on_step).to_dict()
+            if store is not None:  # a pruned run raised above: only whole runs are kept
+                store.save_dict(config, result)
+        else:
+            trial.set_attr("reused_run", True)
+            result = found
+        trial.set_attr("train_seconds", round(float(result["seconds"]), 3))
+        trial.set_attr("flops", result["flops"])
+        if result["diverged"] or result["val_loss"] is None:
+            raise Diverged(result.get("reason") or "diverged")
+        return float(result["val_loss"])
+
+    def _store(self, key: tuple[str, str]) -> Any:
+        if self.runs_dir is None:
+            return None
+        from ..training.runs import RunStore, source_fingerprint
+
+        return RunStore(self.runs_dir, source_fingerprint(self._sources[key]))
 
 
 def load_objective(
-    spec: str, *, train: Mapping[str, Any] | None = None, report_every: int = 10
+    spec: str,
+    *,
+    train: Mapping[str, Any] | None = None,
+    report_every: int = 10,
+    runs_dir: str | None = None,
 ) -> Callable[..., float]:
     """Resolve ``"builtin"``, ``"file.py:function"`` or ``"package.module:function"``."""
     if spec == BUILTIN:
-        return TrainerObjective(dict(train or {}), report_every)
+        return TrainerObjective(dict(train or {}), report_every, runs_dir)
     target, sep, func_name = spec.rpartition(":")
     if not sep or not target or not func_name:
         raise SweepError(

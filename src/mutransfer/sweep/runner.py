@@ -42,7 +42,15 @@ from .journal import StorageWriteError
 from .liveness import Heartbeat, Owner, recover_lost
 from .objective import TrialHandle, load_objective
 from .progress import Progress
-from .storage import connection_lost, first_line, open_storage, patiently, redact, study_name
+from .storage import (
+    connection_lost,
+    first_line,
+    open_storage,
+    patiently,
+    redact,
+    runs_dir,
+    study_name,
+)
 from .trials import (
     ATTR_FAIL_KIND,
     ATTR_FAIL_REASON,
@@ -390,7 +398,12 @@ def _worker_main(
         pass
     spec = SweepSpec.from_dict(spec_data)
     if isinstance(objective, str):
-        objective = load_objective(objective, train=spec.train, report_every=spec.report_every)
+        objective = load_objective(
+            objective,
+            train=spec.train,
+            report_every=spec.report_every,
+            runs_dir=runs_dir(spec, storage_url),
+        )
     log: Log = _PipeLog(conn) if conn is not None else print_line
     try:
         Worker(spec, objective, storage_url, index=index, log=log).run()

@@ -74,6 +74,17 @@ def redact(url: str) -> str:
     return f"{scheme}://{user}{':***' if ':' in creds else ''}@{host}"
 
 
+def runs_dir(spec: SweepSpec, url: str) -> str:
+    """Where the built-in objective keeps its finished runs: beside a journal
+    (``runs/<name>.runs`` for ``runs/<name>.journal``), else ``runs/<name>.runs`` here."""
+    if spec.runs_dir is not None:
+        return spec.runs_dir
+    if storage_kind(url) == "journal":
+        path = Path(url)
+        return str(path.with_name(f"{spec.name}.runs"))
+    return str(Path(DEFAULT_DIR) / f"{spec.name}.runs")
+
+
 def study_name(name: str, width: int) -> str:
     """One study per width: ``<sweep name>-w<width>``."""
     return f"{name}-w{width}"

@@ -1,11 +1,18 @@
-"""Durable, parallel execution of a fixed list of training runs (the demo's grid).
+"""The one way proxy runs are executed and kept: a content-addressed store and a worker pool.
 
-Why not a sweep engine: the demo's grid is fixed in advance, so all it needs is (1) never to lose
-or redo a finished run and (2) to keep both cores busy. Each finished run is one JSON file,
-written atomically (temporary file + ``os.replace``), named by a hash of its *full* config and of
-the exact text it trained on. A re-run with the same options finds every finished run and
-computes only the missing ones; a re-run with different options (steps, batch, another text...)
-gets different keys, so results are never silently mixed.
+A proxy run is a pure function of its config and data (``training.proxy.train``), so a finished
+run is kept once and found again by whoever asks for the same run: the demo, the benchmarks
+(which reuse the demo's runs) and the sweeps' built-in objective (``sweep.objective``) all go
+through ``RunStore``. What differs is who decides *which* runs: a fixed grid (the demo, the
+benchmarks: ``run_all`` below runs the missing ones on a pool) or a search (the sweeps: Optuna
+chooses, many workers and machines, pruning). The grid needs no sampler and no database: all it
+needs is (1) never to lose or redo a finished run and (2) to keep both cores busy.
+
+Each finished run is one JSON file, written atomically (temporary file + ``os.replace``), named
+by a hash of its *full* config and of the exact text it trained on. A re-run with the same
+options finds every finished run and computes only the missing ones; a re-run with different
+options (steps, batch, another text...) gets different keys, so results are never silently
+mixed.
 
 Workers are spawned processes (``ProcessPoolExecutor``, which reports a worker that died instead
 of waiting for it forever) with one torch thread each: two such workers give about twice the
@@ -109,12 +116,16 @@ class RunStore:
         return result
 
     def save(self, config: TrainConfig, result: TrainResult) -> Path:
+        return self.save_dict(config, result.to_dict())
+
+    def save_dict(self, config: TrainConfig, result: dict[str, Any]) -> Path:
+        """Keep a finished run (``TrainResult.to_dict()``), atomically."""
         record = {
             "format": RUN_FORMAT,
             "key": run_key(config, self.fingerprint),
             "data": self.fingerprint,
             "config": config.to_dict(),
-            "result": result.to_dict(),
+            "result": result,
         }
         path = self.path(config)
         write_json_atomic(path, record)
