@@ -277,6 +277,7 @@ def demo_results_section(
         provenance_lines,
         rules_name,
     )
+    from mutransfer.demo.report import markdown_table as demo_table  # right-aligned numbers
 
     summary = normalise(summary)
     axis = summary["axis"]
@@ -336,7 +337,7 @@ def demo_results_section(
         "",
         f"![{' vs '.join(names)}: validation loss against log2 learning rate]({figure})",
         "",
-        markdown_table(["", *names], rows),
+        demo_table(["", *names], rows),
         "",
     ]
     if fraction is not None:
@@ -358,7 +359,7 @@ def demo_results_section(
             + ", ".join(f"`{c['run']['command']}`" for c in seed_checks)
             + "):",
             "",
-            markdown_table(
+            demo_table(
                 [
                     "seed",
                     f"{ref} drift",
