@@ -226,3 +226,9 @@ def test_base_init_std_sets_per_tensor_constants_and_rules_mode_ignores_the_mode
         mt.parametrize(OwnInitLM(128), base, init=False, base_init_std={"nothing*": 0.1})
     with pytest.raises(ValueError, match="base_init must be"):
         mt.parametrize(OwnInitLM(128), base, init=False, base_init="own")  # type: ignore[arg-type]
+
+
+def test_zero_init_readout_on_a_tied_readout_says_it_does_not_apply() -> None:
+    with pytest.warns(UserWarning, match="zero_init_readout does not apply .*tied"):
+        plan = parametrize_hf(gpt2(128), 64, zero_init_readout=True, init=False)
+    assert plan["lm_head.weight"].init == "normal"  # the shared embedding keeps its init

@@ -306,6 +306,14 @@ def _tensor_plan(
 
     if any(fnmatch.fnmatchcase(n, p) for p in zero_patterns for n in role.names):
         init = "zeros"
+    if rules.zero_init_readout and role.is_tied and "output" in role.tied_roles:
+        warnings.warn(
+            f"zero_init_readout does not apply to {role.name!r}: the readout is tied to the "
+            "input embedding, and zeroing it would zero the embedding too. It keeps its init; "
+            "untie the readout to zero-initialise it, or tune output_multiplier instead.",
+            UserWarning,
+            stacklevel=4,
+        )
     if role.role == "output" and rules.zero_init_readout and not role.is_tied:
         init = "zeros"
 
