@@ -132,7 +132,7 @@ def test_unreachable_database_is_a_clear_error() -> None:
     from mutransfer.sweep import SweepError
 
     with pytest.raises(
-        SweepError, match=r"cannot open storage 'postgresql://u:\*\*\*@127.0.0.1:1/x'"
+        SweepError, match=r"cannot reach the database 'postgresql://u:\*\*\*@127.0.0.1:1/x'"
     ):
         open_storage("postgresql://u:secret@127.0.0.1:1/x")
 

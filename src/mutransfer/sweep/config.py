@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..rules import get_rules
 from . import checks
 from .errors import ConfigError
 from .space import Space
@@ -389,6 +390,11 @@ def _validate_train(spec: SweepSpec) -> None:
         dim = spec.space[name]
         if isinstance(getattr(defaults, name), int) and dim.values is None and not dim.integer:
             raise checks.fail(where, "is an integer option; add integer = true (or use values)")
+    rules = spec.train.get("rules", spec.space.grid()[0].get("rules", "mup"))
+    try:
+        get_rules(rules)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"train.rules: {exc}") from None
     sample = spec.space.grid()[0]
     for width in spec.widths:  # every width: e.g. each must split into the heads
         try:

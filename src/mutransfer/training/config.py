@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..rules import get_rules
 from .options import RunOptions, Schedule
 from .proxy import TrainConfig
 
@@ -136,6 +137,10 @@ class RunConfig(RunOptions):
         unknown = [k for k in self.allow_changes if k not in fields]
         if unknown:
             raise ConfigError(f"allow_changes: unknown field(s) {', '.join(unknown)}")
+        try:  # a run's rules must exist when it is configured, not when its model is built
+            get_rules(self.rules)
+        except ValueError as exc:
+            raise ConfigError(f"rules: {exc}") from None
         if self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.grad_clip < 0:

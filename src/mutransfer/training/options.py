@@ -29,7 +29,7 @@ from torch import nn
 from ..optim import OPTIMIZERS as BUILTIN_OPTIMIZERS
 from ..optim import optimizer_class
 from ..plan import Plan
-from ..rules import ROLES, get_rules
+from ..rules import ROLES
 
 Schedule = Literal["constant", "cosine", "linear"]
 
@@ -114,10 +114,6 @@ class RunOptions:
             )
         if self.mode not in ("absorbed", "explicit"):
             raise self._invalid(f"mode must be 'absorbed' or 'explicit', got {self.mode!r}")
-        try:
-            get_rules(self.rules)
-        except ValueError as exc:
-            raise self._invalid(f"rules: {exc}") from None
         if getattr(self, "model", "gpt") != "mlp":  # transformers: heads split the width
             for name in ("width", "base_width"):
                 if getattr(self, name) % self.n_heads:
