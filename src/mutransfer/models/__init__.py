@@ -2,5 +2,6 @@
 
 from .gpt import GPT, GPTConfig, gpt_parametrize_options
 from .mlp import MLP
+from .resnet import ResNet, ResNetConfig
 
-__all__ = ["GPT", "MLP", "GPTConfig", "gpt_parametrize_options"]
+__all__ = ["GPT", "MLP", "GPTConfig", "ResNet", "ResNetConfig", "gpt_parametrize_options"]
