@@ -92,7 +92,9 @@ def _worker(rank: int, port: int, tmp: str) -> None:
     base = Path(tmp)
     results: dict[str, list[float]] = {}
     try:
-        results["ddp"] = train(tiny(base / "ddp", model="gpt", parallel="ddp"), quiet=True).losses
+        results["ddp"] = train(
+            tiny(base / "ddp", model="gpt", parallel="ddp", monitor_every=2), quiet=True
+        ).losses
         results["fsdp2"] = train(
             tiny(base / "fsdp2", model="gpt2", parallel="fsdp2", grad_accum=2), quiet=True
         ).losses
@@ -133,6 +135,10 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _monitor(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "monitor.jsonl").read_text().splitlines()]
+
+
 def _close(a: list[float], b: list[float], tol: float = 1e-5) -> bool:
     if len(a) != len(b):
         return False
@@ -143,8 +149,16 @@ def test_two_processes_match_one_and_fsdp2_resumes_exactly(tmp_path: Path) -> No
     mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
     got = json.loads((tmp_path / "losses.json").read_text())
 
-    ddp_ref = train(tiny(tmp_path / "ref_ddp", model="gpt"), quiet=True).losses
+    ddp_ref = train(tiny(tmp_path / "ref_ddp", model="gpt", monitor_every=2), quiet=True).losses
     assert _close(got["ddp"], ddp_ref), (got["ddp"], ddp_ref)
+    # the layer monitor under DDP: written once (main process), the one-process run's numbers
+    ddp_monitor = _monitor(tmp_path / "ddp")
+    one_monitor = _monitor(tmp_path / "ref_ddp")
+    assert [r["step"] for r in ddp_monitor] == [r["step"] for r in one_monitor] == [2, 4]
+    for got_r, ref_r in zip(ddp_monitor, one_monitor, strict=True):
+        for layer, values in ref_r["layers"].items():
+            for quantity, value in values.items():
+                assert got_r["layers"][layer][quantity] == pytest.approx(value, rel=1e-3)
     fsdp_ref = train(tiny(tmp_path / "ref_fsdp2", model="gpt2"), quiet=True).losses
     assert _close(got["fsdp2"], fsdp_ref), (got["fsdp2"], fsdp_ref)  # also: grad_accum=2
 

@@ -42,7 +42,7 @@ import contextlib
 import inspect
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -180,6 +180,17 @@ class Recorder:
                     self._post_hook(name, record, owns), with_kwargs=True, always_call=True
                 )
             )
+
+    @property
+    def attention_owners(self) -> frozenset[str]:
+        """Modules seen calling attention so far (their ``Δlogits`` are recorded from the
+        next step on: the module's input has to be kept before it is known to need it)."""
+        return frozenset(self._attention_owners)
+
+    def expect_attention(self, owners: Iterable[str]) -> None:
+        """Record ``Δlogits`` of these modules from the first step (a new recorder on a model
+        whose attention modules an earlier one found: ``attention_owners``)."""
+        self._attention_owners.update(owners)
 
     # ------------------------------------------------------------------------------ steps
     def begin(self, deltas: Mapping[int, Delta] | None = None) -> None:

@@ -55,6 +55,28 @@ def register(subparsers: Any) -> None:
         "comma-separated or repeatable",
     )
     parser.add_argument(
+        "--monitor-every",
+        type=int,
+        metavar="N",
+        help="sample every layer's activation and update RMS every N steps into monitor.jsonl, "
+        "warning when a layer drifts from the reference (overrides monitor_every)",
+    )
+    parser.add_argument(
+        "--monitor-reference",
+        metavar="RUN_DIR",
+        help="compare the samples with this run's (e.g. the proxy's) monitor.jsonl",
+    )
+    parser.add_argument(
+        "--tensorboard",
+        nargs="?",
+        const=True,
+        metavar="DIR",
+        help="write TensorBoard event files (to DIR, default <out>/tensorboard)",
+    )
+    parser.add_argument(
+        "--wandb-project", metavar="NAME", help="log to this Weights & Biases project"
+    )
+    parser.add_argument(
         "--print-config", action="store_true", help="print the resolved config and exit"
     )
     parser.set_defaults(func=run)
@@ -66,7 +88,15 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         overrides = dict(parse_override(o) for o in args.overrides)
-        for key, value in (("steps", args.steps), ("out_dir", args.out), ("resume", args.resume)):
+        for key, value in (
+            ("steps", args.steps),
+            ("out_dir", args.out),
+            ("resume", args.resume),
+            ("monitor_every", args.monitor_every),
+            ("monitor_reference", args.monitor_reference),
+            ("tensorboard", args.tensorboard),
+            ("wandb_project", args.wandb_project),
+        ):
             if value is not None:
                 overrides[key] = value
         if args.allow_changes:

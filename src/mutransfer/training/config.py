@@ -118,6 +118,22 @@ class RunConfig(RunOptions):
     """Fields that may differ from the checkpoint's config when resuming, besides ``steps``,
     logging, evaluation and checkpoint cadence (see ``training/resume.py``)."""
 
+    # --- watching the run (training/monitor.py, training/tracking.py)
+    monitor_every: int = 0
+    """Sample every layer's activation and update RMS every N steps (0: off); see
+    ``monitor.jsonl`` in the run folder and docs/training.md."""
+    monitor_reference: str = ""
+    """A run folder (or ``monitor.jsonl``) to compare the samples with, e.g. the proxy's; empty:
+    this run's own first sample."""
+    monitor_tolerance: float = 8.0
+    """Warn, naming the layer, when a sampled RMS is this many times the reference's."""
+    monitor_batch_size: int = 4
+    """Sequences in the fixed validation batch the samples are taken on."""
+    tensorboard: bool | str = False
+    """``true``: TensorBoard event files in ``<out_dir>/tensorboard``; or a folder; ``false``."""
+    wandb_project: str = ""
+    """Log to this Weights & Biases project (empty: off)."""
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.model not in MODELS:
@@ -141,6 +157,17 @@ class RunConfig(RunOptions):
             get_rules(self.rules)
         except ValueError as exc:
             raise ConfigError(f"rules: {exc}") from None
+        _positive("monitor_batch_size", self.monitor_batch_size)
+        if not isinstance(self.monitor_every, int) or self.monitor_every < 0:
+            raise ConfigError(f"monitor_every must be >= 0 (0: off), got {self.monitor_every!r}")
+        if not (isinstance(self.monitor_tolerance, int | float) and self.monitor_tolerance > 1):
+            raise ConfigError(
+                f"monitor_tolerance must be a number > 1 (a factor), got {self.monitor_tolerance!r}"
+            )
+        if not isinstance(self.tensorboard, bool | str):
+            raise ConfigError(
+                f"tensorboard must be true, false or a folder, got {self.tensorboard!r}"
+            )
         if self.keep_checkpoints < 1:
             raise ConfigError(f"keep_checkpoints must be >= 1, got {self.keep_checkpoints}")
         if self.grad_clip < 0:

@@ -10,7 +10,10 @@
    for each — a multiplicative schedule, so every group keeps its µP learning-rate scale;
 4. optional ``torch.compile`` and bf16 autocast; gradient accumulation over micro-batches;
 5. every process draws the same global batch and trains on its slice, so the loss curve does
-   not depend on the number of processes; checkpoints resume it exactly.
+   not depend on the number of processes; checkpoints resume it exactly;
+6. optionally, every ``monitor_every`` steps each layer's activation and update RMS are sampled
+   and checked against the proxy's (``monitor``), and everything logged goes to TensorBoard
+   and/or W&B too (``tracking``).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from torch import nn
 from ..data import TextCorpus, load_text
 from ..errors import Diverged
 from ..plan import Plan
-from . import checkpoint, distributed, models, resume
+from . import checkpoint, distributed, models, monitor, resume, tracking
 from .config import ConfigError, RunConfig
 from .distributed import DistEnv
 from .options import lr_lambda, make_optimizers
@@ -122,24 +125,41 @@ def _make_run_folder(config: RunConfig) -> None:
 
 
 class _Log:
-    """Progress lines on stdout and ``metrics.jsonl`` in the run folder (main process only)."""
+    """Progress lines on stdout, ``metrics.jsonl`` in the run folder and the optional
+    TensorBoard/W&B sinks (main process only)."""
 
     def __init__(self, config: RunConfig, env: DistEnv, quiet: bool, fresh: bool) -> None:
         self.enabled = env.is_main
         self.quiet = quiet
         self.file = Path(config.out_dir) / "metrics.jsonl"
+        self.sinks: list[tracking.Sink] = []
         if self.enabled:
             self.file.parent.mkdir(parents=True, exist_ok=True)
-            if fresh:
-                self.file.write_text("")  # left by a run that stopped before its 1st checkpoint
+            if fresh:  # left by a run that stopped before its 1st checkpoint
+                self.file.write_text("")
+                (self.file.parent / monitor.MONITOR).unlink(missing_ok=True)
+
+    def open_sinks(self, config: RunConfig, start_step: int) -> None:
+        if self.enabled:
+            self.sinks = tracking.open_sinks(config, start_step)
 
     def __call__(self, record: dict[str, Any], line: str | None = None) -> None:
         if not self.enabled:
             return
         with self.file.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
+        self.scalars(int(record["step"]), tracking.metrics_scalars(record))
         if line and not self.quiet:
             print(line, flush=True)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        for sink in self.sinks:
+            sink.log(step, values)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+        self.sinks = []
 
     def say(self, line: str) -> None:
         if self.enabled and not self.quiet:
@@ -177,6 +197,8 @@ def _train(
 ) -> RunResult:
     """Set up (or resume) the run, loop over its steps, write its summary."""
     _check_divisible(config, env)
+    monitor.check_supported(env.parallel, config.monitor_every)
+    tracking.check_available(config)
     _make_run_folder(config)
     say = print if env.is_main and not quiet else (lambda line: None)
     resume_from = resume.choose_checkpoint(config, say)
@@ -195,23 +217,28 @@ def _train(
             "which gathers each one several times per step (see docs/training.md); DDP does not"
         )
     run.last_checkpoint = str(resume_from) if resume_from else None
-    began = time.perf_counter()
-    run.tick, run.tick_step = began, start
-    run.model.train()
-    for step in range(start, config.steps):
-        value, lrs = run.step()
-        run.losses.append(value)
-        done = step + 1
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"the training loss became {value} at step {done}; lower lr (or raise "
-                f"warmup_steps). Last checkpoint: {run.last_checkpoint or 'none'}"
-            )
-        if on_step is not None:
-            on_step(step, value)
-        run.record(done, value, lrs)
-        run.maybe_checkpoint(done)
-    return run.summary(start, time.perf_counter() - began)
+    log.open_sinks(config, start)
+    try:
+        began = time.perf_counter()
+        run.tick, run.tick_step = began, start
+        run.model.train()
+        for step in range(start, config.steps):
+            value, lrs = run.step(step)
+            run.losses.append(value)
+            done = step + 1
+            run.sample_layers(step, lrs[0])
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"the training loss became {value} at step {done}; lower lr (or raise "
+                    f"warmup_steps). Last checkpoint: {run.last_checkpoint or 'none'}"
+                )
+            if on_step is not None:
+                on_step(step, value)
+            run.record(done, value, lrs)
+            run.maybe_checkpoint(done)
+        return run.summary(start, time.perf_counter() - began)
+    finally:
+        log.close()
 
 
 @dataclass
@@ -229,6 +256,7 @@ class _Run:
     corpus: TextCorpus
     generator: torch.Generator
     eval_batches: list[Batch]
+    layer_monitor: monitor.LayerMonitor | None = None
     losses: list[float] = field(default_factory=list)
     val_losses: dict[int, float] = field(default_factory=dict)
     last_checkpoint: str | None = None
@@ -265,7 +293,7 @@ class _Run:
         torch.manual_seed(config.seed + 1 + env.rank)  # dropout differs per process, not per run
         return cls(
             config, env, log, model, forward, plan, optimizers, schedulers, corpus, generator,
-            eval_batches,
+            eval_batches, _layer_monitor(config, env, model, corpus),
         )  # fmt: skip
 
     def resume(self, folder: Path, changes: resume.ConfigChanges | None) -> int:
@@ -292,11 +320,16 @@ class _Run:
                     f"mutransfer train: {moved} record(s) of metrics.jsonl after step {start} "
                     f"(from the interrupted session) moved to {resume.SUPERSEDED}"
                 )
+            resume.supersede_metrics(
+                config.out_dir, start, name=monitor.MONITOR, side=monitor.SUPERSEDED
+            )
+        if self.layer_monitor is not None:
+            self.layer_monitor.continue_from(config.out_dir)
         return start
 
-    def step(self) -> tuple[float, list[float]]:
-        """One optimizer step on a global batch (this process's slice, in micro-batches);
-        returns the mean loss over the processes and the base LRs the step used."""
+    def step(self, index: int) -> tuple[float, list[float]]:
+        """Optimizer step ``index`` (0-based) on a global batch (this process's slice, in
+        micro-batches); returns the mean loss over the processes and the base LRs it used."""
         config, env = self.config, self.env
         micro = config.batch_size // (env.world_size * config.grad_accum)
         x, y = self.corpus.batch("train", config.batch_size, config.seq_len, self.generator)
@@ -313,6 +346,8 @@ class _Run:
         if config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
         lrs = [_base_lr(o) for o in self.optimizers]
+        if self.layer_monitor is not None:
+            self.layer_monitor.before_step(index)
         for optimizer in self.optimizers:
             optimizer.step()
         for scheduler in self.schedulers:
@@ -320,6 +355,15 @@ class _Run:
         for optimizer in self.optimizers:
             optimizer.zero_grad(set_to_none=True)
         return distributed.mean_across(total, env), lrs
+
+    def sample_layers(self, index: int, lr: float) -> None:
+        """The layer monitor's sample of step ``index`` (base LR ``lr``), when it is due."""
+        if self.layer_monitor is None:
+            return
+        with _autocast(self.config, self.env):
+            sampled = self.layer_monitor.after_step(index, lr)
+        if sampled is not None:
+            self.log.scalars(index + 1, monitor.scalars(sampled[0].layers))
 
     def record(self, done: int, value: float, lrs: list[float]) -> None:
         """The step's metrics record (and, at the logging and evaluation cadence, a line)."""
@@ -386,6 +430,26 @@ class _Run:
                 f"checkpoint {self.last_checkpoint}"
             )
         return result
+
+
+def _layer_monitor(
+    config: RunConfig, env: DistEnv, model: nn.Module, corpus: TextCorpus
+) -> monitor.LayerMonitor | None:
+    """The main process's layer monitor (on the unwrapped model), when ``monitor_every``."""
+    if not config.monitor_every or not env.is_main:
+        return None
+    reference = (
+        monitor.Reference.read(config.monitor_reference) if config.monitor_reference else None
+    )
+    probe = corpus.eval_batches(1, config.monitor_batch_size, config.seq_len, seed=4321)[0][0]
+    return monitor.LayerMonitor(
+        model=model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model,
+        probe=probe.to(env.device),
+        every=config.monitor_every,
+        out_dir=config.out_dir,
+        tolerance=config.monitor_tolerance,
+        reference=reference,
+    )
 
 
 def _adamw_lr(config: RunConfig) -> str:

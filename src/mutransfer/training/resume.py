@@ -50,6 +50,12 @@ MAY_CHANGE: frozenset[str] = frozenset(
         "compile_backend",
         "compile_fullgraph",
         "grad_accum",
+        "monitor_every",
+        "monitor_reference",
+        "monitor_tolerance",
+        "monitor_batch_size",
+        "tensorboard",
+        "wandb_project",
     }
 )
 """Fields a resumed session may change freely: how long, how it logs and saves, where it runs
@@ -232,13 +238,19 @@ def _newest_intact(root: Path) -> Path | None:
 
 
 # ---------------------------------------------------------------------------- metrics
-def supersede_metrics(out_dir: str | os.PathLike[str], step: int) -> int:
-    """Move ``metrics.jsonl`` records after ``step`` to ``metrics.superseded.jsonl``.
+def supersede_metrics(
+    out_dir: str | os.PathLike[str],
+    step: int,
+    name: str = METRICS,
+    side: str = SUPERSEDED,
+) -> int:
+    """Move the records after ``step`` of ``name`` (``metrics.jsonl``, or the monitor's
+    ``monitor.jsonl``) to ``side`` (``metrics.superseded.jsonl``).
 
     They were written by a session that stopped before its next checkpoint; the resumed run
     writes those steps again. Nothing is deleted. Returns how many records moved.
     """
-    path = Path(out_dir) / METRICS
+    path = Path(out_dir) / name
     if not path.is_file():
         return 0
     keep: list[str] = []
@@ -251,9 +263,9 @@ def supersede_metrics(out_dir: str | os.PathLike[str], step: int) -> int:
             continue
         (moved if int(record.get("step", 0)) > step else keep).append(line)
     if moved:
-        with (Path(out_dir) / SUPERSEDED).open("a", encoding="utf-8") as fh:
+        with (Path(out_dir) / side).open("a", encoding="utf-8") as fh:
             fh.writelines(moved)
-        tmp = path.with_name(METRICS + ".tmp")
+        tmp = path.with_name(name + ".tmp")
         tmp.write_text("".join(keep), encoding="utf-8")
         os.replace(tmp, path)
     return len(moved)
