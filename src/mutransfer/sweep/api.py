@@ -37,7 +37,9 @@ from .storage import (
     storage_kind,
     storage_url,
     study_name,
+    tensorboard_dir,
 )
+from .tensorboard import check_available as check_tensorboard
 
 T = TypeVar("T")
 
@@ -77,6 +79,7 @@ class Sweep:
         max_retry: int = 3,
         reconnect_timeout: int = 120,
         runs_dir: str | None = None,
+        tensorboard: bool | str = False,
     ) -> None:
         spec = SweepSpec(
             name=name,
@@ -97,6 +100,7 @@ class Sweep:
             max_retry=max_retry,
             reconnect_timeout=reconnect_timeout,
             runs_dir=runs_dir,
+            tensorboard=tensorboard,
         )
         self._init(spec, None if isinstance(objective, str) else objective)
 
@@ -154,6 +158,8 @@ class Sweep:
 
     def prepare(self) -> dict[int, optuna.Study]:
         """Create the studies (once) and enqueue missing grid points; safe to call again."""
+        if tensorboard_dir(self.spec, self.storage_url) is not None:
+            check_tensorboard()  # said before any trial runs, not by each worker after one
         return self._patiently(lambda: setup_studies(self.spec, self.storage(), self.storage_url))
 
     def work(

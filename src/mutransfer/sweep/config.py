@@ -62,6 +62,7 @@ _SWEEP_KEYS = (
     "max_retry",
     "reconnect_timeout",
     "runs_dir",
+    "tensorboard",
 )
 # Set by the sweep itself for every trial: a fixed value in [train] would be silently overridden.
 _SET_BY_SWEEP = {"width": "sweep.widths", "seed": "sweep.seeds"}
@@ -123,6 +124,9 @@ class SweepSpec:
     """Built-in trainer: where finished runs are kept and found again (``training.runs``);
     ``None`` → ``<name>.runs`` beside the journal. Point it at the demo's ``runs/demo/runs`` to
     reuse the demo's runs."""
+    tensorboard: bool | str = False
+    """Write each finished trial's curve as TensorBoard event files: ``true`` → ``<name>.
+    tensorboard`` beside the journal (``runs/<name>.tensorboard`` for a database), or a folder."""
 
     def __post_init__(self) -> None:
         if self.strategy == "independent" and self.objective == BUILTIN:
@@ -166,6 +170,7 @@ class SweepSpec:
             "max_retry": self.max_retry,
             "reconnect_timeout": self.reconnect_timeout,
             "runs_dir": self.runs_dir,
+            "tensorboard": self.tensorboard,
         }
 
     @classmethod
@@ -255,7 +260,14 @@ def parse_sweep(
         runs_dir=None
         if data.get("runs_dir") is None
         else checks.string(data["runs_dir"], f"{where}.runs_dir"),
+        tensorboard=_tensorboard(data.get("tensorboard", False), f"{where}.tensorboard"),
     )
+
+
+def _tensorboard(value: Any, where: str) -> bool | str:
+    if isinstance(value, bool):
+        return value
+    return checks.string(value, where)
 
 
 def resolve_objective_path(objective: str, base_dir: Path) -> str:

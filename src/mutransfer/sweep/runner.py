@@ -16,6 +16,7 @@ results at every width rather than all of the small ones.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import multiprocessing
@@ -35,6 +36,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from . import tensorboard
 from .config import SweepSpec
 from .errors import Diverged, SweepError
 from .formatting import format_params, format_value
@@ -50,6 +52,7 @@ from .storage import (
     redact,
     runs_dir,
     study_name,
+    tensorboard_dir,
 )
 from .trials import (
     ATTR_FAIL_KIND,
@@ -121,6 +124,7 @@ class Worker:
         self.poll_seconds = poll_seconds
         self.here = Owner.current()
         self.stats = WorkerStats()
+        self.tensorboard = tensorboard_dir(spec, storage_url)
 
     # ------------------------------------------------------------------------- loop
     def run(
@@ -144,6 +148,8 @@ class Worker:
             )
             for width in self.spec.widths
         }
+        if self.tensorboard is not None and self.index == 0:
+            self._write_missing_curves(self.tensorboard, studies)
         started = 0
         while max_trials is None or started < max_trials:
             try:
@@ -285,11 +291,13 @@ class Worker:
                     losses.append(loss)
         except optuna.TrialPruned as exc:
             self._tell(study, trial, TrialState.PRUNED, reason=str(exc) or "pruned")
+            self._write_curve(study, width, trial)
             self.stats.pruned += 1
             self.log(f"{head} {format_params(params)} → pruned ({exc})")
             return
         except Diverged as exc:
             self._tell(study, trial, TrialState.FAIL, kind=DIVERGED, reason=str(exc))
+            self._write_curve(study, width, trial)
             self.stats.diverged += 1
             self.log(f"{head} {format_params(params)} → diverged: {exc}")
             return
@@ -303,9 +311,33 @@ class Worker:
             trial.set_user_attr("loss_per_seed", losses)
         trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
         if self._tell(study, trial, TrialState.COMPLETE, value=value):
+            self._write_curve(study, width, trial)
             self.stats.complete += 1
             seconds = time.perf_counter() - start
             self.log(f"{head} {format_params(params)} → {value:.4f} ({seconds:.1f} s)")
+
+    def _write_curve(self, study: optuna.Study, width: int, trial: optuna.Trial) -> None:
+        """The finished trial's TensorBoard curve, when the sweep asks for them."""
+        if self.tensorboard is not None:
+            folder = self.tensorboard
+            frozen = storage_of(study).get_trial(trial_id(trial))
+            self._guard_view(lambda: tensorboard.write_trial(folder, width, frozen))
+
+    def _write_missing_curves(self, folder: str, studies: dict[int, optuna.Study]) -> None:
+        """Curves of finished trials a killed worker did not get to write."""
+        for width, study in studies.items():
+            trials = study.get_trials(deepcopy=False)
+            self._guard_view(functools.partial(tensorboard.write_missing, folder, width, trials))
+
+    def _guard_view(self, write: Callable[[], object]) -> None:
+        """The curves are a view of the storage: failing to write one never stops a sweep
+        (the next start writes it), but it is said."""
+        try:
+            write()
+        except OSError as exc:
+            self.log(
+                f"[worker {self.index}] TensorBoard curve not written ({exc}); kept in the storage"
+            )
 
     def _tell(
         self,

@@ -85,6 +85,17 @@ def runs_dir(spec: SweepSpec, url: str) -> str:
     return str(Path(DEFAULT_DIR) / f"{spec.name}.runs")
 
 
+def tensorboard_dir(spec: SweepSpec, url: str) -> str | None:
+    """Where the trials' TensorBoard curves go (``None``: not written); like ``runs_dir``."""
+    if spec.tensorboard is False or spec.tensorboard == "":
+        return None
+    if isinstance(spec.tensorboard, str):
+        return spec.tensorboard
+    if storage_kind(url) == "journal":
+        return str(Path(url).with_name(f"{spec.name}.tensorboard"))
+    return str(Path(DEFAULT_DIR) / f"{spec.name}.tensorboard")
+
+
 def study_name(name: str, width: int) -> str:
     """One study per width: ``<sweep name>-w<width>``."""
     return f"{name}-w{width}"
