@@ -1,4 +1,4 @@
-"""``mutransfer sweep``, ``mutransfer transfer`` and ``mutransfer report``.
+"""``mutransfer sweep``, ``transfer``, ``report`` and ``dashboard``.
 
 A STUDY argument is either the sweep's config file (``sweep.toml``: its name and storage are read
 from it) or the sweep's name (storage: ``--storage URL``, default ``runs/<name>.journal``).
@@ -75,6 +75,20 @@ def register(subparsers: Any) -> None:
     rep.add_argument("--out", help="output folder (default runs/NAME-report)")
     rep.set_defaults(func=cmd_report)
 
+    dash = subparsers.add_parser(
+        "dashboard",
+        help="browse a sweep's trials in optuna-dashboard (on the sweep's own storage)",
+        description=(
+            "Start optuna-dashboard on the sweep's storage (journal file or database), opened "
+            "the way the workers open it; safe to run while the sweep runs."
+        ),
+    )
+    dash.add_argument("study", help=_STUDY_HELP)
+    dash.add_argument("--storage", help=_STORAGE_HELP)
+    dash.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    dash.add_argument("--port", type=int, default=8080, help="port to listen on (8080)")
+    dash.set_defaults(func=cmd_dashboard)
+
 
 def _quiet_optuna() -> None:
     """Our own one-line-per-trial log replaces Optuna's INFO messages on the command line."""
@@ -98,7 +112,6 @@ def resolve_study(study: str, storage: str | None) -> tuple[str, str]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from .api import Sweep
-    from .report import dashboard_command
 
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
@@ -125,7 +138,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     storage = f" --storage {args.storage}" if args.storage else ""
     print(f"next: mutransfer report {source}{storage}")
     print(f"      mutransfer transfer {source}{storage} --to-width WIDTH")
-    print(f"      {dashboard_command(sweep.storage_url)}   (if optuna-dashboard is installed)")
+    print(f"      mutransfer dashboard {source}{storage}   (browse every trial)")
     return 0
 
 
@@ -162,4 +175,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     print(report.text)
     for kind, path in report.files.items():
         print(f"wrote {kind}: {path}")
+    return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import serve
+
+    _quiet_optuna()
+    name, url = resolve_study(args.study, args.storage)
+    serve(name, url, host=args.host, port=args.port)
     return 0

@@ -57,9 +57,10 @@ def drift(results: SweepResults) -> dict[str, tuple[float, float]]:
     return out
 
 
-def dashboard_command(storage: str) -> str:
+def dashboard_command(name: str, storage: str) -> str:
+    """The command that browses a sweep in optuna-dashboard (``mutransfer dashboard``)."""
     target = storage if storage_kind(storage) != "journal" else str(Path(storage))
-    return f"optuna-dashboard {redact(target)}"
+    return f"mutransfer dashboard {name} --storage {redact(target)}"
 
 
 def make_report(results: SweepResults, out_dir: str | Path) -> Report:
@@ -145,7 +146,10 @@ def summary_text(
         for key, path in figures.items():
             lines.append(f"![{key}]({path.relative_to(out_dir)})")
         lines.append("")
-    lines.append(f"Browse every trial: {dashboard_command(results.storage)}")
+    lines.append(
+        f"Browse every trial: {dashboard_command(results.spec.name, results.storage)} "
+        '(optuna-dashboard: pip install "mutransfer[dashboard]")'
+    )
     return "\n".join(lines) + "\n"
 
 
