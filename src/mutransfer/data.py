@@ -240,3 +240,16 @@ def fashion_mnist() -> ArrayDataset:
     return ArrayDataset(
         images("train"), labels("train"), images("t10k"), labels("t10k"), name="fashion-mnist"
     )
+
+
+def fashion_mnist_images() -> ArrayDataset:
+    """Fashion-MNIST as images ``(N, 1, 28, 28)`` for convolutional models: the same tensors
+    as ``fashion_mnist()``, viewed as one-channel 28 × 28 pictures (no copy)."""
+    flat = fashion_mnist()
+    return ArrayDataset(
+        flat.train_x.view(-1, 1, 28, 28),
+        flat.train_y,
+        flat.val_x.view(-1, 1, 28, 28),
+        flat.val_y,
+        name=flat.name,
+    )

@@ -27,13 +27,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data import ArrayDataset, TextCorpus, fashion_mnist, load_text
+from ..data import ArrayDataset, TextCorpus, fashion_mnist, fashion_mnist_images, load_text
 from ..errors import Diverged
+from ..models import ResNet, mask_tokens
 from ..plan import Plan
 from .options import RunOptions, lr_lambda, make_optimizers
 from .reference import build_reference
 
-ModelName = Literal["gpt", "mlp"]
+ModelName = Literal["gpt", "mlp", "resnet", "bert"]
+MODELS: tuple[ModelName, ...] = ("gpt", "mlp", "resnet", "bert")
+TEXT_MODELS = ("gpt", "bert")
 
 
 @dataclass(frozen=True)
@@ -50,8 +53,8 @@ class TrainConfig(RunOptions):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.model not in ("gpt", "mlp"):
-            raise self._invalid(f"model must be 'gpt' or 'mlp', got {self.model!r}")
+        if self.model not in MODELS:
+            raise self._invalid(f"model must be one of {', '.join(MODELS)}, got {self.model!r}")
 
     def with_(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
@@ -93,7 +96,7 @@ class TrainResult:
     seconds: float = 0.0
     steps_done: int = 0
     flops: float = 0.0
-    """Approximate training FLOPs (6 · params · tokens), for compute comparisons."""
+    """Approximate training FLOPs (``step_flops`` × steps done), for compute comparisons."""
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -131,7 +134,10 @@ class _Data:
 
     def _batch(self, split: str, batch_size: int, generator: torch.Generator) -> Batch:
         if isinstance(self.source, TextCorpus):
-            return self.source.batch(split, batch_size, self.config.seq_len, generator)
+            batch = self.source.batch(split, batch_size, self.config.seq_len, generator)
+            if self.config.model == "bert":  # masked LM: 15 % of the bytes are predicted
+                return mask_tokens(batch[0], generator)
+            return batch
         return self.source.batch(split, batch_size, generator)
 
     def next(self) -> Batch:
@@ -139,8 +145,24 @@ class _Data:
 
 
 def load_source(config: TrainConfig) -> TextCorpus | ArrayDataset:
-    """The data a config trains on: text for the GPT, Fashion-MNIST for the MLP."""
-    return load_text(config.data) if config.model == "gpt" else fashion_mnist()
+    """The data a config trains on: text for the GPT and BERT, Fashion-MNIST for the MLP (flat)
+    and the ResNet (as 1 × 28 × 28 images)."""
+    if config.model == "resnet":
+        return fashion_mnist_images()
+    return load_text(config.data) if config.model in TEXT_MODELS else fashion_mnist()
+
+
+def step_flops(config: TrainConfig, model: nn.Module) -> float:
+    """Approximate FLOPs of one training step (forward + backward = 3 × forward).
+
+    Transformers and MLPs: 6 · params · tokens (an image is one token of the MLP). A
+    convolution's weights are used once per output pixel, so the ResNet counts its own
+    forward FLOPs on a 28 × 28 image."""
+    if isinstance(model, ResNet):
+        return 3.0 * model.forward_flops(28, 28) * config.batch_size
+    n_params = sum(p.numel() for p in model.parameters())
+    tokens_per_step = config.batch_size * (config.seq_len if config.model in TEXT_MODELS else 1)
+    return 6.0 * n_params * tokens_per_step
 
 
 @torch.no_grad()
@@ -164,8 +186,7 @@ def train(
     model, plan = build_model(config)
     optimizers = make_optimizers(config, model, plan)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(config)) for o in optimizers]
-    n_params = sum(p.numel() for p in model.parameters())
-    tokens_per_step = config.batch_size * (config.seq_len if config.model == "gpt" else 1)
+    flops_per_step = step_flops(config, model)
     losses: list[float] = []
     first: float | None = None
     smoothed: float | None = None
@@ -204,7 +225,7 @@ def train(
             reason=str(exc),
             seconds=time.perf_counter() - start,
             steps_done=len(losses),
-            flops=6.0 * n_params * tokens_per_step * len(losses),
+            flops=flops_per_step * len(losses),
         )
     return TrainResult(
         config,
@@ -212,5 +233,5 @@ def train(
         losses,
         seconds=time.perf_counter() - start,
         steps_done=len(losses),
-        flops=6.0 * n_params * tokens_per_step * len(losses),
+        flops=flops_per_step * len(losses),
     )

@@ -8,11 +8,25 @@ import torch
 from torch import nn
 
 from ..build import parametrize
-from ..models import GPT, MLP, GPTConfig, gpt_parametrize_options
+from ..models import (
+    GPT,
+    MLP,
+    Bert,
+    BertConfig,
+    GPTConfig,
+    ResNet,
+    ResNetConfig,
+    gpt_parametrize_options,
+)
 from ..plan import Plan
 from .options import RunOptions
 
-ReferenceModel = Literal["gpt", "mlp"]
+ReferenceModel = Literal["gpt", "mlp", "resnet", "bert"]
+
+RESNET = ResNetConfig(stage_ratios=(1, 2, 4), stem_stride=2, in_channels=1, num_classes=10)
+"""The proxy's ResNet on Fashion-MNIST (28 × 28, one channel): the stem halves the image to
+14 × 14, then three stages of ``width``, 2 × and 4 × ``width`` channels at 14, 7 and 4 pixels;
+BatchNorm, as in Tensor Programs V's ResNets. ``depth`` is the number of blocks per stage."""
 
 
 def build_reference(
@@ -36,6 +50,32 @@ def build_reference(
             base: nn.Module = GPT(base_cfg)
             delta: nn.Module = GPT(delta_cfg)
         options = gpt_parametrize_options(gpt_cfg, zero_init_query=config.zero_init_query)
+    elif model_name == "bert":
+        bert_cfg = BertConfig(
+            width=config.width,
+            depth=config.depth,
+            n_heads=config.n_heads,
+            seq_len=config.seq_len,
+            tie_embeddings=tie_embeddings,
+        )
+        bert_base = bert_cfg.with_(width=config.base_width, depth=config.base_depth or config.depth)
+        model = Bert(bert_cfg)
+        with torch.device("meta"):
+            base = Bert(bert_base)
+            delta = Bert(bert_base.with_(width=2 * config.base_width))
+        options = {"residual_branches": Bert.residual_branches}
+        if config.zero_init_query:
+            options["zero_init"] = (Bert.query_weights,)
+    elif model_name == "resnet":
+        resnet_cfg = RESNET.with_(width=config.width, depth=config.depth)
+        resnet_base = resnet_cfg.with_(
+            width=config.base_width, depth=config.base_depth or config.depth
+        )
+        model = ResNet(resnet_cfg)
+        with torch.device("meta"):
+            base = ResNet(resnet_base)
+            delta = ResNet(resnet_base.with_(width=2 * config.base_width))
+        options = {"residual_branches": ResNet.residual_branches}
     else:
         model = MLP(width=config.width, depth=config.depth)
         with torch.device("meta"):
