@@ -57,6 +57,25 @@ def register(subparsers: Any) -> None:
     tr.add_argument("study", help=_STUDY_HELP)
     tr.add_argument("--to-width", type=int, required=True, help="width of the target model")
     tr.add_argument("--from-width", type=int, help="proxy width to take the best point from")
+    tr.add_argument("--to-depth", type=int, help="depth of the target (default: the proxy's)")
+    tr.add_argument(
+        "--to-batch", type=int, help="batch size of the target: the LR moves by --batch-rule"
+    )
+    tr.add_argument(
+        "--to-steps", type=int, help="training steps of the target: the LR moves by --steps-rule"
+    )
+    tr.add_argument(
+        "--batch-rule",
+        choices=("fit", "sqrt", "linear", "none"),
+        help="how the LR moves with batch size: fit (the sweep searched batch_size; default "
+        "then), sqrt (Adam), linear (SGD), none",
+    )
+    tr.add_argument(
+        "--steps-rule",
+        choices=("fit", "none"),
+        help="how the LR moves with training steps: fit (the sweep searched steps; default "
+        "then), none",
+    )
     tr.add_argument("--storage", help=_STORAGE_HELP)
     tr.add_argument("--format", choices=("toml", "json"), default="toml", help="config format")
     tr.add_argument("--out", help="output folder (default runs/NAME-transfer-wWIDTH)")
@@ -148,7 +167,16 @@ def cmd_transfer(args: argparse.Namespace) -> int:
 
     _quiet_optuna()
     name, url = resolve_study(args.study, args.storage)
-    result = transfer(SweepResults.load(name, url), args.to_width, args.from_width)
+    result = transfer(
+        SweepResults.load(name, url),
+        args.to_width,
+        args.from_width,
+        to_depth=args.to_depth,
+        to_batch=args.to_batch,
+        to_steps=args.to_steps,
+        batch_rule=args.batch_rule,
+        steps_rule=args.steps_rule,
+    )
     out = Path(args.out) if args.out else Path("runs") / f"{name}-transfer-w{args.to_width}"
     paths = result.write(out, args.format)
     sys.stdout.write(result.to_toml() if args.format == "toml" else result.to_json())

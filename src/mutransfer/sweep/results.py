@@ -142,11 +142,12 @@ class SweepResults:
         lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
         return "\n".join(lines)
 
-    def transfer(self, to_width: int, from_width: int | None = None) -> Transfer:
-        """The best point (at ``from_width``, default the widest finished) at ``to_width``."""
+    def transfer(self, to_width: int, from_width: int | None = None, **beyond: Any) -> Transfer:
+        """The best point (at ``from_width``, default the widest finished) at ``to_width``;
+        ``beyond``: ``to_depth``, ``to_batch``, ``to_steps``, ``batch_rule``, ``steps_rule``."""
         from .transfer import transfer
 
-        return transfer(self, to_width, from_width)
+        return transfer(self, to_width, from_width, **beyond)
 
     def report(self, out_dir: str | Path) -> Report:
         """Write the figures and report.md to ``out_dir``."""
