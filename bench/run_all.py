@@ -63,6 +63,7 @@ BENCHMARKS = (
     Benchmark("hf_coverage", "Hugging Face families under parametrize_hf"),
     Benchmark("hf_transfer", "LR transfer on Hugging Face GPT-2"),
     Benchmark("reliability", "Faults injected into real sweeps"),
+    Benchmark("monitor_overhead", "Watching µP during training: the layer monitor's cost"),
 )
 EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
 """Sections written by other tools (``mutransfer demo``), included when present."""
