@@ -131,6 +131,7 @@ def main() -> None:
     payload = {
         "command": command_line(),
         "machine": machine_info(),
+        "quick": args.quick,
         "clock": clock_name,
         "model": f"GPT width {cfg.width}, depth {cfg.depth}, {n_params / 1e6:.1f} M parameters",
         "batch": f"{batch} × {cfg.seq_len} tokens; probe 4 × {cfg.seq_len}",
@@ -148,6 +149,8 @@ def main() -> None:
     ]
     markdown = "\n".join(
         [
+            "## Watching µP during training: the layer monitor's cost",
+            "",
             f"Model: {payload['model']}, batch {payload['batch']}. Clock: {clock_name}.",
             "",
             f"- one training step: {step_s * 1e3:.1f} ms (median of {len(parts['step'])}); "

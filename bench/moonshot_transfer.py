@@ -139,6 +139,7 @@ def main() -> None:
     payload = {
         "command": command_line(),
         "machine": machine_info(),
+        "quick": args.quick,
         "proxy": {**train, "width": s["proxy"]["width"], "batches": s["batches"],
                   "steps": s["steps"], "trials": len(results.completed(sweep.spec.widths[0]))},
         "target": {"width": target.width, "depth": target.depth, "batch_size": target.batch_size,
@@ -157,6 +158,8 @@ def main() -> None:
     )
     markdown = "\n".join(
         [
+            "## One proxy sweep → a target wider, deeper, with a larger batch and more steps",
+            "",
             f"Proxy: width {s['proxy']['width']}, {s['proxy']['depth']} blocks, CompleteP, "
             f"batch {s['batches']} × steps {s['steps']} × LR 2^{s['lrs'][0]}…2^{s['lrs'][1]} "
             f"(half octaves), {payload['proxy']['trials']} trials on the sweep engine. Target: "

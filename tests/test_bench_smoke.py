@@ -82,3 +82,12 @@ def test_plan_7b_quick(tmp_path: Path) -> None:
         assert "infshape_kept" in payload["materialise_small"]["mup"]
     assert md.startswith("## Building the plan of a 7B model")
     assert "Reading" in md
+
+
+def test_monitor_overhead_quick(tmp_path: Path) -> None:
+    payload, md = run_quick("monitor_overhead.py", tmp_path)
+    check_machine(payload)
+    assert payload["sample_in_steps"] > 0
+    assert set(payload["predicted_overhead"]) == {"10", "50", "100"}
+    assert payload["end_to_end"]["ratio"]["median"] > 0
+    assert md.startswith("## Watching µP during training")
