@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from ..measures import optimum_drift, optimum_shift, transfer_regret
+from ..measures import optimum_drift, optimum_shift, parabola_vertex, transfer_regret
 
 Axis = Literal["width", "depth"]
 AXES: tuple[Axis, ...] = ("width", "depth")
@@ -92,7 +92,7 @@ class Sweep:
         a neighbour diverged, or the three points are not convex (no minimum between them)."""
         out: list[float | None] = []
         for row, j in zip(self.loss, self.best_index, strict=True):
-            out.append(None if j is None else _vertex(self.log2_lrs, row, j))
+            out.append(None if j is None else parabola_vertex(self.log2_lrs, row, j))
         return out
 
     @property
@@ -128,22 +128,6 @@ class Sweep:
             fitted_drift_octaves=self.fitted_drift_octaves,
         )
         return data
-
-
-def _vertex(xs: Sequence[float], row: Sequence[float | None], j: int) -> float | None:
-    """Minimum of the parabola through points j-1, j, j+1 (None if it is not a minimum there)."""
-    if j == 0 or j == len(xs) - 1:
-        return None
-    (x0, y0), (x1, y1), (x2, y2) = ((xs[k], row[k]) for k in (j - 1, j, j + 1))
-    if y0 is None or y1 is None or y2 is None:
-        return None
-    # divided differences: y = y1 + s1·(x − x1) + c·(x − x0)(x − x1), any spacing
-    s01, s12 = (y1 - y0) / (x1 - x0), (y2 - y1) / (x2 - x1)
-    curvature = (s12 - s01) / (x2 - x0)
-    if curvature <= 0:
-        return None
-    vertex = (x0 + x1) / 2 - s01 / (2 * curvature)
-    return float(min(max(vertex, x0), x2))
 
 
 def build_sweep(
