@@ -12,6 +12,7 @@ from ..errors import UserError
 from .analysis import AXES
 from .run import run_demo
 from .settings import (
+    MODELS,
     DemoError,
     settings_for,
 )
@@ -62,9 +63,18 @@ def register(subparsers: Any) -> None:
             "and under µP; show that µP's optimum stays put while SP's drifts, and what "
             "transferring the small model's LR to the big one costs. With --vary depth: the "
             "same across depths (2 to 16 blocks at width 64), µP vs CompleteP. Interrupt it at "
-            "any time: the same command resumes. Outputs: lr_transfer.png "
+            "any time: the same command resumes. With --model resnet: a small ResNet on "
+            "Fashion-MNIST with SGD-momentum (or --optimizer adamw). Outputs: lr_transfer.png "
             "(lr_transfer_depth.png), summary.json, report.md."
         ),
+    )
+    parser.add_argument(
+        "--model",
+        choices=MODELS,
+        default="gpt",
+        help="gpt: byte-level GPT on Shakespeare (default); bert: byte-level BERT, masked LM "
+        "on the same text; resnet: pre-activation ResNet on Fashion-MNIST (SGD with momentum "
+        "by default)",
     )
     parser.add_argument(
         "--vary",
@@ -124,10 +134,11 @@ def _main(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in names if getattr(args, k) is not None}
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
-    out = args.out or ("runs/demo" if args.vary == "width" else f"runs/demo-{args.vary}")
+    out = args.out or default_out(args.model, args.vary)
     try:
         settings = settings_for(
             args.quick,
+            model=args.model,
             vary=args.vary,
             widths=args.widths,
             depths=args.depths,
@@ -147,3 +158,9 @@ def _main(args: argparse.Namespace) -> int:
     except (DataNotFoundError, DemoError) as exc:
         raise UserError(str(exc)) from None
     return 0
+
+
+def default_out(model: str, vary: str) -> str:
+    """``runs/demo`` (GPT across widths), ``runs/demo-depth``, ``runs/demo-resnet``..."""
+    parts = [p for p in (model if model != "gpt" else "", vary if vary != "width" else "") if p]
+    return "-".join(["runs/demo", *parts])

@@ -80,11 +80,40 @@ def _optimizer(config: dict[str, Any]) -> str:
     return name
 
 
+MODEL_NAMES = {"gpt": "GPT", "resnet": "ResNet", "bert": "BERT", "mlp": "MLP"}
+
+
+def _model(config: dict[str, Any]) -> str:
+    """The reference model's display name (summaries written before other models: GPT)."""
+    name = config.get("model", "gpt")
+    return MODEL_NAMES.get(name, name)
+
+
+def _is_images(config: dict[str, Any]) -> bool:
+    return config.get("model", "gpt") in ("resnet", "mlp")
+
+
 def _fixed(summary: dict[str, Any]) -> str:
     """The dimension that does not vary, e.g. ``GPT depth 2`` across widths (and QK-norm)."""
     config = summary["config"]
     fixed = "depth" if summary["axis"] == "width" else "width"
-    return f"GPT {fixed} {config[fixed]}" + (", QK-norm" if config.get("qk_norm") else "")
+    qk = ", QK-norm" if config.get("qk_norm") else ""
+    return f"{_model(config)} {fixed} {config[fixed]}" + qk
+
+
+def _batch(config: dict[str, Any]) -> str:
+    """What one step sees: ``16×64 bytes`` (text) or ``32 images``."""
+    if _is_images(config):
+        return f"{config['batch_size']} images"
+    return f"{config['batch_size']}×{config['seq_len']} bytes"
+
+
+def _loss_unit(config: dict[str, Any]) -> str:
+    if _is_images(config):
+        return "validation loss (cross-entropy, nats)"
+    if config.get("model") == "bert":
+        return "validation masked-LM loss (nats per byte)"
+    return "validation loss (nats per byte)"
 
 
 def fmt_lr(x: float | None) -> str:
@@ -176,12 +205,12 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
         handles.append(Patch(color="gray", alpha=0.3, lw=0))
         labels.append("range over seeds")
     fig.legend(handles, labels, loc="lower center", ncol=len(handles), fontsize=9, frameon=False)
-    axes[0].set_ylabel("validation loss (nats per byte)")
     config = summary["config"]
+    axes[0].set_ylabel(_loss_unit(config))
     seeds = f"{n_seeds} seeds (mean)" if n_seeds > 1 else "1 seed"
     fig.suptitle(
         f"{_fixed(summary)} on {summary['data']['name']}, {config['steps']} steps of "
-        f"{config['batch_size']}×{config['seq_len']} bytes, {_optimizer(config)}, {seeds}",
+        f"{_batch(config)}, {_optimizer(config)}, {seeds}",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -326,7 +355,7 @@ def terminal_report(summary: dict[str, Any]) -> str:
 _HOW_TO_READ = {
     "width": (
         "Each curve is one width ({sizes}); each point is a full training "
-        "run at one learning rate, scored on held-out text; the star marks each width's best "
+        "run at one learning rate, scored on held-out {held_out}; the star marks each width's best "
         "learning rate, and the dotted line the narrowest width's best. What to look for: under "
         "SP (left) the stars slide left as the model widens — the learning rate tuned on a "
         "small model is too large for a big one, so every size must be tuned again. Under µP "
@@ -367,7 +396,10 @@ def markdown_report(summary: dict[str, Any], figure: str | None = None) -> str:
         "",
         "## How to read it",
         "",
-        _HOW_TO_READ[axis].format(sizes=", ".join(map(str, summary["sizes"]))),
+        _HOW_TO_READ[axis].format(
+            sizes=", ".join(map(str, summary["sizes"])),
+            held_out="images" if _is_images(summary["config"]) else "text",
+        ),
         "",
     ]
     seeds = len(summary["seeds"])
@@ -403,21 +435,32 @@ def provenance_lines(summary: dict[str, Any]) -> list[str]:
     summary = normalise(summary)
     run, machine, config = summary["run"], summary["machine"], summary["config"]
     load = machine.get("load_average")
-    if summary["axis"] == "width":
+    name = _model(config)
+    if name == "ResNet":
         model = (
-            f"GPT depth {config['depth']}, {config['n_heads']} heads, base width "
+            f"ResNet, {config['depth']} block(s) per stage, width = channels of the first of "
+            f"its 3 stages (× 1, 2, 4), base width {config['base_width']}"
+        )
+    elif summary["axis"] == "width":
+        model = (
+            f"{name} depth {config['depth']}, {config['n_heads']} heads, base width "
             f"{config['base_width']}"
         )
     else:
         model = (
-            f"GPT width {config['width']}, {config['n_heads']} heads, depths "
+            f"{name} width {config['width']}, {config['n_heads']} heads, depths "
             f"{'/'.join(map(str, summary['sizes']))} (base depth {config['base_depth']})"
         )
+    if name == "BERT":
+        decoder = "tied" if config.get("tie_embeddings") else "untied"
+        model += f", masked LM (15 % of the bytes), {decoder} decoder"
     if config.get("qk_norm"):
         model += ", QK-norm"
     optimizer = config["optimizer"]
     if optimizer in ("adamw", "adam"):
         optimizer += f" (β2 {config['beta2']})"
+    elif optimizer == "sgd":
+        optimizer += " (momentum 0.9)"
     elif optimizer == "muon" and config.get("adamw_lr"):
         optimizer += f" (+ AdamW at 2^{math.log2(config['adamw_lr']):g}, β2 {config['beta2']})"
     return [
@@ -446,13 +489,25 @@ def provenance_lines(summary: dict[str, Any]) -> list[str]:
             if run.get("train_seconds")
             else ""
         ),
-        f"data: {summary['data']['name']} ({summary['data']['train_bytes']:,} training bytes, "
-        f"{summary['data']['val_bytes']:,} validation bytes, fingerprint "
-        f"{summary['data']['fingerprint']})",
-        f"model: {model}; {config['steps']} steps, batch {config['batch_size']} × "
-        f"{config['seq_len']}, {optimizer}, warmup {config['warmup_steps']}, schedule "
-        f"{config['schedule']}; seeds {summary['seeds']}",
+        f"data: {_data_line(summary['data'])}",
+        f"model: {model}; {config['steps']} steps, batch {_batch_size(config)}, {optimizer}, "
+        f"warmup {config['warmup_steps']}, schedule {config['schedule']}; "
+        f"seeds {summary['seeds']}",
     ]
+
+
+def _data_line(data: dict[str, Any]) -> str:
+    unit = "images" if "train_images" in data else "bytes"
+    return (
+        f"{data['name']} ({data[f'train_{unit}']:,} training {unit}, "
+        f"{data[f'val_{unit}']:,} validation {unit}, fingerprint {data['fingerprint']})"
+    )
+
+
+def _batch_size(config: dict[str, Any]) -> str:
+    if _is_images(config):
+        return f"{config['batch_size']} images"
+    return f"{config['batch_size']} × {config['seq_len']}"
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -17,9 +17,9 @@ from typing import Any
 
 import torch
 
-from ..data import TextCorpus, load_text
+from ..data import ArrayDataset, TextCorpus, load_text
 from ..machine import cpu_model
-from ..training.proxy import TrainConfig, TrainResult, train
+from ..training.proxy import TrainConfig, TrainResult, load_source, train
 from ..training.runs import RunStore, run_all, source_fingerprint, write_json_atomic
 from . import analysis, report
 from .analysis import CLAIM_PAIRS
@@ -74,7 +74,7 @@ def run_demo(
             "mutransfer.demo.settings_for(...)"
         )
     out = Path(out_dir)
-    source = _text_for(settings)
+    source = _source_for(settings)
     fingerprint = source_fingerprint(source)
     store = RunStore(out / "runs", fingerprint)
     grid = settings.grid()
@@ -115,15 +115,17 @@ def run_demo(
         trained=len(set(grid)) - on_disk,
         reused=on_disk,
         workers=workers,
-        command=command or _python_call(out, quick, workers, settings.axis),
+        command=command or _python_call(out, quick, workers, settings.axis, settings.base.model),
         load_before=load_before,
     )
     _write(summary, out, settings.axis, say)
     return summary
 
 
-def _text_for(settings: DemoSettings) -> TextCorpus:
-    """The text the grid trains on, long enough for its windows."""
+def _source_for(settings: DemoSettings) -> TextCorpus | ArrayDataset:
+    """The data the grid trains on: the model's images, or text long enough for its windows."""
+    if settings.base.model not in ("gpt", "bert"):
+        return load_source(settings.base)
     source = load_text(settings.base.data)
     shortest = min(len(source.train), len(source.val))
     if shortest < settings.base.seq_len + 2:
@@ -150,7 +152,7 @@ def _transfer(
     sweep: analysis.Sweep,
     results: dict[TrainConfig, dict[str, Any]],
     store: RunStore,
-    source: TextCorpus,
+    source: TextCorpus | ArrayDataset,
     workers: int,
     progress: bool,
     train_fn: Callable[..., TrainResult],
@@ -183,7 +185,7 @@ def _transfer(
 
 def _summary(
     settings: DemoSettings,
-    source: TextCorpus,
+    source: TextCorpus | ArrayDataset,
     fingerprint: str,
     sweeps: dict[str, analysis.Sweep],
     transfers: dict[str, analysis.Transfer],
@@ -219,13 +221,7 @@ def _summary(
         "transfer": {r: t.to_dict() for r, t in transfers.items()},
         "claims": claims,
         "config": config,
-        "data": {
-            "name": source.name,
-            "source": settings.base.data,
-            "fingerprint": fingerprint,
-            "train_bytes": len(source.train),
-            "val_bytes": len(source.val),
-        },
+        "data": _data_facts(settings, source, fingerprint),
         "machine": {
             "cpu": cpu_model(),
             "cpus": os.cpu_count(),
@@ -252,6 +248,26 @@ def _summary(
     }
 
 
+def _data_facts(
+    settings: DemoSettings, source: TextCorpus | ArrayDataset, fingerprint: str
+) -> dict[str, Any]:
+    if isinstance(source, ArrayDataset):
+        return {
+            "name": source.name,
+            "source": source.name,
+            "fingerprint": fingerprint,
+            "train_images": len(source.train_x),
+            "val_images": len(source.val_x),
+        }
+    return {
+        "name": source.name,
+        "source": settings.base.data,
+        "fingerprint": fingerprint,
+        "train_bytes": len(source.train),
+        "val_bytes": len(source.val),
+    }
+
+
 def _cpu_seconds() -> float:
     """CPU time of this process and its finished children (the workers): with the wall time, it
     shows how much of the machine the demo actually got when other processes were running."""
@@ -271,8 +287,9 @@ def _load_average() -> list[float] | None:
         return None
 
 
-def _python_call(out: Path, quick: bool, workers: int, axis: str) -> str:
+def _python_call(out: Path, quick: bool, workers: int, axis: str, model: str = "gpt") -> str:
     vary = "" if axis == "width" else f", vary={axis!r}"
+    vary += "" if model == "gpt" else f", model={model!r}"
     return f"mutransfer.demo.run_demo({str(out)!r}, quick={quick}, workers={workers}{vary})"
 
 

@@ -47,7 +47,8 @@ class DemoSettings:
             raise DemoError(
                 f"{plural} must be increasing, distinct and >= 1, got {list(self.sizes)}"
             )
-        bad = [w for w in self.widths if w % self.base.n_heads]
+        heads = self.base.model != "resnet"  # transformers split the width into heads
+        bad = [w for w in self.widths if heads and w % self.base.n_heads]
         if bad:
             raise DemoError(
                 f"width(s) {bad} are not divisible by the number of heads ({self.base.n_heads})"
@@ -155,17 +156,69 @@ DEPTH_QUICK = DemoSettings(
     rules=("mup", "completep"),
     axis="depth",
 )
-PRESETS: dict[tuple[str, bool], DemoSettings] = {
-    ("width", False): DEFAULT,
-    ("width", True): QUICK,
-    ("depth", False): DEPTH_DEFAULT,
-    ("depth", True): DEPTH_QUICK,
+# ResNet on Fashion-MNIST (``training.reference.RESNET``): 3 stages of width, 2 × and 4 × width
+# channels, one block each; SGD with momentum 0.9 (Tensor Programs V's ResNet setting), batch 32,
+# a cosine decay to 10 % (a constant LR left the last steps' noise, and BatchNorm's lagging
+# running statistics, in every score). Measured in docs/demo.md.
+RESNET_BASE = TrainConfig(
+    model="resnet",
+    depth=1,
+    batch_size=32,
+    steps=150,
+    optimizer="sgd",
+    warmup_steps=0,
+    schedule="cosine",
+    eval_batches=8,
+    eval_batch_size=64,
+)
+RESNET_DEFAULT = DemoSettings(
+    sizes=(8, 16, 32, 64),
+    log2_lrs=tuple(float(x) for x in range(-9, -1)),
+    seeds=(0,),
+    base=RESNET_BASE,
+)
+RESNET_QUICK = DemoSettings(
+    sizes=(8, 16, 32),
+    log2_lrs=tuple(float(x) for x in range(-7, -1)),
+    seeds=(0,),
+    base=RESNET_BASE.with_(steps=100),
+)
+# BERT (``models.bert``, byte-level masked LM, 15 % masking) on Shakespeare: the GPT's setting
+# otherwise (2 blocks, AdamW, 200 steps of 16 × 64 bytes). The decoder is untied: tied to an
+# embedding drawn with the rules' σ = 1, it starts with logits of size √width (9 nats at init
+# at width 16); ``tie_embeddings=True`` with a smaller ``init_std`` is the alternative. Not yet
+# measured at these defaults; see docs/demo.md.
+BERT_BASE = DEFAULT_BASE.with_(model="bert")
+BERT_DEFAULT = DemoSettings(
+    sizes=(32, 64, 128, 256),
+    log2_lrs=tuple(float(x) for x in range(-11, -3)),
+    seeds=(0,),
+    base=BERT_BASE,
+)
+BERT_QUICK = DemoSettings(
+    sizes=(32, 64, 128),
+    log2_lrs=tuple(float(x) for x in range(-9, -3)),
+    seeds=(0,),
+    base=BERT_BASE.with_(steps=100),
+)
+MODELS = ("gpt", "resnet", "bert")
+"""The reference models the demo trains (``--model``)."""
+PRESETS: dict[tuple[str, str, bool], DemoSettings] = {
+    ("gpt", "width", False): DEFAULT,
+    ("gpt", "width", True): QUICK,
+    ("gpt", "depth", False): DEPTH_DEFAULT,
+    ("gpt", "depth", True): DEPTH_QUICK,
+    ("resnet", "width", False): RESNET_DEFAULT,
+    ("resnet", "width", True): RESNET_QUICK,
+    ("bert", "width", False): BERT_DEFAULT,
+    ("bert", "width", True): BERT_QUICK,
 }
 
 
 def settings_for(
     quick: bool = False,
     *,
+    model: str = "gpt",
     vary: str = "width",
     widths: Sequence[int] | None = None,
     depths: Sequence[int] | None = None,
@@ -179,9 +232,17 @@ def settings_for(
 
     ``widths`` are the swept sizes when ``vary="width"``, ``depths`` when ``vary="depth"``; the
     other axis is fixed by a train option (``depth=`` across widths, ``width=`` across depths).
+    ``model`` is the reference model: ``gpt`` or ``bert`` (Shakespeare, or ``text``) or
+    ``resnet`` (Fashion-MNIST).
     """
     if vary not in AXES:
         raise DemoError(f"vary must be 'width' or 'depth', got {vary!r}")
+    if model not in MODELS:
+        raise DemoError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
+    if (model, vary, quick) not in PRESETS:
+        raise DemoError(f"the {model} demo varies the width only, not the {vary}")
+    if text is not None and model == "resnet":
+        raise DemoError("--text is for the text models; the ResNet trains on Fashion-MNIST")
     fixed = "depth" if vary == "width" else "width"
     wrong = depths if vary == "width" else widths
     if wrong is not None:
@@ -193,7 +254,7 @@ def settings_for(
         raise DemoError(
             f"the demo varies the {vary}: give the {vary}s to sweep (--{vary}s), not one {vary}"
         )
-    preset = PRESETS[vary, quick]
+    preset = PRESETS[model, vary, quick]
     base = preset.base
     if text is not None:
         try:
