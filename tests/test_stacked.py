@@ -209,3 +209,13 @@ def test_plan_packs_groups_shared_shapes_and_splits_by_size() -> None:
     assert sorted(i for p in packs for i in p) == list(range(len(configs)))
     assert [8] in packs
     assert all(len(p) <= 2 for p in packs)
+
+
+def test_a_layer_without_a_stacked_twin_is_refused() -> None:
+    from torch import nn
+
+    from mutransfer.training.stacked import StackedModel, StackError
+
+    models = [nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()) for _ in range(2)]
+    with pytest.raises(StackError, match="Conv2d"):
+        StackedModel(models, torch.randn(2, 1, 5, 5))

@@ -363,6 +363,9 @@ class StackedModel:
             parent_name, _, leaf = name.rpartition(".")
             setattr(template.get_submodule(parent_name), leaf, twin)
         self.module = template
+        for name, buffer in template.named_buffers():
+            if any(not torch.equal(m.get_buffer(name), buffer) for m in models[1:]):
+                raise StackError(f"buffer {name!r} differs between the runs (state per run)")
         device = next(models[0].parameters()).device
         flat = torch.empty(sum(self.numels) * self.runs, device=device)
         with torch.no_grad():
@@ -664,16 +667,22 @@ def _train_pack(
     for members in by_signature.values():
         models = [built[j][0].to(device) for j in members]
         optimizers = [make_optimizer(configs[j], *built[j]) for j in members]
-        out += _train_members(
-            [configs[j] for j in members],
-            [indices[j] for j in members],
-            models,
-            optimizers,
-            source,
-            on_step,
-            torch.device(device),
-            setup_seconds=(time.perf_counter() - start) * len(members) / len(configs),
-        )
+        try:
+            out += _train_members(
+                [configs[j] for j in members],
+                [indices[j] for j in members],
+                models,
+                optimizers,
+                source,
+                on_step,
+                torch.device(device),
+                setup_seconds=(time.perf_counter() - start) * len(members) / len(configs),
+            )
+        except StackError:  # raised while stacking, before any step: train them one by one
+            out += [
+                (indices[j], _train_single(configs[j], indices[j], source, on_step))
+                for j in members
+            ]
     return out
 
 
