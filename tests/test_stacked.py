@@ -123,6 +123,13 @@ def test_gpt_adamw_matches_separate_runs(text) -> None:
     check(configs, text)
 
 
+def test_bert_adamw_matches_separate_runs(text) -> None:
+    """Masked LM: only the masked positions count in each run's mean."""
+    configs = per_run_variants(gpt(model="bert"), 2**-7)[:3]
+    configs.append(gpt(model="bert", lr=2**-7, tie_embeddings=True))
+    check(configs, text)
+
+
 def test_gpt_sgd_matches_separate_runs(text) -> None:
     check(per_run_variants(gpt(optimizer="sgd"), 2**-4), text)
 
@@ -172,10 +179,11 @@ def test_on_step_stops_one_run(text) -> None:
     assert [s for i, s in seen if i == 0] == list(range(20))
 
 
-def test_unstackable_optimizers_are_trained_alone(text) -> None:
+def test_unstackable_optimizers_and_models_are_trained_alone(text) -> None:
     configs = [gpt(lr=2**-8, steps=5, optimizer="lion"), gpt(lr=2**-7, steps=5)]
     packs, singles = plan_packs(configs)
     assert singles == [0] and packs == [[1]]
+    assert plan_packs([mlp(model="resnet")]) == ([], [0])
     results = train_stacked(configs, source=text)
     assert_same(train(configs[0], source=text), results[0])
     assert_same(train(configs[1], source=text), results[1])

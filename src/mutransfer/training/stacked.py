@@ -54,9 +54,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ArrayDataset, TextCorpus
+from ..models import mask_tokens
 from ..plan import Plan
 from .options import lr_lambda, make_optimizer
-from .proxy import TrainConfig, TrainResult, build_model, load_source, train
+from .proxy import TrainConfig, TrainResult, build_model, load_source, step_flops, train
 
 StepCallback = Callable[[int, int, float], bool | None]
 """``on_step(index, step, loss)``: ``index`` is the config's position in ``configs``; returning
@@ -64,6 +65,14 @@ True stops that run (pruning); an exception stops the whole call."""
 
 STACKABLE_OPTIMIZERS = ("adamw", "adam", "sgd")
 """Optimizers the stacked step implements (torch's algorithms, one run per row)."""
+
+STACKABLE_MODELS = ("gpt", "mlp", "bert")
+"""Reference models made only of layers with a stacked twin (the ResNet's convolutions and
+batch norms have none: its runs are trained one by one)."""
+
+IGNORE_INDEX = -100
+"""Targets not predicted (BERT's unmasked positions): ``F.cross_entropy``'s default, as in
+``proxy.train``."""
 
 PER_RUN_FIELDS = frozenset(
     {
@@ -161,14 +170,16 @@ def plan_packs(
 ) -> tuple[list[list[int]], list[int]]:
     """Group config indices into packs by ``pack_key``, each at most ``pack_size`` long.
 
-    Returns ``(packs, singles)``: ``singles`` are the configs whose optimizer the stacked step
-    does not implement (trained one by one). Packs keep the order of ``configs``. The forward
-    signature is checked later, when the models exist (a pack may split then).
+    Returns ``(packs, singles)``: ``singles`` are the configs whose optimizer or model the
+    stacked step does not implement (trained one by one). Packs keep the order of ``configs``.
+    The forward signature is checked later, when the models exist (a pack may split then).
     """
     groups: dict[tuple[Any, ...], list[int]] = {}
     singles: list[int] = []
     for i, config in enumerate(configs):
-        if config.optimizer.lower() not in STACKABLE_OPTIMIZERS:
+        if config.optimizer.lower() not in STACKABLE_OPTIMIZERS or (
+            config.model not in STACKABLE_MODELS
+        ):
             singles.append(i)
             continue
         groups.setdefault(pack_key(config), []).append(i)
@@ -533,34 +544,48 @@ class StackedOptimizer:
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def _batch(
+    source: TextCorpus | ArrayDataset,
+    config: TrainConfig,
+    split: str,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Batch:
+    """One batch, drawn exactly as ``proxy.train`` draws it for this config (BERT: masked)."""
+    if isinstance(source, TextCorpus):
+        batch = source.batch(split, batch_size, config.seq_len, generator)
+        if config.model == "bert":
+            return mask_tokens(batch[0], generator)
+        return batch
+    return source.batch(split, batch_size, generator)
+
+
 def _train_batch(
     source: TextCorpus | ArrayDataset, config: TrainConfig, generator: torch.Generator
 ) -> Batch:
-    """One training batch, drawn exactly as ``proxy.train`` draws it for this config."""
-    if isinstance(source, TextCorpus):
-        return source.batch("train", config.batch_size, config.seq_len, generator)
-    return source.batch("train", config.batch_size, generator)
+    return _batch(source, config, "train", config.batch_size, generator)
 
 
 def _eval_batches(source: TextCorpus | ArrayDataset, config: TrainConfig) -> list[Batch]:
     """The fixed validation batches every proxy run is scored on (generator seed 1234)."""
     generator = torch.Generator().manual_seed(1234)
-    if isinstance(source, TextCorpus):
-        return [
-            source.batch("val", config.eval_batch_size, config.seq_len, generator)
-            for _ in range(config.eval_batches)
-        ]
     return [
-        source.batch("val", config.eval_batch_size, generator) for _ in range(config.eval_batches)
+        _batch(source, config, "val", config.eval_batch_size, generator)
+        for _ in range(config.eval_batches)
     ]
 
 
 def _per_run_loss(logits: torch.Tensor, y: torch.Tensor, runs: int) -> torch.Tensor:
-    """Mean cross-entropy of each run's rows: shape ``(runs,)``."""
+    """Mean cross-entropy of each run's predicted targets: shape ``(runs,)``."""
+    targets = y.reshape(-1)
     losses = F.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1), reduction="none"
+        logits.reshape(-1, logits.shape[-1]).float(),
+        targets,
+        reduction="none",
+        ignore_index=IGNORE_INDEX,
     )
-    return losses.reshape(runs, -1).mean(dim=1)
+    counted = (targets != IGNORE_INDEX).reshape(runs, -1).sum(dim=1)
+    return losses.reshape(runs, -1).sum(dim=1) / counted
 
 
 @dataclass
@@ -600,7 +625,7 @@ def train_stacked(
     def data_for(config: TrainConfig) -> TextCorpus | ArrayDataset:
         if source is not None:
             return source
-        key = "mlp" if config.model == "mlp" else f"text:{config.data}"
+        key = f"text:{config.data}" if config.model in ("gpt", "bert") else config.model
         if key not in sources:
             sources[key] = load_source(config)
         return sources[key]
@@ -703,9 +728,8 @@ def _train_members(
     probe = _train_batch(source, head, torch.Generator().manual_seed(0))[0].to(device)
     stack = StackedModel(models, probe)
     optimizer = StackedOptimizer(stack, optimizers, head.optimizer.lower())
-    n_params = sum(p.numel() for p in models[0].parameters())
+    flops_per_step = step_flops(head, models[0])
     del models, optimizers
-    tokens_per_step = head.batch_size * (head.seq_len if head.model == "gpt" else 1)
     factor = lr_lambda(head)
     active = [_Run(i, c, []) for i, c in zip(indices, configs, strict=True)]
     finished: list[tuple[int, TrainResult]] = []
@@ -719,7 +743,7 @@ def _train_members(
             diverged=diverged,
             reason=reason,
             steps_done=len(run.losses),
-            flops=6.0 * n_params * tokens_per_step * len(run.losses),
+            flops=flops_per_step * len(run.losses),
         )
 
     def drop(leaving: dict[int, TrainResult]) -> None:
