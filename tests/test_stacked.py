@@ -217,6 +217,12 @@ def test_plan_packs_groups_shared_shapes_and_splits_by_size() -> None:
     assert sorted(i for p in packs for i in p) == list(range(len(configs)))
     assert [8] in packs
     assert all(len(p) <= 2 for p in packs)
+    # one pack per worker at least, balanced, when the budget alone would make one
+    packs, _ = plan_packs(configs[:5], workers=2)
+    assert packs == [[0, 1, 2], [3, 4]]
+    packs, _ = plan_packs(configs[:5], budget, workers=4)
+    assert packs == [[0, 1], [2], [3], [4]]
+    assert plan_packs(configs[:1], workers=2)[0] == [[0]]
 
 
 def test_a_layer_without_a_stacked_twin_is_refused() -> None:

@@ -167,13 +167,19 @@ def plan_packs(
     configs: Sequence[TrainConfig],
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     max_pack: int = MAX_PACK,
+    workers: int = 1,
 ) -> tuple[list[list[int]], list[int]]:
     """Group config indices into packs by ``pack_key``, each at most ``pack_size`` long.
 
     Returns ``(packs, singles)``: ``singles`` are the configs whose optimizer or model the
-    stacked step does not implement (trained one by one). Packs keep the order of ``configs``.
-    The forward signature is checked later, when the models exist (a pack may split then).
+    stacked step does not implement (trained one by one). A group is cut into as few packs as
+    the budget allows, but into at least ``workers`` (when it has that many runs) so that each
+    worker process can take one; the packs of a group differ in size by at most one. Packs
+    keep the order of ``configs``. The forward signature is checked later, when the models
+    exist (a pack may split then).
     """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     groups: dict[tuple[Any, ...], list[int]] = {}
     singles: list[int] = []
     for i, config in enumerate(configs):
@@ -186,7 +192,13 @@ def plan_packs(
     packs: list[list[int]] = []
     for members in groups.values():
         size = pack_size(configs[members[0]], memory_budget, max_pack)
-        packs += [members[j : j + size] for j in range(0, len(members), size)]
+        count = max(math.ceil(len(members) / size), min(workers, len(members)))
+        base, extra = divmod(len(members), count)
+        start = 0
+        for k in range(count):
+            end = start + base + (1 if k < extra else 0)
+            packs.append(members[start:end])
+            start = end
     return packs, singles
 
 
