@@ -142,6 +142,11 @@ def test_mlp_sgd_matches_separate_runs(images) -> None:
     check(per_run_variants(mlp(optimizer="sgd"), 2**-5), images)
 
 
+def test_batches_of_one_row(text, images) -> None:
+    check([gpt(batch_size=1, steps=8), gpt(batch_size=1, steps=8, lr=2**-5, seed=1)], text)
+    check([mlp(batch_size=1, steps=8), mlp(batch_size=1, steps=8, lr=2**-5, seed=1)], images)
+
+
 def test_adam_with_l2_decay_and_a_schedule_match(text) -> None:
     base = gpt(optimizer="adam", weight_decay=0.05, warmup_steps=5, schedule="cosine", steps=30)
     check([base.with_(lr=2**-7), base.with_(lr=2**-6, seed=1)], text)

@@ -738,6 +738,7 @@ def _train_members(
     generators = {c.seed: torch.Generator().manual_seed(10_000 + c.seed) for c in configs}
     evals = _eval_batches(source, head)
     probe = _train_batch(source, head, torch.Generator().manual_seed(0))[0].to(device)
+    probe = torch.cat([probe, probe])  # at least two rows, whatever the batch size
     stack = StackedModel(models, probe)
     optimizer = StackedOptimizer(stack, optimizers, head.optimizer.lower())
     flops_per_step = step_flops(head, models[0])
