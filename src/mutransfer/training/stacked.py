@@ -1,7 +1,7 @@
 """Many proxy runs of one architecture trained at once, as one stacked model.
 
-A proxy is small: at width 32 one run per process leaves most of a core (and nearly all of a
-GPU) to Python and kernel-launch overhead. ``train_stacked(configs)`` trains K runs that share
+A proxy is small: one width-32 run leaves nearly all of a GPU idle, and on a CPU core it pays
+Python and kernel-launch overhead per step. ``train_stacked(configs)`` trains K runs that share
 their shapes — different learning rates, seeds, init scales, multipliers, weight decays, ε,
 parametrizations — as one model whose every parameter has a leading *run* dimension, and
 returns for each config exactly what ``proxy.train`` returns for it (``TrainResult``).
@@ -35,8 +35,10 @@ Optimizers other than AdamW/Adam/SGD (Lion, Muon) and models with other parametr
 are trained one by one with ``proxy.train``.
 
 Numerically each stacked run equals its separate run up to float32 rounding (a batched matmul
-sums in another order): per-step losses agree to about 1e-6 relative over 50 steps
-(``tests/test_stacked.py``).
+sums in another order): per-step losses agree to better than 1e-5 relative over 50 steps
+(``tests/test_stacked.py``; typically 1e-7). What it gains is measured in BENCHMARKS.md
+("Stacked proxy runs"): on a 2-core CPU little (1.2-1.4× at the demo's proxy sizes, where a
+step is mostly arithmetic); see docs/stacked.md.
 """
 
 from __future__ import annotations
@@ -327,6 +329,8 @@ def _batched_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, bool]:
             continue
 
         def record(_m: nn.Module, args: tuple[Any, ...], name: str = name) -> None:
+            if not args or not isinstance(args[0], torch.Tensor):
+                raise StackError(f"module {name!r} is not called with a tensor as first argument")
             seen.setdefault(name, []).append(tuple(args[0].shape))
 
         handles.append(module.register_forward_pre_hook(record))
@@ -349,6 +353,16 @@ def _batched_inputs(model: nn.Module, x: torch.Tensor) -> dict[str, bool]:
             raise StackError(f"module {name!r} is called with and without the batch")
         batched[name] = flags.pop()
     return batched
+
+
+_HOOK_DICTS = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
+"""``nn.Module``'s forward-hook tables: a stacked twin takes over its layer's hooks."""
 
 
 class StackedModel:
@@ -377,8 +391,8 @@ class StackedModel:
             if any(True for _ in module.children()):
                 raise StackError(f"module {name!r} holds parameters and has submodules")
             twin = _twin(module, self.context, batched.get(name, True))
-            twin._forward_pre_hooks.update(module._forward_pre_hooks)
-            twin._forward_hooks.update(module._forward_hooks)
+            for hooks in _HOOK_DICTS:  # the plan's multipliers, and any other hook
+                getattr(twin, hooks).update(getattr(module, hooks))
             for attr, p in own.items():
                 self._slots.append((twin, attr, owner[id(p)]))
             if not name:
