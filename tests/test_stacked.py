@@ -238,3 +238,11 @@ def test_a_layer_without_a_stacked_twin_is_refused() -> None:
     models = [nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten()) for _ in range(2)]
     with pytest.raises(StackError, match="Conv2d"):
         StackedModel(models, torch.randn(2, 1, 5, 5))
+
+
+def test_exported_from_training() -> None:
+    import mutransfer.training as training
+    from mutransfer.training import stacked
+
+    assert training.train_stacked is stacked.train_stacked
+    assert training.plan_packs is stacked.plan_packs

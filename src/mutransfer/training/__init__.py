@@ -5,6 +5,8 @@
 - ``reference``: the reference GPT/MLP with their plans;
 - ``proxy``: ``TrainConfig`` and ``train_proxy`` — one short run of a reference model, a pure
   function of its config (the demo and the sweeps call it per trial);
+- ``stacked``: ``train_stacked`` — many proxy runs of one shape trained as one stacked model,
+  each with the result ``train_proxy`` gives it (``plan_packs`` groups them);
 - ``config``, ``loop``, ``models``, ``checkpoint``, ``resume``, ``distributed``, ``cli``: the big
   run (``RunConfig``, ``train``): Hugging Face models, DDP/FSDP2, bf16, compile, checkpoints.
 
@@ -37,6 +39,8 @@ _EXPORTS = {
     "make_optimizers": "options",
     "TrainConfig": "proxy",
     "TrainResult": "proxy",
+    "plan_packs": "stacked",
+    "train_stacked": "stacked",
 }
 _RENAMED = {"train_proxy": ("proxy", "train")}
 
