@@ -64,6 +64,7 @@ BENCHMARKS = (
     Benchmark("hf_transfer", "LR transfer on Hugging Face GPT-2"),
     Benchmark("reliability", "Faults injected into real sweeps"),
     Benchmark("monitor_overhead", "Watching µP during training: the layer monitor's cost"),
+    Benchmark("stacked_throughput", "Stacked proxy runs: sweep throughput", ("--steps", "100")),
 )
 EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
 """Sections written by other tools (``mutransfer demo``), included when present."""
