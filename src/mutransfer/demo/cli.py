@@ -64,7 +64,8 @@ def register(subparsers: Any) -> None:
             "transferring the small model's LR to the big one costs. With --vary depth: the "
             "same across depths (2 to 16 blocks at width 64), µP vs CompleteP. Interrupt it at "
             "any time: the same command resumes. With --model resnet: a small ResNet on "
-            "Fashion-MNIST with SGD-momentum (or --optimizer adamw). Outputs: lr_transfer.png "
+            "Fashion-MNIST with SGD-momentum (or --optimizer adamw); --model bert: a masked-LM "
+            "BERT on the same text. Outputs: lr_transfer.png "
             "(lr_transfer_depth.png), summary.json, report.md."
         ),
     )
@@ -83,10 +84,15 @@ def register(subparsers: Any) -> None:
         help="sweep widths (SP vs µP, default) or depths (µP vs CompleteP at one width)",
     )
     parser.add_argument(
-        "--out", help="output folder (default: runs/demo, or runs/demo-depth with --vary depth)"
+        "--out",
+        help="output folder (default: runs/demo; runs/demo-depth with --vary depth, "
+        "runs/demo-resnet / runs/demo-bert with --model)",
     )
     parser.add_argument(
-        "--quick", action="store_true", help="a small grid (1–1.5 minutes on 2 cores)"
+        "--quick",
+        action="store_true",
+        help="a small grid (GPT: 1–1.5 minutes on 2 idle cores; ResNet, BERT: 36 runs, "
+        "about 3–4 CPU-minutes)",
     )
     parser.add_argument("--widths", type=_int_list, help="e.g. 32,64,128,256 (--vary width)")
     parser.add_argument("--depths", type=_int_list, help="e.g. 2,4,8,16 (--vary depth)")
