@@ -68,8 +68,8 @@ def main() -> None:
         cfg = GPTConfig(width=64, depth=2, n_heads=2, seq_len=32)
         batch, repeats, block_every, blocks = 4, 3, 5, 2
     else:
-        cfg = GPTConfig(width=512, depth=6, n_heads=8, seq_len=128)
-        batch, repeats, block_every, blocks = 16, 12, 50, 5
+        cfg = GPTConfig(width=256, depth=4, n_heads=4, seq_len=128)
+        batch, repeats, block_every, blocks = 8, 8, 20, 3
     g = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, cfg.vocab_size, (batch, cfg.seq_len + 1), generator=g)
     x, y = tokens[:, :-1], tokens[:, 1:]
