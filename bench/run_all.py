@@ -65,6 +65,8 @@ BENCHMARKS = (
     Benchmark("reliability", "Faults injected into real sweeps"),
     Benchmark("monitor_overhead", "Watching µP during training: the layer monitor's cost"),
     Benchmark("stacked_throughput", "Stacked proxy runs: sweep throughput", ("--steps", "100")),
+    Benchmark("resnet_coord", "ResNet coordinate check up to 4096 channels"),
+    Benchmark("bert_proxy_transfer", "BERT: a proxy shrunk in width and depth, transferred"),
 )
 EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
 """Sections written by other tools (``mutransfer demo``), included when present."""
