@@ -58,8 +58,12 @@ image-data:
 		       "MUTRANSFER_FASHION_MNIST_DIR to a folder with the four *-idx*-ubyte.gz files" >&2; exit 1; }; \
 	fi
 
+# Test files are spread over PYTEST_WORKERS processes (pytest-xdist; a file stays in one
+# process, so its fixtures and order are as when run alone); PYTEST_WORKERS=0 runs them here.
+PYTEST_WORKERS ?= 2
+
 pytest: $(STAMP) image-data
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test: lint typecheck pytest
 

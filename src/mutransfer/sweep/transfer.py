@@ -78,7 +78,11 @@ class Transfer:
         head = (
             f"# µTransfer of sweep {self.sweep!r}: the best point at width {self.from_width} "
             f"(trial #{self.trial}, loss {self.loss:.4f}),\n"
-            f"# at width {self.to_width}: "
+            + (
+                f"# used unchanged at width {self.to_width}: "
+                if not self.rules
+                else f"# at width {self.to_width}, moved beyond the width as said below: "
+            )
             + ", ".join(f"{k} = {format_value(v)}" for k, v in self.params.items())
             + "\n"
             + "".join(f"# {k}: {why}\n" for k, why in self.rules.items())
