@@ -65,7 +65,7 @@ def settings(quick: bool) -> dict[str, Any]:
     return dict(
         proxy=dict(width=32, depth=2, n_heads=4, seq_len=32, data="shakespeare"),
         batches=[2, 4, 8], steps=[25, 50, 100], lrs=(-10, -4), target_width=64,
-        target_depth=4, target_lrs=[-9, -8, -7, -6, -5], seeds=[0, 1],
+        target_depth=4, target_lrs=[-9, -8, -7, -6, -5, -4, -3], seeds=[0, 1],
     )  # fmt: skip
 
 
