@@ -261,11 +261,14 @@ def test_compile_fullgraph_no_graph_breaks_same_losses(tmp_path: Path, model: st
             compile=True,
             compile_backend="aot_eager",
             compile_fullgraph=True,
+            monitor_every=1,  # the layer monitor's probe (uncompiled, hooked) changes nothing
         ),
         quiet=True,
     )
     torch._dynamo.reset()
     assert compiled.losses == pytest.approx(eager.losses, rel=1e-6, abs=1e-6)
+    sampled = (tmp_path / "compiled" / "monitor.jsonl").read_text().splitlines()
+    assert [json.loads(line)["step"] for line in sampled] == [1, 2, 3]
 
 
 # --------------------------------------------------------------------------------------- CLI
