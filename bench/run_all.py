@@ -67,7 +67,7 @@ BENCHMARKS = (
     Benchmark("stacked_throughput", "Stacked proxy runs: sweep throughput", ("--steps", "100")),
     Benchmark("resnet_coord", "ResNet coordinate check up to 4096 channels"),
     Benchmark("bert_proxy_transfer", "BERT: a proxy shrunk in width and depth, transferred"),
-    Benchmark("moonshot_transfer", "One proxy sweep → a target wider, deeper, larger batch, longer"),
+    Benchmark("moonshot_transfer", "One proxy sweep → a target differing in all axes"),
 )
 EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
 """Sections written by other tools (``mutransfer demo``), included when present."""
