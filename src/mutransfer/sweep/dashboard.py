@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import errno
 import importlib.util
-from typing import Any
 
 from .errors import SweepError
-from .storage import open_storage, redact, study_name
+from .storage import open_storage, redact, sweep_studies
 
 
 def check_available() -> None:
@@ -24,23 +23,13 @@ def check_available() -> None:
         )
 
 
-def sweep_studies(storage: Any, name: str) -> list[str]:
-    """The sweep's studies in the storage (one per width), by name."""
-    prefix = study_name(name, 0)[:-1]  # "<name>-w"
-    return sorted(
-        s.study_name
-        for s in storage.get_all_studies()
-        if s.study_name.startswith(prefix) and s.study_name[len(prefix) :].isdigit()
-    )
-
-
 def serve(name: str, url: str, host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve the dashboard for sweep ``name`` until Ctrl-C."""
     check_available()
     import optuna_dashboard
 
     storage = open_storage(url)
-    studies = sweep_studies(storage, name)
+    studies = sorted(sweep_studies(storage, name).values())
     if not studies:
         raise SweepError(
             f"no study of sweep {name!r} in {redact(url)}: run `mutransfer sweep` first, or "

@@ -45,6 +45,11 @@ RULES: dict[str, dict[str, str]] = {
 _FIXED_EXPONENT = {"sqrt": 0.5, "linear": 1.0, "none": 0.0}
 
 
+def published_rules(axis: str) -> str:
+    """The named rules of an axis other than the fit, for messages: ``sqrt/linear/none``."""
+    return "/".join(r for r in RULES[axis] if r != "fit")
+
+
 @dataclass(frozen=True)
 class LrOptimum:
     """The best LR of one setting: on the grid, and refined (None on the grid's edge)."""
@@ -142,7 +147,7 @@ def fit_power_law(optima: Sequence[LrOptimum], axes: Sequence[str]) -> PowerLaw:
                 f"{len(levels)} value(s) of it ({sorted(levels)}). Search it in the sweep "
                 f"(sweep.space.{axis} = {{ values = [...] }}, at least 2 values, better 3+) or "
                 f"choose a published rule (--{'batch' if axis == 'batch_size' else 'steps'}-rule "
-                f"{'/'.join(r for r in RULES[axis] if r != 'fit')})"
+                f"{published_rules(axis)})"
             )
     edge = [o for o in optima if o.log2_lr_fitted is None]
     if edge:

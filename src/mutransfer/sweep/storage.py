@@ -365,6 +365,20 @@ def _key(point: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(sorted(point.items()))
 
 
+def sweep_studies(storage: optuna.storages.BaseStorage, name: str) -> dict[int, str]:
+    """``{width: study name}`` of the sweep ``name`` in an open storage, by width (empty when
+    there is none): studies are recognised by the sweep config stored with them."""
+    import optuna
+
+    found: dict[int, str] = {}
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        attrs = summary.user_attrs
+        spec = attrs.get(ATTR_SPEC)
+        if spec and spec.get("name") == name and isinstance(attrs.get(ATTR_WIDTH), int):
+            found[int(attrs[ATTR_WIDTH])] = summary.study_name
+    return dict(sorted(found.items()))
+
+
 def find_sweep_studies(url: str, name: str) -> dict[int, str]:
     """``{width: study name}`` of the sweep ``name`` in the storage at ``url``."""
     import optuna
@@ -375,12 +389,7 @@ def find_sweep_studies(url: str, name: str) -> dict[int, str]:
             "(run the sweep first with `mutransfer sweep CONFIG.toml`)"
         )
     storage = open_storage(url)
-    found: dict[int, str] = {}
-    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        attrs = summary.user_attrs
-        spec = attrs.get(ATTR_SPEC)
-        if spec and spec.get("name") == name and isinstance(attrs.get(ATTR_WIDTH), int):
-            found[int(attrs[ATTR_WIDTH])] = summary.study_name
+    found = sweep_studies(storage, name)
     if not found:
         names = sorted(
             {

@@ -193,7 +193,7 @@ def _beyond_width(
     steps_rule: str | None,
 ) -> _Beyond:
     """What changes besides the width: depth, and the LR moved to another batch / length."""
-    from .scaling import AXES, fit_power_law, lr_optima, move_lr
+    from .scaling import AXES, fit_power_law, lr_optima, move_lr, published_rules
 
     spec = results.spec
     out = _Beyond()
@@ -229,11 +229,10 @@ def _beyond_width(
         rule = chosen[axis] or ("fit" if axis in searched else None)
         if rule is None:
             flag = "--batch-rule" if axis == "batch_size" else "--steps-rule"
-            others = "/".join(r for r in ("sqrt", "linear", "none") if r in _rule_names(axis))
             raise SweepError(
                 f"sweep {spec.name!r} did not search {axis}, so how the best LR moves with it "
                 f"is unknown: search it (sweep.space.{axis} = {{ values = [...] }}) or choose a "
-                f"published rule with {flag} {others}"
+                f"published rule with {flag} {published_rules(axis)}"
             )
         rules[axis] = rule
     source = {a: float(_setting_of(spec, best, a)) for a in AXES}
@@ -267,12 +266,6 @@ def _beyond_width(
                 "the total steps by itself)"
             )
     return out
-
-
-def _rule_names(axis: str) -> list[str]:
-    from .scaling import RULES
-
-    return list(RULES[axis])
 
 
 def _setting_of(spec: Any, best: dict[str, Any], name: str) -> Any:

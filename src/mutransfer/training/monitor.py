@@ -103,7 +103,6 @@ class Reference:
     """The coordinate sizes a run is compared with, by step (the proxy's, or its own first)."""
 
     readings: dict[int, Reading]
-    source: str
 
     @classmethod
     def read(cls, path: str | os.PathLike[str]) -> Reference:
@@ -127,7 +126,7 @@ class Reference:
                 continue  # a torn last line of a run that was killed
         if not readings:
             raise ConfigError(f"monitor_reference: {file} holds no sample")
-        return cls(readings, str(file))
+        return cls(readings)
 
     def at(self, step: int) -> Reading:
         """The reading at the nearest step."""
@@ -153,9 +152,8 @@ def reference_value(sample: Sample, layer: str, quantity: str, largest: bool) ->
 @dataclass
 class Alert:
     """One layer out of range at one sampled step (``ratio``: value / reference, per unit of
-    LR for update quantities; ``inf``/``nan`` for a value that is not finite)."""
+    LR for update quantities; ``nan`` for a value that is not finite)."""
 
-    step: int
     layer: str
     quantity: str
     value: float
@@ -302,7 +300,7 @@ class LayerMonitor:
         both_ways: bool,
     ) -> Alert | None:
         if not math.isfinite(value):
-            return Alert(reading.step, layer, quantity, value, math.nan)
+            return Alert(layer, quantity, value, math.nan)
         scale = 1.0
         if quantity in UPDATES:
             if reading.lr <= 0 or ref.lr <= 0:
@@ -310,10 +308,10 @@ class LayerMonitor:
             scale = reading.lr / ref.lr
         high = reference_value(ref.layers, layer, quantity, largest=True)
         if high is not None and high > 0 and value > self.tolerance * high * scale:
-            return Alert(reading.step, layer, quantity, value, value / (high * scale))
+            return Alert(layer, quantity, value, value / (high * scale))
         low = reference_value(ref.layers, layer, quantity, largest=False) if both_ways else None
         if low is not None and low > 0 and value * self.tolerance < low * scale:
-            return Alert(reading.step, layer, quantity, value, value / (low * scale))
+            return Alert(layer, quantity, value, value / (low * scale))
         return None
 
     def _write(self, reading: Reading, alerts: list[Alert]) -> None:
