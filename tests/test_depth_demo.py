@@ -129,7 +129,7 @@ def test_depth_options_that_do_not_fit_are_clear_errors() -> None:
         demo.settings_for(vary="depth", depths=[4])
     with pytest.raises(demo.DemoError, match="unknown rules preset 'complete'"):
         demo.settings_for(vary="depth", rules=["mup", "complete"])
-    with pytest.raises(demo.DemoError, match="vary must be 'width' or 'depth'"):
+    with pytest.raises(demo.DemoError, match="vary must be one of width, depth, batch"):
         demo.settings_for(vary="heads")
 
 

@@ -3,8 +3,9 @@
 Pure functions over finished results, so the numbers in ``summary.json``, the terminal table,
 the report and the figure all come from one place and can be tested without training anything.
 
-The grid spans one *axis*: width (``mutransfer demo``) or depth (``--vary depth``); its points
-are the *sizes* (widths or numbers of blocks), the smallest being the proxy.
+The grid spans one *axis* (``axes``): width (``mutransfer demo``), depth (``--vary depth``), or
+batch size, sequence length, training steps or LR schedule at one model size; its points are the
+*sizes* (widths, numbers of blocks, batch sizes... or schedule names), the first being the proxy.
 
 Conventions:
 
@@ -21,14 +22,14 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 from ..measures import optimum_drift, optimum_shift, parabola_vertex, transfer_regret
+from .axes import AXES, Axis, Size, axis_info, setting_label
 
-Axis = Literal["width", "depth"]
-AXES: tuple[Axis, ...] = ("width", "depth")
+__all__ = ["AXES", "Axis", "Size"]
 
-Lookup = Callable[[int, float, int], dict[str, Any]]
+Lookup = Callable[[Size, float, int], dict[str, Any]]
 """``lookup(size, log2_lr, seed)`` → a stored ``TrainResult.to_dict()``."""
 
 NAMES = {"sp": "SP", "mup": "µP", "completep": "CompleteP", "depth-mup": "Depth-µP"}
@@ -44,8 +45,8 @@ class Sweep:
     """The grid of one parametrization: losses[size][lr] (None = diverged)."""
 
     rules: str
-    sizes: list[int]
-    """Widths or depths (see ``axis``), increasing; the first is the proxy."""
+    sizes: list[Size]
+    """The settings of ``axis`` (widths, depths, batch sizes...); the first is the proxy."""
     log2_lrs: list[float]
     seeds: list[int]
     loss: list[list[float | None]]
@@ -105,7 +106,7 @@ class Sweep:
         return max(values) - min(values)
 
     @property
-    def edge_optima(self) -> list[int]:
+    def edge_optima(self) -> list[Size]:
         """Sizes whose optimum is on the edge of the LR grid (the true one may be outside)."""
         edges = {0, len(self.log2_lrs) - 1}
         return [
@@ -116,7 +117,7 @@ class Sweep:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data[f"{self.axis}s"] = list(self.sizes)  # "widths" / "depths", for readers of the JSON
+        data[axis_info(self.axis).key] = list(self.sizes)  # "widths", "batch_sizes"... for readers
         data.update(
             best_index=self.best_index,
             best_log2_lr=self.best_log2_lr,
@@ -126,13 +127,27 @@ class Sweep:
             optimum_on_grid_edge=self.edge_optima,
             fitted_log2_lr=self.fitted_log2_lr,
             fitted_drift_octaves=self.fitted_drift_octaves,
+            regret_of_first=self.regret_of_first,
         )
         return data
+
+    @property
+    def regret_of_first(self) -> list[float | None]:
+        """Per size: its loss at the first size's best grid LR, in % above its own best.
+
+        The transfer regret at every size, not only the largest: along batch size or steps it
+        shows whether a miss grows with the distance from the proxy. None where undefined.
+        """
+        first = self.best_index[0]
+        out: list[float | None] = []
+        for row, best in zip(self.loss, self.best_loss, strict=True):
+            out.append(None if first is None else transfer_regret(row[first], best))
+        return out
 
 
 def build_sweep(
     rules: str,
-    sizes: Sequence[int],
+    sizes: Sequence[Size],
     log2_lrs: Sequence[float],
     seeds: Sequence[int],
     lookup: Lookup,
@@ -193,8 +208,8 @@ class Transfer:
     """The largest model at the proxy's LR, against sweeping the largest model directly."""
 
     rules: str
-    proxy_size: int
-    target_size: int
+    proxy_size: Size
+    target_size: Size
     proxy_log2_lr: float | None
     transferred_loss: float | None
     """Loss of the target at the proxy's LR (None: it diverged, or the proxy had no optimum)."""
@@ -220,8 +235,9 @@ class Transfer:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["compute_fraction"] = self.compute_fraction
-        # "proxy_width"/"target_width" (or _depth), for readers of the JSON
-        data[f"proxy_{self.axis}"], data[f"target_{self.axis}"] = self.proxy_size, self.target_size
+        # "proxy_width"/"target_width", "proxy_batch_size"... for readers of the JSON
+        field = axis_info(self.axis).field
+        data[f"proxy_{field}"], data[f"target_{field}"] = self.proxy_size, self.target_size
         return data
 
 
@@ -258,9 +274,20 @@ def largest_is_best(sweep: Sweep) -> bool | None:
     return all(b is None or best[-1] <= b for b in best[:-1])
 
 
-CLAIM_PAIRS: dict[str, tuple[str, str]] = {"width": ("sp", "mup"), "depth": ("mup", "completep")}
+CLAIM_PAIRS: dict[str, tuple[str, str]] = {
+    "width": ("sp", "mup"),
+    "depth": ("mup", "completep"),
+    "batch": ("sp", "mup"),
+    "seq-len": ("sp", "mup"),
+    "steps": ("sp", "mup"),
+    "schedule": ("sp", "mup"),
+}
 """(reference, candidate) whose claims each axis checks: SP vs µP across widths; µP (no depth
-rule) vs CompleteP across depths."""
+rule) vs CompleteP across depths; along the other axes µP, with SP beside it at the same width."""
+
+SIZE_AXES = ("width", "depth")
+"""The axes a parametrization is built for: the smallest size is its base, and the demo claims
+that the optimum stays put. Along the others it *measures* whether it does (``transfers``)."""
 
 
 def claims(
@@ -279,7 +306,13 @@ def claims(
     2. Under the candidate the largest model is the best one at its optimum.
     3. Transferring the proxy's LR costs ≤ 1 % of loss under the candidate, and clearly more
        under the reference.
+
+    Along batch size, sequence length, steps and schedule nothing is claimed in advance: the
+    two checks of ``transfers`` (does µP's optimum stay within 1 octave, does the proxy's LR
+    cost ≤ 1 %) are the measurement.
     """
+    if candidate.axis not in SIZE_AXES:
+        return transfers(candidate, candidate_transfer)
     axis = candidate.axis
     ref, cand = reference.rules, candidate.rules
     ref_key, cand_key = ref.replace("-", "_"), cand.replace("-", "_")
@@ -328,3 +361,59 @@ def claims(
             ),
         },
     }
+
+
+def transfers(sweep: Sweep, transfer: Transfer) -> dict[str, Any]:
+    """Does the LR found at the axis's first setting serve as is at its last? Two checks.
+
+    The same two numbers as the width claims (drift ≤ 1 octave, regret ≤ 1 %); an axis that
+    fails them is one whose optimum moves and needs a rule (``mutransfer transfer``).
+    """
+    info = axis_info(sweep.axis)
+    key, name = sweep.rules.replace("-", "_"), display_name(sweep.rules)
+    drift, regret = sweep.drift_octaves, transfer.regret_percent
+    return {
+        f"{key}_optimum_stable": {
+            "holds": drift is not None and drift <= 1,
+            f"{key}_drift_octaves": drift,
+            "rule": f"{name} optimum moves <= 1 octave across the {info.plural}",
+        },
+        f"{key}_transfer_regret_small": {
+            "holds": regret is not None and regret <= 1.0,
+            f"{key}_regret_percent": regret,
+            "rule": (
+                f"{name}: the {info.smallest} setting's LR costs <= 1 % at the "
+                f"{info.largest} ({setting_label(sweep.axis, transfer.target_size)})"
+            ),
+        },
+    }
+
+
+def finding(sweep: Sweep, transfer: Transfer) -> str:
+    """One sentence: whether the LR transfers along the axis, and if not, which way it moves.
+
+    "Transfers as is" needs both checks of ``transfers``; otherwise the sentence gives the
+    signed shift from the first setting to the last, on the grid and parabola-refined.
+    """
+    info = axis_info(sweep.axis)
+    name = display_name(sweep.rules)
+    first, last = sweep.sizes[0], sweep.sizes[-1]
+    lrs, fitted = sweep.best_log2_lr, sweep.fitted_log2_lr
+    if lrs[0] is None or lrs[-1] is None:
+        return f"{name}: no optimum at {setting_label(sweep.axis, first)} or {last} (diverged)"
+    shift = sweep.shift_octaves or 0.0
+    refined = (
+        f", parabola-refined {fitted[-1] - fitted[0]:+.2f}"
+        if fitted[0] is not None and fitted[-1] is not None
+        else ""
+    )
+    regret = transfer.regret_percent
+    cost = "it diverges there" if regret is None else f"it costs {regret:.2f} % there"
+    checks = transfers(sweep, transfer).values()
+    verdict = "transfers as is" if all(c["holds"] for c in checks) else "moves"
+    return (
+        f"{name} {verdict} across the {info.plural}: the optimum goes from 2^{lrs[0]:g} at "
+        f"{setting_label(sweep.axis, first)} to 2^{lrs[-1]:g} at "
+        f"{setting_label(sweep.axis, last)} ({shift:+g} octaves{refined}; drift over all "
+        f"settings {sweep.drift_octaves:g}); the {info.smallest} setting's LR: {cost}"
+    )

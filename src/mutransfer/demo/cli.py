@@ -9,7 +9,7 @@ from typing import Any
 
 from ..data import DataNotFoundError
 from ..errors import UserError
-from .analysis import AXES
+from .axes import AXES, SCHEDULE_SETTINGS
 from .run import run_demo
 from .settings import (
     MODELS,
@@ -62,7 +62,10 @@ def register(subparsers: Any) -> None:
             "Sweep the learning rate at several widths of a small GPT on Shakespeare, under SP "
             "and under µP; show that µP's optimum stays put while SP's drifts, and what "
             "transferring the small model's LR to the big one costs. With --vary depth: the "
-            "same across depths (2 to 16 blocks at width 64), µP vs CompleteP. Interrupt it at "
+            "same across depths (2 to 16 blocks at width 64), µP vs CompleteP. With --vary "
+            "batch, seq-len, steps or schedule: µP (SP beside it) at width 128 across batch "
+            "sizes, sequence lengths, training lengths or LR schedules: does the best LR stay "
+            "put along that axis, or move (and which way)? Interrupt it at "
             "any time: the same command resumes. With --model resnet: a small ResNet on "
             "Fashion-MNIST with SGD-momentum (or --optimizer adamw); --model bert: a masked-LM "
             "BERT on the same text. Outputs: lr_transfer.png "
@@ -81,7 +84,8 @@ def register(subparsers: Any) -> None:
         "--vary",
         choices=AXES,
         default="width",
-        help="sweep widths (SP vs µP, default) or depths (µP vs CompleteP at one width)",
+        help="sweep widths (SP vs µP, default), depths (µP vs CompleteP at one width), or "
+        "batch sizes, sequence lengths, step counts or LR schedules (µP and SP at one width)",
     )
     parser.add_argument(
         "--out",
@@ -96,6 +100,12 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--widths", type=_int_list, help="e.g. 32,64,128,256 (--vary width)")
     parser.add_argument("--depths", type=_int_list, help="e.g. 2,4,8,16 (--vary depth)")
+    parser.add_argument(
+        "--values",
+        type=_str_list,
+        help="the settings of the varied axis, e.g. --vary batch --values 4,8,16,32; "
+        f"schedules by name: {','.join(SCHEDULE_SETTINGS)}",
+    )
     parser.add_argument("--lrs", type=_lr_list, help="log2 learning rates: --lrs=-11:-4 or -10,-8")
     parser.add_argument(
         "--rules",
@@ -110,8 +120,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--text", metavar="PATH", help="train on your own UTF-8 text file")
     parser.add_argument("--batch-size", type=int, help="sequences per step")
     parser.add_argument("--seq-len", type=int, help="bytes per sequence")
-    parser.add_argument("--depth", type=int, help="transformer blocks (--vary width)")
-    parser.add_argument("--width", type=int, help="model width (--vary depth; default 64)")
+    parser.add_argument("--depth", type=int, help="transformer blocks (all but --vary depth)")
+    parser.add_argument(
+        "--width",
+        type=int,
+        help="model width (all but --vary width; default 64 across depths, 128 on other axes)",
+    )
     parser.add_argument("--warmup", type=int, dest="warmup_steps", help="LR warmup steps")
     parser.add_argument(
         "--qk-norm",
@@ -148,6 +162,7 @@ def _main(args: argparse.Namespace) -> int:
             vary=args.vary,
             widths=args.widths,
             depths=args.depths,
+            values=args.values,
             log2_lrs=args.lrs,
             seeds=args.seeds,
             rules=args.rules,
@@ -167,6 +182,7 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def default_out(model: str, vary: str) -> str:
-    """``runs/demo`` (GPT across widths), ``runs/demo-depth``, ``runs/demo-resnet``..."""
+    """``runs/demo`` (GPT across widths), ``runs/demo-depth``, ``runs/demo-batch``,
+    ``runs/demo-resnet``..."""
     parts = [p for p in (model if model != "gpt" else "", vary if vary != "width" else "") if p]
     return "-".join(["runs/demo", *parts])

@@ -3,8 +3,9 @@
 Everything here reads the summary dict written to ``summary.json`` (see ``mutransfer.demo``), so
 a figure or a report can be re-drawn from a finished run without training anything:
 ``mutransfer.demo.report.write_outputs(json.load(open("runs/demo/summary.json")), "runs/demo")``.
-The same code draws the depth demo (``--vary depth``: µP | CompleteP across numbers of blocks);
-the summary's ``axis`` says which, and summaries written before depth existed read as widths.
+The same code draws the depth demo (``--vary depth``: µP | CompleteP across numbers of blocks)
+and the demos along batch size, sequence length, steps and schedule (``demo.axes``); the
+summary's ``axis`` says which, and summaries written before depth existed read as widths.
 
 matplotlib is imported inside the plotting function: the rest of the library does not need it.
 """
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ..optim import OPTIMIZERS
-from .analysis import NAMES, display_name
+from .analysis import NAMES, SIZE_AXES, display_name
+from .axes import axis_info, setting_label
 
 FIGURE_NAME = "lr_transfer.png"
 DEPTH_FIGURE_NAME = "lr_transfer_depth.png"
@@ -37,12 +39,13 @@ def rules_name(rules: str) -> str:
 
 
 def figure_name(axis: str) -> str:
-    """``lr_transfer.png`` across widths, ``lr_transfer_depth.png`` across depths."""
-    return FIGURE_NAME if axis == "width" else DEPTH_FIGURE_NAME
+    """``lr_transfer.png`` across widths, ``lr_transfer_depth.png`` across depths,
+    ``lr_transfer_batch.png``... along the other axes."""
+    return FIGURE_NAME if axis == "width" else f"lr_transfer_{axis}.png"
 
 
 def title(rules: str, axis: str) -> str:
-    table = TITLES if axis == "width" else DEPTH_TITLES
+    table = DEPTH_TITLES if axis == "depth" else TITLES
     return table.get(rules, rules_name(rules))
 
 
@@ -54,11 +57,11 @@ def normalise(summary: dict[str, Any]) -> dict[str, Any]:
     left as it is.
     """
     axis = summary.get("axis", "width")
+    key = axis_info(axis).key
     out = dict(summary, axis=axis)
-    out.setdefault("sizes", summary.get(f"{axis}s"))
+    out.setdefault("sizes", summary.get(key))
     out["sweeps"] = {
-        r: dict(sw, sizes=sw.get("sizes", sw.get(f"{axis}s")))
-        for r, sw in summary["sweeps"].items()
+        r: dict(sw, sizes=sw.get("sizes", sw.get(key))) for r, sw in summary["sweeps"].items()
     }
     out["transfer"] = {
         r: dict(
@@ -94,11 +97,31 @@ def _is_images(config: dict[str, Any]) -> bool:
 
 
 def _fixed(summary: dict[str, Any]) -> str:
-    """The dimension that does not vary, e.g. ``GPT depth 2`` across widths (and QK-norm)."""
+    """The dimension that does not vary, e.g. ``GPT depth 2`` across widths (and QK-norm);
+    ``GPT width 128 (µP base 32), depth 2`` along the other axes."""
     config = summary["config"]
-    fixed = "depth" if summary["axis"] == "width" else "width"
     qk = ", QK-norm" if config.get("qk_norm") else ""
+    if summary["axis"] not in SIZE_AXES:
+        size = f"width {config['width']} (µP base {config['base_width']}), depth {config['depth']}"
+        return f"{_model(config)} {size}" + qk
+    fixed = "depth" if summary["axis"] == "width" else "width"
     return f"{_model(config)} {fixed} {config[fixed]}" + qk
+
+
+def _training(summary: dict[str, Any]) -> str:
+    """``200 steps of 16×64 bytes, AdamW``, leaving out the setting the demo varies."""
+    config, axis = summary["config"], summary["axis"]
+    steps = "" if axis == "steps" else f"{config['steps']} steps of "
+    if axis == "batch":
+        batch = f"batches of {config['seq_len']}-byte sequences"
+    elif axis == "seq-len":
+        batch = f"batches of {config['batch_size']} sequences"
+    else:
+        batch = _batch(config)
+    schedule = ""
+    if axis != "schedule" and config.get("schedule", "constant") != "constant":
+        schedule = f", {config['schedule']} schedule"
+    return f"{steps}{batch}, {_optimizer(config)}{schedule}"
 
 
 def _batch(config: dict[str, Any]) -> str:
@@ -176,7 +199,8 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
             row = sweep["loss"][i]
             xs = [x for x, v in zip(lrs, row, strict=True) if v is not None]
             ys = [v for v in row if v is not None]
-            ax.plot(xs, ys, "-o", color=color, ms=3.5, lw=1.6, label=f"{axis} {size}")
+            label = setting_label(axis, size)
+            ax.plot(xs, ys, "-o", color=color, ms=3.5, lw=1.6, label=label)
             if n_seeds > 1:
                 _seed_spread(ax, lrs, sweep["seed_loss"][i], color)
             j = sweep["best_log2_lr"][i]
@@ -197,7 +221,7 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
         diverged_any = diverged_any or any_diverged
     handles, labels = axes[0].get_legend_handles_labels()
     handles.append(Line2D([], [], ls="", marker="*", color="gray", ms=12, mec="black"))
-    labels.append(f"optimum of a {axis}")
+    labels.append(f"optimum of a {axis_info(axis).label}")
     if diverged_any:
         handles.append(Line2D([], [], ls="", marker="x", color="gray", ms=7, mew=2))
         labels.append("diverged (no loss)")
@@ -209,8 +233,7 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
     axes[0].set_ylabel(_loss_unit(config))
     seeds = f"{n_seeds} seeds (mean)" if n_seeds > 1 else "1 seed"
     fig.suptitle(
-        f"{_fixed(summary)} on {summary['data']['name']}, {config['steps']} steps of "
-        f"{_batch(config)}, {_optimizer(config)}, {seeds}",
+        f"{_fixed(summary)} on {summary['data']['name']}, {_training(summary)}, {seeds}",
         fontsize=10,
     )
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -245,8 +268,8 @@ def _mark_transfer(ax: Any, transfer: dict[str, Any] | None, axis: str) -> None:
     ax.text(
         0.5,
         0.97,
-        f"best LR of {axis} {transfer['proxy_size']} (dotted) used at {axis} "
-        f"{transfer['target_size']}: {cost}",
+        f"best LR of {setting_label(axis, transfer['proxy_size'])} (dotted) used at "
+        f"{setting_label(axis, transfer['target_size'])}: {cost}",
         transform=ax.transAxes,
         ha="center",
         va="top",
@@ -272,7 +295,12 @@ def _seed_spread(
 
 # ------------------------------------------------------------------------------ tables
 def _grid_rows(sweep: dict[str, Any], axis: str) -> tuple[list[str], list[list[str]]]:
+    """The loss grid; along batch, seq-len, steps and schedule also the first setting's LR's
+    regret at every setting (how a miss grows with the distance from the proxy)."""
+    regrets = sweep.get("regret_of_first") if axis not in SIZE_AXES else None
     header = [axis, *(fmt_lr(x) for x in sweep["log2_lrs"]), "best"]
+    if regrets is not None:
+        header.append("first's LR")
     rows = []
     for i, size in enumerate(sweep["sizes"]):
         best = sweep["best_index"][i] if "best_index" in sweep else None
@@ -281,6 +309,8 @@ def _grid_rows(sweep: dict[str, Any], axis: str) -> tuple[list[str], list[list[s
             text = "✗" if value is None else f"{value:.3f}"
             cells.append(text + ("*" if j == best else ""))
         rows.append([str(size), *cells, fmt_lr(sweep["best_log2_lr"][i])])
+        if regrets is not None:
+            rows[-1].append("—" if regrets[i] is None else f"+{regrets[i]:.2f} %")
     return header, rows
 
 
@@ -304,17 +334,19 @@ def transfer_lines(summary: dict[str, Any]) -> list[str]:
         t = summary["transfer"][rules]
         reuse = " (finished grid run reused)" if t["reused_run"] else " (trained for the transfer)"
         lines.append(
-            f"{rules_name(rules):>3}: LR 2^{fmt_lr(t['proxy_log2_lr'])} from {axis} "
-            f"{t['proxy_size']}"
-            f" → {axis} {t['target_size']} loss {fmt_loss(t['transferred_loss'])}{reuse}; "
+            f"{rules_name(rules):>3}: LR 2^{fmt_lr(t['proxy_log2_lr'])} from "
+            f"{setting_label(axis, t['proxy_size'])}"
+            f" → {setting_label(axis, t['target_size'])} loss "
+            f"{fmt_loss(t['transferred_loss'])}{reuse}; "
             f"best by direct sweep {fmt_loss(t['direct_best_loss'])} at "
             f"2^{fmt_lr(t['direct_best_log2_lr'])}; regret {fmt_pct(t['regret_percent'])}"
         )
     fraction = summary["transfer"][summary["rules"][0]]["compute_fraction"]
-    if fraction is not None:
+    if fraction is not None and axis != "schedule":  # schedules all cost the same
         lines.append(
-            f"The proxy sweep ({axis} {summary['sizes'][0]}) cost {100 * fraction:.1f} % of the "
-            f"FLOPs of sweeping {axis} {summary['sizes'][-1]} directly."
+            f"The proxy sweep ({setting_label(axis, summary['sizes'][0])}) cost "
+            f"{100 * fraction:.1f} % of the FLOPs of sweeping "
+            f"{setting_label(axis, summary['sizes'][-1])} directly."
         )
     return lines
 
@@ -325,26 +357,37 @@ def claim_lines(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def finding_lines(summary: dict[str, Any]) -> list[str]:
+    """Along batch, seq-len, steps and schedule: per parametrization, does the LR transfer."""
+    return list((summary.get("findings") or {}).values())
+
+
 def terminal_report(summary: dict[str, Any]) -> str:
     """The table printed at the end of ``mutransfer demo``."""
     summary = normalise(summary)
     axis = summary["axis"]
+    info = axis_info(axis)
     parts = []
     seeds = len(summary["seeds"])
     for rules in summary["rules"]:
         sweep = summary["sweeps"][rules]
         parts.append(
             f"{title(rules, axis)}: validation loss"
-            f"{f' (mean of {seeds} seeds)' if seeds > 1 else ''} by {axis} (rows) and log2 LR "
-            "(columns); * = optimum, ✗ = diverged"
+            f"{f' (mean of {seeds} seeds)' if seeds > 1 else ''} by {info.label} (rows) and "
+            "log2 LR (columns); * = optimum, ✗ = diverged"
         )
         parts.append(text_table(*_grid_rows(sweep, axis)))
         parts.append(
-            f"optimum moves {_octaves(sweep['drift_octaves'])}{_fitted(sweep)} across {axis}s\n"
+            f"optimum moves {_octaves(sweep['drift_octaves'])}{_fitted(sweep)} across "
+            f"{info.plural}\n"
         )
-    small, large = ("narrowest", "widest") if axis == "width" else ("shallowest", "deepest")
-    parts.append(f"Transfer (tune the LR on the {small} {axis}, train the {large} with it):")
+    parts.append(
+        f"Transfer (tune the LR at the {info.smallest} {info.label}, use it at the {info.largest}):"
+    )
     parts += ["  " + line for line in transfer_lines(summary)]
+    if summary.get("findings"):
+        parts.append("\nDoes the LR transfer along this axis?")
+        parts += ["  " + line for line in finding_lines(summary)]
     if summary.get("claims"):
         parts.append("\nClaims on this run:")
         parts += ["  " + line for line in claim_lines(summary)]
@@ -382,13 +425,70 @@ _HOW_TO_READ = {
 }
 
 
+_AXIS_TEMPLATE = (
+    "Each curve is one {label} ({sizes}) of the same model ({model}); each point is a full "
+    "training run at one learning rate, scored on held-out text; the star marks each curve's "
+    "best learning rate, and the dotted line the {smallest} setting's best. What to look for: "
+    "if the stars line up, the learning rate tuned at the {smallest} setting serves as is at "
+    "the {largest}; if they slide, the optimum moves along this axis and must be carried by a "
+    "rule (``mutransfer transfer --to-batch / --to-steps``, docs/sweeps.md). µP's width rules "
+    "say nothing about this axis, so SP is shown beside it at the same width, as a reference, "
+    "not a rival. {expect} Whether this run shows it is measured below (Claims and Findings). "
+    "A cross (×) at the top of a panel is a run that diverged; it has no loss."
+)
+_EXPECT = {
+    "batch": (
+        "What the literature leads one to expect: a larger batch averages away gradient noise, "
+        "so Adam's best LR tends to rise with it (roughly as its square root, Malladi et al. "
+        "2022) until the batch passes the critical batch size."
+    ),
+    "seq-len": (
+        "Tensor Programs V (Fig. 19) found µP's optimum stable across sequence lengths in a "
+        "pre-LN Transformer; longer sequences put more tokens in each step, as a larger batch "
+        "does, but the tokens of one sequence are correlated."
+    ),
+    "steps": (
+        "Longer training tends to want a smaller LR (Bjorck et al., ICLR 2025, find the best LR "
+        "falls as a power of the token horizon); Tensor Programs V found µP's optimum stable "
+        "over the (short) ranges it tried."
+    ),
+    "schedule": (
+        "The runs are the same length; the schedules differ: constant, cosine decay to 10 %, "
+        "linear warmup (10 % of the steps) then linear decay, and warmup-stable-decay (the last "
+        "20 % decay). A schedule that decays lowers the LR at the end, so it tends to allow a "
+        "higher peak LR than a constant one."
+    ),
+}
+
+
+def how_to_read(summary: dict[str, Any]) -> str:
+    """The paragraph under the figure: what the curves are and what to look for."""
+    axis, config = summary["axis"], summary["config"]
+    sizes = ", ".join(map(str, summary["sizes"]))
+    if axis in _HOW_TO_READ:
+        held_out = "images" if _is_images(config) else "text"
+        return _HOW_TO_READ[axis].format(sizes=sizes, held_out=held_out)
+    info = axis_info(axis)
+    return _AXIS_TEMPLATE.format(
+        label="schedule"
+        if axis == "schedule"
+        else info.label.replace("seq-len", "sequence length"),
+        sizes=sizes,
+        model=_fixed(summary),
+        smallest=info.smallest,
+        largest=info.largest,
+        expect=_EXPECT[axis],
+    )
+
+
 def markdown_report(summary: dict[str, Any], figure: str | None = None) -> str:
     """``report.md``: the figure, how to read it, the numbers, and how they were produced."""
     summary = normalise(summary)
     axis = summary["axis"]
     figure = figure or figure_name(axis)
     names = " vs ".join(rules_name(r) for r in summary["rules"])
-    heading = "µTransfer demo" if axis == "width" else "µTransfer demo across depth"
+    info = axis_info(axis)
+    heading = "µTransfer demo" if axis == "width" else f"µTransfer demo across {info.plural}"
     out = [
         f"# {heading}: {names}",
         "",
@@ -396,10 +496,7 @@ def markdown_report(summary: dict[str, Any], figure: str | None = None) -> str:
         "",
         "## How to read it",
         "",
-        _HOW_TO_READ[axis].format(
-            sizes=", ".join(map(str, summary["sizes"])),
-            held_out="images" if _is_images(summary["config"]) else "text",
-        ),
+        how_to_read(summary),
         "",
     ]
     seeds = len(summary["seeds"])
@@ -408,17 +505,23 @@ def markdown_report(summary: dict[str, Any], figure: str | None = None) -> str:
         out += [
             f"## {title(rules, axis)}",
             "",
-            f"Validation loss{f' (mean of {seeds} seeds)' if seeds > 1 else ''}; rows: {axis}, "
-            "columns: log2 LR; * optimum, ✗ diverged. Optimum moves "
-            f"**{_octaves(sweep['drift_octaves'])}**{_fitted(sweep)} across {axis}s.",
+            f"Validation loss{f' (mean of {seeds} seeds)' if seeds > 1 else ''}; rows: "
+            f"{info.label}, columns: log2 LR; * optimum, ✗ diverged"
+            + (
+                "; last column: the loss at the first row's best LR, above the row's best"
+                if axis not in SIZE_AXES
+                else ""
+            )
+            + f". Optimum moves **{_octaves(sweep['drift_octaves'])}**{_fitted(sweep)} across "
+            f"{info.plural}.",
             "",
             markdown_table(*_grid_rows(sweep, axis)),
             "",
         ]
         if sweep.get("optimum_on_grid_edge"):
             out += [
-                f"Note: the optimum of {axis}(s) {sweep['optimum_on_grid_edge']} is on the edge "
-                "of the LR grid; the true optimum may lie outside it.",
+                f"Note: the optimum of {info.label}(s) {sweep['optimum_on_grid_edge']} is on the "
+                "edge of the LR grid; the true optimum may lie outside it.",
                 "",
             ]
     out += ["## Transfer", ""]
@@ -426,6 +529,9 @@ def markdown_report(summary: dict[str, Any], figure: str | None = None) -> str:
     if summary.get("claims"):
         out += ["", "## Claims on this run", ""]
         out += ["- " + line for line in claim_lines(summary)]
+    if summary.get("findings"):
+        out += ["", "## Findings: does the LR transfer along this axis?", ""]
+        out += ["- " + line for line in finding_lines(summary)]
     out += ["", "## How this was produced", ""]
     out += ["- " + line for line in provenance_lines(summary)]
     return "\n".join(out) + "\n"
@@ -446,6 +552,8 @@ def provenance_lines(summary: dict[str, Any]) -> list[str]:
             f"{name} depth {config['depth']}, {config['n_heads']} heads, base width "
             f"{config['base_width']}"
         )
+    elif summary["axis"] not in SIZE_AXES:
+        model = f"{_fixed(summary)}, {config['n_heads']} heads"
     else:
         model = (
             f"{name} width {config['width']}, {config['n_heads']} heads, depths "
@@ -490,9 +598,9 @@ def provenance_lines(summary: dict[str, Any]) -> list[str]:
             else ""
         ),
         f"data: {_data_line(summary['data'])}",
-        f"model: {model}; {config['steps']} steps, batch {_batch_size(config)}, {optimizer}, "
-        f"warmup {config['warmup_steps']}, schedule {config['schedule']}; "
-        f"seeds {summary['seeds']}",
+        f"model: {model}; {_varied(config, 'steps')} steps, batch {_batch_size(config)}, "
+        f"{optimizer}, warmup {_varied(config, 'warmup_steps')}, schedule "
+        f"{_varied(config, 'schedule')}; seeds {summary['seeds']}",
     ]
 
 
@@ -504,10 +612,15 @@ def _data_line(data: dict[str, Any]) -> str:
     )
 
 
+def _varied(config: dict[str, Any], field: str) -> str:
+    """A setting of the runs, or ``varied`` for the one the demo sweeps (not in ``config``)."""
+    return str(config[field]) if field in config else "varied"
+
+
 def _batch_size(config: dict[str, Any]) -> str:
     if _is_images(config):
-        return f"{config['batch_size']} images"
-    return f"{config['batch_size']} × {config['seq_len']}"
+        return f"{_varied(config, 'batch_size')} images"
+    return f"{_varied(config, 'batch_size')} × {_varied(config, 'seq_len')}"
 
 
 def _fmt_duration(seconds: float) -> str:

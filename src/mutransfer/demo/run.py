@@ -22,7 +22,8 @@ from ..machine import cpu_model
 from ..training.proxy import TrainConfig, TrainResult, load_source, train
 from ..training.runs import RunStore, run_all, source_fingerprint, write_json_atomic
 from . import analysis, report
-from .analysis import CLAIM_PAIRS
+from .analysis import CLAIM_PAIRS, SIZE_AXES
+from .axes import axis_info
 from .settings import (
     DemoError,
     DemoSettings,
@@ -81,7 +82,8 @@ def run_demo(
     on_disk = sum(store.load(c) is not None for c in grid)
     say(
         f"mutransfer demo: {len(settings.log2_lrs)} learning rates × {len(settings.sizes)} "
-        f"{settings.axis}s {list(settings.sizes)} × {len(settings.seeds)} seed(s) × "
+        f"{axis_info(settings.axis).plural} {list(settings.sizes)} × {len(settings.seeds)} "
+        "seed(s) × "
         f"{'/'.join(map(analysis.display_name, settings.rules))} = {len(grid)} runs"
         + (f" ({on_disk} already done in {store.folder})" if on_disk else "")
         + f", {max(1, workers)} worker(s); results in {out}/"
@@ -201,25 +203,35 @@ def _summary(
 ) -> dict[str, Any]:
     claims = None
     reference, candidate = CLAIM_PAIRS[settings.axis]
-    if reference in sweeps and candidate in sweeps:
+    if settings.axis not in SIZE_AXES:  # measured on the candidate alone
+        if candidate in sweeps:
+            claims = analysis.transfers(sweeps[candidate], transfers[candidate])
+    elif reference in sweeps and candidate in sweeps:
         claims = analysis.claims(
             sweeps[reference], sweeps[candidate], transfers[reference], transfers[candidate]
         )
     base = settings.config(settings.rules[0], settings.sizes[0], settings.log2_lrs[0], 0)
-    varied = ("rules", settings.axis, "lr", "seed")
+    info = axis_info(settings.axis)
+    varied = ("rules", *info.fields, "lr", "seed")
     config = {k: v for k, v in base.to_dict().items() if k not in varied}
+    findings = (
+        None
+        if settings.axis in SIZE_AXES
+        else {r: analysis.finding(sweeps[r], transfers[r]) for r in settings.rules}
+    )
     load_after = _load_average()
     return {
         "format": SUMMARY_FORMAT,
         "axis": settings.axis,
         "rules": list(settings.rules),
         "sizes": list(settings.sizes),
-        f"{settings.axis}s": list(settings.sizes),
+        info.key: list(settings.sizes),
         "log2_lrs": list(settings.log2_lrs),
         "seeds": list(settings.seeds),
         "sweeps": {r: s.to_dict() for r, s in sweeps.items()},
         "transfer": {r: t.to_dict() for r, t in transfers.items()},
         "claims": claims,
+        "findings": findings,
         "config": config,
         "data": _data_facts(settings, source, fingerprint),
         "machine": {

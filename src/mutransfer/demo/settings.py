@@ -12,7 +12,7 @@ from typing import Any
 
 from ..rules import get_rules
 from ..training.proxy import TrainConfig
-from .analysis import AXES, Axis
+from .axes import AXES, SCHEDULE_SETTINGS, Axis, Size, axis_info
 
 
 class DemoError(ValueError):
@@ -24,13 +24,16 @@ class DemoSettings:
     """The grid: sizes × log2 LRs × seeds × parametrizations, around one base ``TrainConfig``.
 
     ``axis`` says what the sizes are: widths (the base config's depth is kept) or depths, i.e.
-    numbers of transformer blocks (the base config's width is kept). The base config holds
-    everything else (steps, batch, schedule, optimizer, data...). The smallest size is the base
-    of the parametrization (``base_width`` resp. ``base_depth``), so all rules are the same
-    model there and the panels of the figure start from the same curve.
+    numbers of transformer blocks (the base config's width is kept); or batch sizes, sequence
+    lengths, step counts or schedule names (``axes.SCHEDULE_SETTINGS``) at the base config's
+    width and depth. The base config holds everything else (steps, batch, schedule, optimizer,
+    data...). Across widths or depths the smallest size is the base of the parametrization
+    (``base_width`` resp. ``base_depth``), so all rules are the same model there and the panels
+    of the figure start from the same curve; along the other axes the base config's
+    ``base_width`` is kept, so SP and µP differ by the width ratio throughout.
     """
 
-    sizes: tuple[int, ...]
+    sizes: tuple[Size, ...]
     log2_lrs: tuple[float, ...]
     seeds: tuple[int, ...]
     base: TrainConfig
@@ -39,14 +42,8 @@ class DemoSettings:
 
     def __post_init__(self) -> None:
         if self.axis not in AXES:
-            raise DemoError(f"the demo varies 'width' or 'depth', not {self.axis!r}")
-        plural = f"{self.axis}s"
-        if len(self.sizes) < 2:
-            raise DemoError(f"the demo needs at least two {plural}, got {list(self.sizes)}")
-        if list(self.sizes) != sorted(set(self.sizes)) or self.sizes[0] < 1:
-            raise DemoError(
-                f"{plural} must be increasing, distinct and >= 1, got {list(self.sizes)}"
-            )
+            raise DemoError(f"the demo varies one of {', '.join(AXES)}, not {self.axis!r}")
+        self._check_sizes()
         heads = self.base.model != "resnet"  # transformers split the width into heads
         bad = [w for w in self.widths if heads and w % self.base.n_heads]
         if bad:
@@ -67,25 +64,53 @@ class DemoSettings:
             except ValueError as exc:
                 raise DemoError(str(exc)) from None
 
+    def _check_sizes(self) -> None:
+        info = axis_info(self.axis)
+        sizes = list(self.sizes)
+        if len(sizes) < 2:
+            raise DemoError(f"the demo needs at least two {info.plural}, got {sizes}")
+        if not info.numeric:
+            unknown = [s for s in sizes if s not in SCHEDULE_SETTINGS]
+            if unknown or len(set(sizes)) != len(sizes):
+                raise DemoError(
+                    f"schedules must be distinct names among {', '.join(SCHEDULE_SETTINGS)}, "
+                    f"got {sizes}"
+                )
+            return
+        if (
+            not all(isinstance(s, int) for s in sizes)
+            or sizes != sorted(set(sizes), key=int)
+            or int(sizes[0]) < 1
+        ):
+            raise DemoError(
+                f"{info.plural} must be increasing, distinct integers >= 1, got {sizes}"
+            )
+
     @property
     def widths(self) -> tuple[int, ...]:
-        """The widths the grid trains: the sizes, or the base config's width across depths."""
-        return self.sizes if self.axis == "width" else (self.base.width,)
+        """The widths the grid trains: the sizes, or the base config's width on other axes."""
+        return tuple(map(int, self.sizes)) if self.axis == "width" else (self.base.width,)
 
     @property
     def depths(self) -> tuple[int, ...]:
-        """The depths the grid trains: the sizes, or the base config's depth across widths."""
-        return self.sizes if self.axis == "depth" else (self.base.depth,)
+        """The depths the grid trains: the sizes, or the base config's depth on other axes."""
+        return tuple(map(int, self.sizes)) if self.axis == "depth" else (self.base.depth,)
 
-    def config(self, rules: str, size: int, log2_lr: float, seed: int) -> TrainConfig:
-        """One run of the grid; ``size`` is a width or a depth according to ``axis``."""
-        common = {"rules": rules, "lr": 2.0**log2_lr, "seed": seed}
+    def config(self, rules: str, size: Size, log2_lr: float, seed: int) -> TrainConfig:
+        """One run of the grid; ``size`` is a setting of ``axis`` (a width, a batch size...)."""
+        common: dict[str, Any] = {"rules": rules, "lr": 2.0**log2_lr, "seed": seed}
         if self.axis == "width":
             return self.base.with_(width=size, base_width=self.sizes[0], **common)
-        # one width throughout: it is its own base width, so only the depth rules act
-        return self.base.with_(
-            depth=size, base_depth=self.sizes[0], base_width=self.base.width, **common
-        )
+        if self.axis == "depth":
+            # one width throughout: it is its own base width, so only the depth rules act
+            return self.base.with_(
+                depth=size, base_depth=self.sizes[0], base_width=self.base.width, **common
+            )
+        if self.axis == "schedule":
+            schedule, warmup = SCHEDULE_SETTINGS[str(size)]
+            warmup_steps = round(warmup * self.base.steps)
+            return self.base.with_(schedule=schedule, warmup_steps=warmup_steps, **common)
+        return self.base.with_(**{axis_info(self.axis).field: size}, **common)
 
     def grid(self) -> list[TrainConfig]:
         return [
@@ -99,6 +124,7 @@ class DemoSettings:
     def to_dict(self) -> dict[str, Any]:
         return {
             "axis": self.axis,
+            axis_info(self.axis).key: list(self.sizes),
             "sizes": list(self.sizes),
             "widths": list(self.widths),
             "depths": list(self.depths),
@@ -201,6 +227,35 @@ BERT_QUICK = DemoSettings(
     seeds=(0,),
     base=BERT_BASE.with_(steps=100),
 )
+# Batch size, sequence length, steps, schedule (Tensor Programs V § 6.1, Fig. 19): the GPT of
+# the width demo at one width, 128 with µP's base 32 (so SP and µP differ by 4×), 2 blocks;
+# everything but the varied setting as in DEFAULT_BASE (200 steps of 16 × 64 bytes, constant
+# LR). Batch size is varied at fixed steps and steps at fixed batch size, so the runs see more
+# or fewer tokens; that is the question a practitioner asks ("I will train 4× longer / with a
+# 4× batch: keep the LR?"). Measured in docs/demo.md.
+AXIS_BASE = DEFAULT_BASE.with_(width=128, base_width=32)
+AXIS_QUICK_BASE = DEFAULT_BASE.with_(width=64, base_width=32, steps=100)
+AXIS_LRS = tuple(float(x) for x in range(-11, -3))
+AXIS_QUICK_LRS = tuple(float(x) for x in range(-9, -3))
+AXIS_SIZES: dict[str, tuple[tuple[Size, ...], tuple[Size, ...]]] = {
+    # axis: (default sizes, --quick sizes)
+    "batch": ((4, 8, 16, 32), (4, 16, 32)),
+    "seq-len": ((32, 64, 128), (32, 64, 128)),
+    "steps": ((25, 50, 100, 200), (12, 25, 100)),
+    "schedule": (tuple(SCHEDULE_SETTINGS), tuple(SCHEDULE_SETTINGS)),
+}
+AXIS_PRESETS: dict[tuple[str, str, bool], DemoSettings] = {
+    ("gpt", axis, quick): DemoSettings(
+        sizes=sizes[quick],
+        log2_lrs=AXIS_QUICK_LRS if quick else AXIS_LRS,
+        seeds=(0,),
+        base=AXIS_QUICK_BASE if quick else AXIS_BASE,
+        axis=axis,  # type: ignore[arg-type]  # the keys of AXIS_SIZES are axes
+    )
+    for axis, sizes in AXIS_SIZES.items()
+    for quick in (False, True)
+}
+
 MODELS = ("gpt", "resnet", "bert")
 """The reference models the demo trains (``--model``)."""
 PRESETS: dict[tuple[str, str, bool], DemoSettings] = {
@@ -212,6 +267,7 @@ PRESETS: dict[tuple[str, str, bool], DemoSettings] = {
     ("resnet", "width", True): RESNET_QUICK,
     ("bert", "width", False): BERT_DEFAULT,
     ("bert", "width", True): BERT_QUICK,
+    **AXIS_PRESETS,
 }
 
 
@@ -222,6 +278,7 @@ def settings_for(
     vary: str = "width",
     widths: Sequence[int] | None = None,
     depths: Sequence[int] | None = None,
+    values: Sequence[Size] | None = None,
     log2_lrs: Sequence[float] | None = None,
     seeds: Sequence[int] | None = None,
     rules: Sequence[str] | None = None,
@@ -230,30 +287,32 @@ def settings_for(
 ) -> DemoSettings:
     """The default (or ``--quick``) settings of ``vary`` with the user's changes applied.
 
-    ``widths`` are the swept sizes when ``vary="width"``, ``depths`` when ``vary="depth"``; the
-    other axis is fixed by a train option (``depth=`` across widths, ``width=`` across depths).
+    ``values`` are the swept settings of ``vary`` (``widths`` / ``depths`` are the same for
+    those two axes); integers, or schedule names with ``vary="schedule"`` (strings of digits are
+    read as integers, as the command line gives them). The other dimensions are fixed by train
+    options (``depth=`` across widths, ``width=`` across depths; both on the other axes).
     ``model`` is the reference model: ``gpt`` or ``bert`` (Shakespeare, or ``text``) or
     ``resnet`` (Fashion-MNIST).
     """
     if vary not in AXES:
-        raise DemoError(f"vary must be 'width' or 'depth', got {vary!r}")
+        raise DemoError(f"vary must be one of {', '.join(AXES)}, got {vary!r}")
     if model not in MODELS:
         raise DemoError(f"model must be one of {', '.join(MODELS)}, got {model!r}")
     if (model, vary, quick) not in PRESETS:
-        raise DemoError(f"the {model} demo varies the width only, not the {vary}")
+        can = sorted({a for m, a, _ in PRESETS if m == model}, key=AXES.index)
+        raise DemoError(f"the {model} demo varies {' or '.join(can)} only, not {vary!r}")
     if text is not None and model == "resnet":
         raise DemoError("--text is for the text models; the ResNet trains on Fashion-MNIST")
-    fixed = "depth" if vary == "width" else "width"
-    wrong = depths if vary == "width" else widths
-    if wrong is not None:
-        raise DemoError(
-            f"{fixed}s are fixed when the demo varies the {vary}: give one {fixed} "
-            f"(--{fixed} N), or vary the {fixed} (--vary {fixed})"
-        )
-    if vary in train_options:
-        raise DemoError(
-            f"the demo varies the {vary}: give the {vary}s to sweep (--{vary}s), not one {vary}"
-        )
+    info = axis_info(vary)
+    sizes = _swept_values(vary, widths, depths, values)
+    for name in info.fields:
+        if name in train_options:
+            flag = name.replace("_", "-")
+            raise DemoError(
+                f"the demo varies the {info.plural}: give the {info.plural} to sweep (--values"
+                f"{f' or --{vary}s' if vary in ('width', 'depth') else ''}), not one {flag} "
+                f"(--{flag})"
+            )
     preset = PRESETS[model, vary, quick]
     base = preset.base
     if text is not None:
@@ -266,7 +325,6 @@ def settings_for(
             base = TrainConfig.from_dict({**base.to_dict(), **train_options})
         except (TypeError, ValueError) as exc:
             raise DemoError(str(exc)) from None
-    sizes = widths if vary == "width" else depths
     return DemoSettings(
         sizes=tuple(sizes) if sizes is not None else preset.sizes,
         log2_lrs=tuple(float(x) for x in log2_lrs) if log2_lrs is not None else preset.log2_lrs,
@@ -275,6 +333,32 @@ def settings_for(
         rules=tuple(rules) if rules is not None else preset.rules,
         axis=preset.axis,
     )
+
+
+def _swept_values(
+    vary: str,
+    widths: Sequence[int] | None,
+    depths: Sequence[int] | None,
+    values: Sequence[Size] | None,
+) -> list[Size] | None:
+    """The user's settings of the varied axis (None: the preset's), checked against ``vary``."""
+    given = {"widths": widths, "depths": depths}
+    for name, sizes in given.items():
+        if sizes is not None and name != f"{vary}s":
+            fixed = name[:-1]
+            hint = (
+                f"give one {fixed} (--{fixed} N), or vary the {fixed} (--vary {fixed})"
+                if vary in ("width", "depth")
+                else f"give the {axis_info(vary).plural} as --values, and one {fixed} (--{fixed} N)"
+            )
+            raise DemoError(f"{name} are fixed when the demo varies the {vary}: {hint}")
+    mine = given.get(f"{vary}s")
+    if mine is not None and values is not None:
+        raise DemoError(f"give the {vary}s once: --{vary}s or --values, not both")
+    chosen = values if values is not None else mine
+    if chosen is None:
+        return None
+    return [int(v) if isinstance(v, str) and v.isdigit() else v for v in chosen]
 
 
 # ------------------------------------------------------------------------------ running

@@ -31,7 +31,14 @@ from ..optim import optimizer_class
 from ..plan import Plan
 from ..rules import ROLES
 
-Schedule = Literal["constant", "cosine", "linear"]
+Schedule = Literal["constant", "cosine", "linear", "wsd"]
+SCHEDULES: tuple[str, ...] = ("constant", "cosine", "linear", "wsd")
+
+WSD_DECAY_FRACTION = 0.2
+"""``schedule="wsd"`` (warmup-stable-decay): the share of the steps after warmup spent decaying.
+
+The stable phase holds the peak LR; the last 20 % decay linearly to 10 % like ``linear`` does
+(Hägele et al. 2024 find 10–20 % of the run enough for the cooldown to match cosine)."""
 
 OPTIMIZERS = tuple(BUILTIN_OPTIMIZERS)
 """The optimizers a run can name (``mutransfer.optim.OPTIMIZERS``: the one table)."""
@@ -108,9 +115,9 @@ class RunOptions:
                 )
             if not (self.adamw_lr > 0 and math.isfinite(self.adamw_lr)):
                 raise self._invalid(f"adamw_lr must be a positive number, got {self.adamw_lr}")
-        if self.schedule not in ("constant", "cosine", "linear"):
+        if self.schedule not in SCHEDULES:
             raise self._invalid(
-                f"schedule must be constant, cosine or linear, got {self.schedule!r}"
+                f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"
             )
         if self.mode not in ("absorbed", "explicit"):
             raise self._invalid(f"mode must be 'absorbed' or 'explicit', got {self.mode!r}")
@@ -187,7 +194,11 @@ def _is_int(value: Any) -> bool:
 
 
 def lr_lambda(config: RunOptions) -> Callable[[int], float]:
-    """Multiplier of the base LR at each step: linear warmup, then the schedule (to 10 %)."""
+    """Multiplier of the base LR at each step: linear warmup, then the schedule (to 10 %).
+
+    ``constant`` stays at 1; ``cosine`` and ``linear`` decay over every step after warmup;
+    ``wsd`` stays at 1 and decays linearly over the last ``WSD_DECAY_FRACTION`` of them.
+    """
 
     def factor(step: int) -> float:
         if config.warmup_steps and step < config.warmup_steps:
@@ -198,6 +209,9 @@ def lr_lambda(config: RunOptions) -> Callable[[int], float]:
             return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
         if config.schedule == "linear":
             return 1.0 - 0.9 * progress
+        if config.schedule == "wsd":
+            stable = 1.0 - WSD_DECAY_FRACTION
+            return 1.0 - 0.9 * max(0.0, progress - stable) / WSD_DECAY_FRACTION
         return 1.0
 
     return factor
