@@ -266,9 +266,11 @@ def demo_results_section(
     seed. ``figure``: the image's path relative to the results file.
     """
     from mutransfer.demo.analysis import CLAIM_PAIRS
+    from mutransfer.demo.axes import axis_info, setting_label
     from mutransfer.demo.report import (
         claim_lines,
         figure_name,
+        finding_lines,
         fmt_fit,
         fmt_loss,
         fmt_lr,
@@ -281,8 +283,10 @@ def demo_results_section(
 
     summary = normalise(summary)
     axis = summary["axis"]
+    info = axis_info(axis)
     figure = figure or f"../../docs/images/{figure_name(axis)}"
     sizes = summary["sizes"]
+    first, last = setting_label(axis, sizes[0]), setting_label(axis, sizes[-1])
     joined = "/".join(map(str, sizes))
     rules = summary["rules"]
     names = [rules_name(r) for r in rules]
@@ -292,7 +296,7 @@ def demo_results_section(
 
     rows = [
         [
-            f"best log2 LR, {axis}s {joined}",
+            f"best log2 LR, {info.plural} {joined}",
             *each(lambda s, t: "/".join(map(fmt_lr, s["best_log2_lr"]))),
         ],
         ["optimum drift (octaves)", *each(lambda s, t: fmt_lr(s["drift_octaves"]))],
@@ -305,17 +309,17 @@ def demo_results_section(
             *each(lambda s, t: fmt_fit(s.get("fitted_drift_octaves"))),
         ],
         [
-            f"best loss, {axis}s {joined}",
+            f"best loss, {info.plural} {joined}",
             *each(lambda s, t: "/".join(fmt_loss(x) for x in s["best_loss"])),
         ],
         [
-            f"{axis} {sizes[-1]} at {axis} {sizes[0]}'s best LR",
+            f"{last} at {first}'s best LR",
             *each(
                 lambda s, t: f"{fmt_loss(t['transferred_loss'])} (2^{fmt_lr(t['proxy_log2_lr'])})"
             ),
         ],
         [
-            f"{axis} {sizes[-1]}, best of its own sweep",
+            f"{last}, best of its own sweep",
             *each(
                 lambda s, t: (
                     f"{fmt_loss(t['direct_best_loss'])} (2^{fmt_lr(t['direct_best_log2_lr'])})"
@@ -328,9 +332,9 @@ def demo_results_section(
     default_heading = (
         "µTransfer demo: learning rate × width, SP vs µP (`mutransfer demo`)"
         if axis == "width"
-        else "µTransfer demo across depth: "
+        else f"µTransfer demo across {info.plural}: "
         + " vs ".join(names)
-        + " (`mutransfer demo --vary depth`)"
+        + f" (`mutransfer demo --vary {axis}`)"
     )
     out = [
         f"## {heading or default_heading}",
@@ -340,20 +344,24 @@ def demo_results_section(
         demo_table(["", *names], rows),
         "",
     ]
-    if fraction is not None:
+    if fraction is not None and axis != "schedule":
         out += [
-            f"The proxy sweep ({axis} {sizes[0]}) cost {100 * fraction:.1f} % of the "
-            f"FLOPs of sweeping {axis} {sizes[-1]} directly.",
+            f"The proxy sweep ({first}) cost {100 * fraction:.1f} % of the "
+            f"FLOPs of sweeping {last} directly.",
             "",
         ]
     if summary.get("claims"):
         out += ["Claims on this run:", ""]
         out += ["- " + line for line in claim_lines(summary)]
         out.append("")
+    if summary.get("findings"):
+        out += ["Does the LR transfer along this axis?", ""]
+        out += ["- " + line for line in finding_lines(summary)]
+        out.append("")
     if seed_checks:
         reference, candidate = CLAIM_PAIRS[axis]
         ref, cand = rules_name(reference), rules_name(candidate)
-        largest = "widest" if axis == "width" else "deepest"
+        largest = info.largest
         out += [
             "Same settings, other seeds (each a full grid with one seed: "
             + ", ".join(f"`{c['run']['command']}`" for c in seed_checks)

@@ -67,6 +67,7 @@ BENCHMARKS = (
     Benchmark("stacked_throughput", "Stacked proxy runs: sweep throughput", ("--steps", "100")),
     Benchmark("resnet_coord", "ResNet coordinate check up to 4096 channels"),
     Benchmark("bert_proxy_transfer", "BERT: a proxy shrunk in width and depth, transferred"),
+    Benchmark("axis_transfer", "Transfer along batch size, sequence length, steps, schedule"),
     Benchmark("moonshot_transfer", "One proxy sweep → a target differing in all axes"),
 )
 EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)

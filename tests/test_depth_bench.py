@@ -1,4 +1,4 @@
-"""``bench/depth_transfer.py --quick`` and ``bench/optimizers_transfer.py --quick`` still run.
+"""``bench/depth_transfer.py``, ``optimizers_transfer.py`` and ``axis_transfer.py --quick`` run.
 
 The numbers of a quick run mean nothing (tiny models, pydoc text); what is checked is that the
 scripts run against the current library, as ``bench/run_all.py`` calls them (``--quick``,
@@ -50,3 +50,21 @@ def test_optimizers_transfer_quick(tmp_path: Path) -> None:
     assert payload["optimizers"]["muon"]["summary"]["config"]["adamw_lr"] == 2**-6
     assert md.startswith("## LR transfer across widths with Lion and Muon")
     assert "| Lion (lion-pytorch) |" in md and "| Muon (hidden) + AdamW at 2^-6 |" in md
+
+
+def test_axis_transfer_quick(tmp_path: Path) -> None:
+    payload, md = run_quick("axis_transfer.py", tmp_path)
+    assert payload["quick"] is True and list(payload["axes"]) == [
+        "batch",
+        "seq-len",
+        "steps",
+        "schedule",
+    ]
+    for axis, result in payload["axes"].items():
+        summary = result["summary"]
+        assert summary["axis"] == axis and summary["rules"] == ["sp", "mup"]
+        assert set(summary["findings"]) == {"sp", "mup"}
+        assert (tmp_path / result["figure"]).read_bytes()[:4] == b"\x89PNG"
+    assert md.startswith("## Transfer along batch size, sequence length, steps and schedule")
+    assert "| batch | batch 2 → 4 (2×) | µP |" in md and "| schedule | constant → wsd | SP |" in md
+    assert md.count("### Along") == 4 and "Does the LR transfer along this axis?" in md
