@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
             "and under µP; show that µP's optimum stays put while SP's drifts, and what "
             "transferring the small model's LR to the big one costs. With --vary depth: the "
             "same across depths (2 to 16 blocks at width 64), µP vs CompleteP. With --vary "
-            "batch, seq-len, steps or schedule: µP (SP beside it) at width 64 across batch "
+            "batch, seq-len, steps or schedule: µP (SP beside it) at width 32 across batch "
             "sizes, sequence lengths, training lengths or LR schedules: does the best LR stay "
             "put along that axis, or move (and which way)? Interrupt it at "
             "any time: the same command resumes. With --model resnet: a small ResNet on "
@@ -124,7 +124,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--width",
         type=int,
-        help="model width (all but --vary width; default 64)",
+        help="model width (all but --vary width; default 64 across depths, 32 on other axes)",
     )
     parser.add_argument("--warmup", type=int, dest="warmup_steps", help="LR warmup steps")
     parser.add_argument(
