@@ -88,7 +88,10 @@ def verdict(summary: dict[str, Any], rules: str) -> str:
     sweep, transfer = summary["sweeps"][rules], summary["transfer"][rules]
     drift, regret = sweep["drift_octaves"], transfer["regret_percent"]
     stable = drift is not None and drift <= 1 and regret is not None and regret <= 1.0
-    return "transfers as is" if stable else "moves"
+    measured = "transfers as is" if stable else "moves"
+    if sweep.get("optimum_on_grid_edge"):
+        return f"{measured}? (optimum on the grid's edge)"
+    return measured
 
 
 def overview(payload: dict[str, Any]) -> str:

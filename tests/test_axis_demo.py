@@ -89,7 +89,7 @@ def test_warmup_stable_decay_holds_the_peak_then_decays_to_ten_percent() -> None
 
 # ----------------------------------------------------------------------------- analysis
 def _sweep(table: dict[int, list[float]], axis: str = "batch") -> analysis.Sweep:
-    lrs = [-8.0, -7.0, -6.0, -5.0]
+    lrs = [-8.0, -7.0, -6.0, -5.0, -4.0]
 
     def lookup(size: object, lr: float, seed: int) -> dict:
         return {"val_loss": table[int(size)][lrs.index(lr)], "flops": 1.0, "steps_done": 1}
@@ -99,7 +99,7 @@ def _sweep(table: dict[int, list[float]], axis: str = "batch") -> analysis.Sweep
 
 def test_findings_say_which_way_the_optimum_moves_and_what_it_costs() -> None:
     # the optimum rises 2 octaves from batch 4 to batch 32: the small batch's LR costs 10 %
-    moving = _sweep({4: [2.3, 2.2, 2.4, 2.6], 32: [2.42, 2.3, 2.15, 2.1]})
+    moving = _sweep({4: [2.3, 2.2, 2.4, 2.6, 2.8], 32: [2.42, 2.3, 2.15, 2.1, 2.2]})
     moved = analysis.transfer(moving, 2.31, reused=True)
     checks = analysis.transfers(moving, moved)
     assert not checks["mup_optimum_stable"]["holds"]
@@ -109,10 +109,16 @@ def test_findings_say_which_way_the_optimum_moves_and_what_it_costs() -> None:
     assert text.startswith("µP moves across the batch sizes: the optimum goes from 2^-7 at ")
     assert "batch 4 to 2^-5 at batch 32 (+2 octaves" in text and "costs 10.00 %" in text
     # same optimum at both ends, and the first's LR costs < 1 %: transfers as is
-    stable = _sweep({4: [2.3, 2.2, 2.4, 2.6], 32: [2.2, 2.1, 2.11, 2.3]})
+    stable = _sweep({4: [2.3, 2.2, 2.4, 2.6, 2.8], 32: [2.2, 2.1, 2.11, 2.3, 2.5]})
     kept = analysis.transfer(stable, 2.1, reused=True)
     assert all(c["holds"] for c in analysis.transfers(stable, kept).values())
     assert analysis.finding(stable, kept).startswith("µP transfers as is across the batch sizes")
+    # an optimum on the grid's edge: the sentence says neither verdict is measured
+    edge = _sweep({4: [2.3, 2.2, 2.4, 2.6, 2.8], 32: [2.5, 2.4, 2.3, 2.2, 2.1]})
+    text = analysis.finding(edge, analysis.transfer(edge, 2.3, reused=True))
+    assert (
+        "cannot be judged (optimum on the LR grid's edge at batch 32); as measured it moves" in text
+    )
     # claims() routes the other axes to the same two checks
     assert analysis.claims(stable, stable, kept, kept) == analysis.transfers(stable, kept)
     assert kept.to_dict()["proxy_batch_size"] == 4 and kept.to_dict()["target_batch_size"] == 32

@@ -393,7 +393,8 @@ def finding(sweep: Sweep, transfer: Transfer) -> str:
     """One sentence: whether the LR transfers along the axis, and if not, which way it moves.
 
     "Transfers as is" needs both checks of ``transfers``; otherwise the sentence gives the
-    signed shift from the first setting to the last, on the grid and parabola-refined.
+    signed shift from the first setting to the last, on the grid and parabola-refined. An
+    optimum on the edge of the LR grid makes either verdict a guess, and the sentence says so.
     """
     info = axis_info(sweep.axis)
     name = display_name(sweep.rules)
@@ -411,6 +412,11 @@ def finding(sweep: Sweep, transfer: Transfer) -> str:
     cost = "it diverges there" if regret is None else f"it costs {regret:.2f} % there"
     checks = transfers(sweep, transfer).values()
     verdict = "transfers as is" if all(c["holds"] for c in checks) else "moves"
+    edges = sweep.edge_optima
+    if edges:  # the true optimum may lie outside the grid: neither verdict is measured
+        where = ", ".join(setting_label(sweep.axis, e) for e in edges)
+        verdict = f"cannot be judged (optimum on the LR grid's edge at {where}); as measured it"
+        verdict += " transfers" if all(c["holds"] for c in checks) else " moves"
     return (
         f"{name} {verdict} across the {info.plural}: the optimum goes from 2^{lrs[0]:g} at "
         f"{setting_label(sweep.axis, first)} to 2^{lrs[-1]:g} at "

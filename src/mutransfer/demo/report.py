@@ -431,7 +431,7 @@ _AXIS_TEMPLATE = (
     "best learning rate, and the dotted line the {smallest} setting's best. What to look for: "
     "if the stars line up, the learning rate tuned at the {smallest} setting serves as is at "
     "the {largest}; if they slide, the optimum moves along this axis and must be carried by a "
-    "rule (``mutransfer transfer --to-batch / --to-steps``, docs/sweeps.md). µP's width rules "
+    "rule (`mutransfer transfer --to-batch / --to-steps`, docs/sweeps.md). µP's width rules "
     "say nothing about this axis, so SP is shown beside it at the same width, as a reference, "
     "not a rival. {expect} Whether this run shows it is measured below (Claims and Findings). "
     "A cross (×) at the top of a panel is a run that diverged; it has no loss."
