@@ -5,8 +5,8 @@ training steps and LR schedule in a pre-LN Transformer, "within reasonable range
 moves it on purpose along some of them (Bjorck et al. 2025: the best LR falls with the token
 horizon; square-root scaling in batch size for Adam, Malladi et al. 2022). This benchmark
 measures each axis on the shipped Shakespeare text with the demo's own code
-(``mutransfer demo --vary AXIS``, 2 seeds): the reference GPT at width 32 (µP's base 8, so SP
-beside it differs by 4×), 2 blocks, AdamW, and per axis
+(``mutransfer demo --vary AXIS``, 2 seeds): the reference GPT at width 32 (µP's base 16, so SP
+beside it differs by 2×), 2 blocks, AdamW, and per axis
 
 - the best log2 LR per setting, on the grid and refined by a parabola, and its drift;
 - the signed shift from the first setting to the last (which way the optimum moves);
@@ -64,7 +64,7 @@ def settings(quick: bool) -> dict[str, Any]:
     tiny = {
         "log2_lrs": [-8.0, -6.0],
         "text": "pydoc",
-        "width": 16,
+        "width": 32,
         "n_heads": 2,
         "eval_batches": 1,
         "eval_batch_size": 4,

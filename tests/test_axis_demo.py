@@ -24,7 +24,7 @@ torch.set_num_threads(1)
 TINY = {
     "text": "pydoc",
     "log2_lrs": [-7.0, -5.0],
-    "width": 16,
+    "width": 32,
     "n_heads": 2,
     "eval_batches": 1,
     "eval_batch_size": 4,
@@ -44,7 +44,7 @@ def test_each_axis_sets_its_own_field_and_keeps_the_model_fixed() -> None:
     configs = batch.grid()
     assert {c.batch_size for c in configs} == {4, 32}
     assert {(c.width, c.base_width, c.depth, c.steps, c.seq_len) for c in configs} == {
-        (32, 8, 2, 200, 64)
+        (32, 16, 2, 200, 64)
     }
     assert {c.rules for c in configs} == {"sp", "mup"}
     steps = demo.settings_for(True, vary="steps")
@@ -159,7 +159,7 @@ def test_axis_demo_end_to_end(tmp_path, axis: str) -> None:
     info = axis_info(axis)
     assert on_disk["axis"] == axis and on_disk["sizes"] == on_disk[info.key] == values
     assert not set(info.fields) & set(on_disk["config"])  # the varied setting is not "fixed"
-    assert (on_disk["config"]["width"], on_disk["config"]["base_width"]) == (16, 8)
+    assert (on_disk["config"]["width"], on_disk["config"]["base_width"]) == (32, 16)
     assert set(on_disk["claims"]) == {"mup_optimum_stable", "mup_transfer_regret_small"}
     assert set(on_disk["findings"]) == {"sp", "mup"}
     for rules in ("sp", "mup"):
@@ -170,7 +170,7 @@ def test_axis_demo_end_to_end(tmp_path, axis: str) -> None:
         )
         assert len(on_disk["sweeps"][rules]["regret_of_first"]) == 2
         assert on_disk["findings"][rules].startswith(analysis.display_name(rules) + " ")
-    # µP differs from SP at this width (16 vs base 8): the grids are not the same runs
+    # µP differs from SP at this width (32 vs base 16): the grids are not the same runs
     assert on_disk["sweeps"]["sp"]["loss"] != on_disk["sweeps"]["mup"]["loss"]
     figure = tmp_path / report.figure_name(axis)
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -185,7 +185,7 @@ def test_axis_demo_end_to_end(tmp_path, axis: str) -> None:
 
 def test_cli_vary_schedule_and_its_errors(tmp_path, capsys) -> None:
     out = tmp_path / "demo"
-    args = ["demo", "--vary", "steps", "--values", "2,3", "--lrs=-7,-6", "--width", "16"]
+    args = ["demo", "--vary", "steps", "--values", "2,3", "--lrs=-7,-6", "--width", "32"]
     args += ["--batch-size", "2", "--seq-len", "8", "--workers", "1", "--no-progress"]
     assert cli.main([*args, "--out", str(out)]) == 0
     summary = json.loads((out / "summary.json").read_text())
