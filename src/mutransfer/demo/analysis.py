@@ -420,6 +420,7 @@ def finding(sweep: Sweep, transfer: Transfer) -> str:
     return (
         f"{name} {verdict} across the {info.plural}: the optimum goes from 2^{lrs[0]:g} at "
         f"{setting_label(sweep.axis, first)} to 2^{lrs[-1]:g} at "
-        f"{setting_label(sweep.axis, last)} ({shift:+g} octaves{refined}; drift over all "
-        f"settings {sweep.drift_octaves:g}); the {info.smallest} setting's LR: {cost}"
+        f"{setting_label(sweep.axis, last)} ({shift:+g} octave{'' if abs(shift) == 1 else 's'}"
+        f"{refined}; drift over all settings {sweep.drift_octaves:g}); the {info.smallest} "
+        f"setting's LR: {cost}"
     )

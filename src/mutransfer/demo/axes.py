@@ -37,8 +37,15 @@ class AxisInfo:
     smallest: str
     """The proxy setting, in words: ``narrowest`` width, ``smallest`` batch, ``first`` schedule."""
     largest: str
+    noun: str = ""
+    """One setting in words, for "the optimum of a {noun}" (default: ``label``)."""
     numeric: bool = True
     """Settings are positive, increasing integers (every axis but the schedule)."""
+
+    @property
+    def singular(self) -> str:
+        """``width``, ``batch size``, ``training length``..."""
+        return self.noun or self.label
 
     @property
     def field(self) -> str:

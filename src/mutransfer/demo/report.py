@@ -221,7 +221,7 @@ def plot_lr_transfer(summary: dict[str, Any], path: str | Path) -> Path:
         diverged_any = diverged_any or any_diverged
     handles, labels = axes[0].get_legend_handles_labels()
     handles.append(Line2D([], [], ls="", marker="*", color="gray", ms=12, mec="black"))
-    labels.append(f"optimum of a {axis_info(axis).label}")
+    labels.append(f"optimum of a {axis_info(axis).singular}")
     if diverged_any:
         handles.append(Line2D([], [], ls="", marker="x", color="gray", ms=7, mew=2))
         labels.append("diverged (no loss)")
