@@ -126,15 +126,63 @@ def test_transfer_benchmark_quick_writes_the_comparison(tmp_path: Path) -> None:
         sweep = payload["analysis"][rules]["sweep"]
         assert sweep["widths"] == [32, 64] and len(sweep["best_log2_lr"]) == 2
         assert payload["analysis"][rules]["transfer"]["target_width"] == 64
+    tuned = {"_mup_tuned"} if "mup-tuned" in payload["analysis"] else set()
     assert set(payload["goals"]) == {
-        "mup_best_at_widest_at_or_below_sp",
-        "mup_drift_at_most_one_octave",
+        f"mup_{goal}{suffix}"
+        for goal in ("best_at_widest_at_or_below_sp", "drift_at_most_one_octave")
+        for suffix in {"", *tuned}
     }
+    assert "difference" in payload["goals"]["mup_best_at_widest_at_or_below_sp"]
+    stages = payload["proxy_tuning"]["stages"]
+    assert [s["knob"] for s in stages] == ["output_multiplier"]
     assert (tmp_path / payload["figure"]).exists()
     assert md.startswith("## LR transfer on Hugging Face GPT-2")
+    assert "| stage: constant |" in md
     import hf_transfer
 
     assert_block_replaced(hf_transfer, payload, tmp_path / "doc.md", "GPT-2 from config")
+
+
+def _fake_results(best: dict[int, float]) -> Any:
+    """Run results made up from a run's key: a parabola in log2 LR around each width's best."""
+
+    class Results(dict[str, dict[str, Any]]):
+        def __missing__(self, key: str) -> dict[str, Any]:
+            width = int(key.split("-w")[1].split("-")[0])
+            lr = float(key.split("-lr")[1].rsplit("-s", 1)[0])
+            seed = int(key.rsplit("-s", 1)[1].split("-")[0])
+            return {"val_loss": 2.5 + 0.1 * (lr - best[width]) ** 2 + 0.01 * seed, "seconds": 0}
+
+    return Results()
+
+
+def test_transfer_benchmark_grid_is_bracketed_then_refined() -> None:
+    import hf_transfer as T
+
+    setting = T.Setting(seeds=(0, 1), lr_resolution=0.5)
+    variant = ("mup", dict.fromkeys(T.KNOBS, 1.0))
+    results = _fake_results({64: -11.0, 256: -9.4})
+    grid = (-10.0, -9.0, -8.0)
+    # width 64's optimum is on the low edge: one more octave first, no refinement yet
+    grid = T.next_grid(setting, variant, grid, results)
+    assert grid == (-11.0, -10.0, -9.0, -8.0)
+    grid = T.next_grid(setting, variant, grid, results)
+    assert grid == (-12.0, -11.0, -10.0, -9.0, -8.0)
+    # bracketed: the half-octave neighbours of each width's optimum, for both widths
+    grid = T.next_grid(setting, variant, grid, results)
+    assert grid == (-12.0, -11.5, -11.0, -10.5, -10.0, -9.5, -9.0, -8.5, -8.0)
+    assert T.next_grid(setting, variant, grid, results) == grid  # -9.5: neighbours there
+
+
+def test_transfer_benchmark_pairs_seeds_for_the_difference() -> None:
+    import hf_transfer as T
+
+    mup = {"best_index": [0, 1], "seed_loss": [[], [[9.0, 9.0], [2.50, 2.54]]]}
+    sp = {"best_index": [0, 0], "seed_loss": [[], [[2.52, 2.54], [9.0, 9.0]]]}
+    out = T.paired_difference(mup, sp)
+    assert out["seed_differences"] == pytest.approx([-0.02, 0.0])
+    assert out["difference"] == pytest.approx(-0.01)
+    assert out["standard_error"] == pytest.approx(0.01)
 
 
 def assert_block_replaced(module: Any, payload: dict[str, Any], doc: Path, starts: str) -> None:
