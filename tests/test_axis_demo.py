@@ -197,3 +197,15 @@ def test_cli_vary_schedule_and_its_errors(tmp_path, capsys) -> None:
     assert "schedules must be distinct names" in capsys.readouterr().err
     assert cli.main(["demo", "--vary", "batch", "--batch-size", "8", "--out", str(out)]) == 2
     assert "give the batch sizes to sweep (--values)" in capsys.readouterr().err
+
+
+def test_every_axis_has_words_for_one_setting() -> None:
+    words = {a: axis_info(a).singular for a in AXES}
+    assert words == {
+        "width": "width",
+        "depth": "depth",
+        "batch": "batch size",
+        "seq-len": "sequence length",
+        "steps": "training length",
+        "schedule": "schedule",
+    }

@@ -59,7 +59,14 @@ AXIS_INFO: dict[str, AxisInfo] = {
         AxisInfo("width", ("width",), "width", "widths", "widths", "narrowest", "widest"),
         AxisInfo("depth", ("depth",), "depth", "depths", "depths", "shallowest", "deepest"),
         AxisInfo(
-            "batch", ("batch_size",), "batch", "batch sizes", "batch_sizes", "smallest", "largest"
+            "batch",
+            ("batch_size",),
+            "batch",
+            "batch sizes",
+            "batch_sizes",
+            "smallest",
+            "largest",
+            noun="batch size",
         ),
         AxisInfo(
             "seq-len",
@@ -69,9 +76,17 @@ AXIS_INFO: dict[str, AxisInfo] = {
             "seq_lens",
             "shortest",
             "longest",
+            noun="sequence length",
         ),
         AxisInfo(
-            "steps", ("steps",), "steps", "training lengths", "step_counts", "shortest", "longest"
+            "steps",
+            ("steps",),
+            "steps",
+            "training lengths",
+            "step_counts",
+            "shortest",
+            "longest",
+            noun="training length",
         ),
         AxisInfo(
             "schedule",
