@@ -26,7 +26,6 @@ mean nothing.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -36,19 +35,19 @@ import torch
 
 import common
 from common import (
-    RESULTS_DIR,
     add_run_cache_options,
     arg_parser,
     command_line,
     demo_results_section,
     machine_info,
     markdown_table,
+    place_figure,
     read_results,
     write_results,
 )
 
 NAME = "axis_transfer"
-ROOT, IMAGES = common.ROOT, common.IMAGES_DIR
+ROOT = common.ROOT
 AXES = ("batch", "seq-len", "steps", "schedule")
 SEEDS = (0, 1)
 
@@ -202,7 +201,6 @@ def main(argv: list[str] | None = None) -> int:
     runs_root = args.runs_dir or (Path(scratch.name) if scratch else ROOT / "runs" / "bench")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    in_repo = out_dir.resolve() == RESULTS_DIR.resolve()
     results: dict[str, Any] = {}
     for axis, grid in settings(args.quick).items():
         folder = runs_root / f"{NAME}-{axis}"
@@ -217,15 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             else command_line(argv),
         )
         name = report.figure_name(axis)
-        drawn = folder / name
-        if in_repo:
-            # the recorded figures live with the docs; BENCHMARKS.md (repository root) links them
-            IMAGES.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(drawn, IMAGES / name)
-            figure = f"docs/images/{name}"
-        else:
-            shutil.copyfile(drawn, out_dir / name)
-            figure = name
+        figure = place_figure(folder / name, name, out_dir)
         results[axis] = {"figure": figure, "summary": summary}
     payload: dict[str, Any] = {
         "benchmark": NAME,

@@ -23,6 +23,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import time
@@ -402,3 +403,18 @@ def _demo_seed_row(summary: dict[str, Any]) -> list[str]:
         "yes" if better.get("holds") else "no",
         "yes" if claims and all(c["holds"] for c in claims.values()) else "no",
     ]
+
+
+def place_figure(drawn: Path, name: str, out_dir: Path) -> str:
+    """Copy a figure a demo drew to where the results link it; returns the link.
+
+    Recorded results (``out_dir`` is ``bench/results``) keep their figures with the docs, in
+    ``docs/images``, which BENCHMARKS.md (at the repository root) links; any other output
+    folder (``--quick``, a scratch run) gets its own copy next to its markdown.
+    """
+    if out_dir.resolve() == RESULTS_DIR.resolve():
+        IMAGES_DIR.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(drawn, IMAGES_DIR / name)
+        return f"docs/images/{name}"
+    shutil.copyfile(drawn, out_dir / name)
+    return name

@@ -31,7 +31,6 @@ nothing.
 
 from __future__ import annotations
 
-import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -41,18 +40,18 @@ import torch
 
 import common
 from common import (
-    RESULTS_DIR,
     add_run_cache_options,
     arg_parser,
     command_line,
     demo_results_section,
     machine_info,
+    place_figure,
     read_results,
     write_results,
 )
 
 NAME = "depth_transfer"
-ROOT, IMAGES = common.ROOT, common.IMAGES_DIR
+ROOT = common.ROOT
 
 
 HALF_OCTAVES = tuple(x / 2 for x in range(-18, -11))
@@ -330,7 +329,6 @@ def main(argv: list[str] | None = None) -> int:
     runs_root = args.runs_dir or (Path(scratch.name) if scratch else ROOT / "runs" / "bench")
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    in_repo = out_dir.resolve() == RESULTS_DIR.resolve()
     results: dict[str, Any] = {}
     for name, grid in settings(args.quick).items():
         folder = runs_root / (NAME if name == "default" else f"{NAME}-{name}")
@@ -342,15 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             echo=print,
             command=command_line(argv),
         )
-        drawn = folder / report.DEPTH_FIGURE_NAME
-        if in_repo:
-            # the recorded figures live with the docs; BENCHMARKS.md (repository root) links them
-            IMAGES.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(drawn, IMAGES / FIGURES[name])
-            figure = f"docs/images/{FIGURES[name]}"
-        else:
-            shutil.copyfile(drawn, out_dir / FIGURES[name])
-            figure = FIGURES[name]
+        figure = place_figure(folder / report.DEPTH_FIGURE_NAME, FIGURES[name], out_dir)
         results[name] = {"figure": figure, "summary": summary, "reading": reading(summary)}
     for name, seeds in {} if args.quick else SEED_CHECKS.items():
         checks = []

@@ -30,7 +30,6 @@ text) whose numbers mean nothing.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -47,12 +46,13 @@ from common import (
     command_line,
     machine_info,
     markdown_table,
+    place_figure,
     read_results,
     write_results,
 )
 
 NAME = "optimizers_transfer"
-ROOT, IMAGES = common.ROOT, common.IMAGES_DIR
+ROOT = common.ROOT
 
 ADAMW_LR = 2.0**-6
 """Muon's AdamW side (embeddings, readout, norm gains): the width demo's best µP-AdamW LR at the
@@ -310,7 +310,6 @@ def main(argv: list[str] | None = None) -> int:
     runs_root = args.runs_dir or (Path(scratch.name) if scratch else ROOT / "runs" / "bench" / NAME)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    in_repo = out_dir.resolve() == RESULTS_DIR.resolve()
     optimizers: dict[str, Any] = {}
     widths: list[int] = []
     for key in wanted:
@@ -326,13 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             command=command_line(argv),
         )
         name = f"lr_transfer_{key}.png"
-        if in_repo:
-            IMAGES.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(folder / report.FIGURE_NAME, IMAGES / name)
-            figure = f"docs/images/{name}"
-        else:
-            shutil.copyfile(folder / report.FIGURE_NAME, out_dir / name)
-            figure = name
+        figure = place_figure(folder / report.FIGURE_NAME, name, out_dir)
         optimizers[key] = {"log2_lrs": list(grid.log2_lrs), "figure": figure, "summary": summary}
         widths = summary["widths"]
     payload: dict[str, Any] = {
