@@ -65,6 +65,10 @@ StepCallback = Callable[[int, int, float], bool | None]
 """``on_step(index, step, loss)``: ``index`` is the config's position in ``configs``; returning
 True stops that run (pruning); an exception stops the whole call."""
 
+ResultCallback = Callable[[int, TrainResult], None]
+"""``on_result(index, result)``: called once per config as soon as its result is known (a run
+that diverges or is stopped leaves its pack early), e.g. to save it before the pack ends."""
+
 STACKABLE_OPTIMIZERS = ("adamw", "adam", "sgd")
 """Optimizers the stacked step implements (torch's algorithms, one run per row)."""
 
@@ -632,16 +636,19 @@ def train_stacked(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     max_pack: int = MAX_PACK,
     on_step: StepCallback | None = None,
+    on_result: ResultCallback | None = None,
     device: str | torch.device = "cpu",
 ) -> list[TrainResult]:
     """Train every config, packing those that share shapes; one ``TrainResult`` per config.
 
     Each result is what ``proxy.train(config)`` returns (the same losses up to float32
     rounding, the same divergence rule and reason), except ``seconds``: the pack's wall time
-    divided by its number of runs (what the run cost). ``source``: the data, as for
-    ``proxy.train`` (loaded per config when None). ``memory_budget``: bytes per pack
-    (``pack_size``). ``on_step(index, step, loss)`` returning True stops run ``index``; it is
+    until the run left it, divided by the pack's number of runs (what the run cost).
+    ``source``: the data, as for ``proxy.train`` (loaded per config when None).
+    ``memory_budget``: bytes per pack (``pack_size``). ``on_step(index, step, loss)``
+    returning True stops run ``index``; it is
     reported with ``reason`` "stopped at step N", ``val_loss`` inf and ``diverged`` False.
+    ``on_result(index, result)`` is called as each result is known (before the call returns).
     Configs that cannot be stacked (Lion, Muon) are trained one by one with ``proxy.train``.
     """
     results: list[TrainResult | None] = [None] * len(configs)
@@ -656,13 +663,17 @@ def train_stacked(
             sources[key] = load_source(config)
         return sources[key]
 
+    def keep(index: int, result: TrainResult) -> None:
+        results[index] = result
+        if on_result is not None:
+            on_result(index, result)
+
     for i in singles:
-        results[i] = _train_single(configs[i], i, data_for(configs[i]), on_step)
+        keep(i, _train_single(configs[i], i, data_for(configs[i]), on_step))
     for pack in packs:
-        for index, result in _train_pack(
-            [configs[i] for i in pack], pack, data_for(configs[pack[0]]), on_step, device
-        ):
-            results[index] = result
+        _train_pack(
+            [configs[i] for i in pack], pack, data_for(configs[pack[0]]), on_step, keep, device
+        )
     assert all(r is not None for r in results)
     return [r for r in results if r is not None]
 
@@ -706,35 +717,33 @@ def _train_pack(
     indices: list[int],
     source: TextCorpus | ArrayDataset,
     on_step: StepCallback | None,
+    keep: ResultCallback,
     device: str | torch.device,
-) -> list[tuple[int, TrainResult]]:
+) -> None:
     """One pack; splits it by forward signature first (runs with other hooks/scales)."""
     start = time.perf_counter()
     built = [build_model(c) for c in configs]
     by_signature: dict[tuple[Any, ...], list[int]] = {}
     for j, (model, plan) in enumerate(built):
         by_signature.setdefault(forward_signature(model, plan), []).append(j)
-    out: list[tuple[int, TrainResult]] = []
     for members in by_signature.values():
         models = [built[j][0].to(device) for j in members]
         optimizers = [make_optimizer(configs[j], *built[j]) for j in members]
         try:
-            out += _train_members(
+            _train_members(
                 [configs[j] for j in members],
                 [indices[j] for j in members],
                 models,
                 optimizers,
                 source,
                 on_step,
+                keep,
                 torch.device(device),
                 setup_seconds=(time.perf_counter() - start) * len(members) / len(configs),
             )
         except StackError:  # raised while stacking, before any step: train them one by one
-            out += [
-                (indices[j], _train_single(configs[j], indices[j], source, on_step))
-                for j in members
-            ]
-    return out
+            for j in members:
+                keep(indices[j], _train_single(configs[j], indices[j], source, on_step))
 
 
 def _train_members(
@@ -744,9 +753,10 @@ def _train_members(
     optimizers: list[torch.optim.Optimizer],
     source: TextCorpus | ArrayDataset,
     on_step: StepCallback | None,
+    keep: ResultCallback,
     device: torch.device,
     setup_seconds: float,
-) -> list[tuple[int, TrainResult]]:
+) -> None:
     start = time.perf_counter() - setup_seconds
     head = configs[0]
     generators = {c.seed: torch.Generator().manual_seed(10_000 + c.seed) for c in configs}
@@ -759,7 +769,6 @@ def _train_members(
     del models, optimizers
     factor = lr_lambda(head)
     active = [_Run(i, c, []) for i, c in zip(indices, configs, strict=True)]
-    finished: list[tuple[int, TrainResult]] = []
     total = len(active)
 
     def result(run: _Run, val_loss: float, reason: str | None, diverged: bool) -> TrainResult:
@@ -776,11 +785,16 @@ def _train_members(
     def drop(leaving: dict[int, TrainResult]) -> None:
         nonlocal active
         stay = [j for j in range(len(active)) if j not in leaving]
-        finished.extend((active[j].index, res) for j, res in leaving.items())
+        # what a run cost: the pack's wall time while it was in it, shared by the pack's runs
+        seconds = (time.perf_counter() - start) / total
+        left = [(active[j].index, res) for j, res in leaving.items()]
         active = [active[j] for j in stay]
         if stay:
             rows = stack.keep(stay)
             optimizer.keep(rows)
+        for index, res in left:
+            res.seconds = seconds
+            keep(index, res)
 
     for step in range(head.steps):
         if not active:
@@ -827,11 +841,6 @@ def _train_members(
             else:
                 leaving[j] = result(run, math.inf, f"validation loss is {value}", True)
         drop(leaving)
-    # what each run cost: the pack's wall time while it was in it, shared by the runs in it
-    seconds = (time.perf_counter() - start) / total
-    for _, res in finished:
-        res.seconds = seconds
-    return finished
 
 
 def _divergence(run: _Run, value: float, step: int) -> str | None:
