@@ -107,6 +107,14 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 MAX_PACK = 64
 """Never more runs in one pack: beyond this the batched kernels gain nothing more on a CPU."""
 
+STACK_MAX_STEP_FLOPS = 4e9
+"""Above this many FLOPs per training step (``step_flops_estimate``) a run gains nothing from
+a pack on a CPU core, and the run store (``runs.run_all``) trains it alone. Stacking removes
+a step's fixed overhead (about 6 ms on the 2-core CPU of BENCHMARKS.md), not its arithmetic:
+measured there with the demo's GPT at batch 16 × 64 (one thread, per run and step), 1.28× at
+width 32 (0.26 GFLOP per step), 1.37× at width 128 (2.9 GFLOP) with 2 workers, and 0.96× at
+width 256 (10.6 GFLOP), where the batched matmuls were no faster than separate ones."""
+
 _BYTES = 4  # float32
 
 
@@ -126,28 +134,52 @@ def forward_signature(model: nn.Module, plan: Plan) -> tuple[Any, ...]:
     return shapes, scales, attention
 
 
+def _parameter_estimate(config: TrainConfig) -> int:
+    """About how many parameters the reference GPT/BERT or MLP of ``config`` has."""
+    width, depth = config.width, config.depth
+    if config.model in ("gpt", "bert"):
+        vocab, seq = 256, config.seq_len
+        emb = (1 if config.tie_embeddings else 2) * vocab * width + seq * width
+        return depth * 12 * width * width + emb + (2 * depth + 1) * width * 2
+    in_features, classes = 784, 10
+    return in_features * width + (depth - 2) * width * width + width * classes + width * depth
+
+
+def step_flops_estimate(config: TrainConfig) -> float:
+    """6 · parameters · tokens of one training step (an image is one token of the MLP)."""
+    tokens = config.batch_size * (config.seq_len if config.model in ("gpt", "bert") else 1)
+    return 6.0 * _parameter_estimate(config) * tokens
+
+
+def worth_stacking(config: TrainConfig) -> bool:
+    """Does a run like ``config`` train faster in a pack than alone (on a CPU)?"""
+    return (
+        config.model in STACKABLE_MODELS
+        and config.optimizer.lower() in STACKABLE_OPTIMIZERS
+        and step_flops_estimate(config) <= STACK_MAX_STEP_FLOPS
+    )
+
+
 def run_memory_bytes(config: TrainConfig) -> int:
     """Estimated bytes one run adds to a pack: weights and optimizer state, activations.
 
     Per parameter: the weight, its gradient (twice: per tensor and flattened), two moments,
     its learning rate, weight decay and ε, and two temporaries of the update (10 float32).
-    Activations per token of a GPT: about 20 floats per width unit per block saved for the
+    Activations per token of a GPT (or BERT): about 20 floats per width unit per block saved for the
     backward (norms, q/k/v, attention output, the 4× MLP), the embeddings and the logits
     (4 × vocabulary); twice that for the backward's temporaries. An MLP: 4 floats per unit of
     each layer per example plus the input. The evaluation batch (no gradients) counts when
     larger than the training one. An estimate meant to be an upper bound, not an exact count.
     """
     width, depth = config.width, config.depth
-    if config.model == "gpt":
+    params = _parameter_estimate(config)
+    if config.model in ("gpt", "bert"):
         vocab, seq = 256, config.seq_len
-        emb = (1 if config.tie_embeddings else 2) * vocab * width + seq * width
-        params = depth * 12 * width * width + emb + (2 * depth + 1) * width * 2
         per_token = depth * 20 * width + 4 * width + 4 * vocab
         train_acts = 2 * per_token * config.batch_size * seq
         eval_acts = 2 * (width + 2 * vocab) * config.eval_batch_size * seq
     else:
         in_features, classes = 784, 10
-        params = in_features * width + (depth - 2) * width * width + width * classes + width * depth
         per_example = 4 * width * depth + in_features + 4 * classes
         train_acts = 2 * per_example * config.batch_size
         eval_acts = (2 * width + in_features + classes) * config.eval_batch_size
