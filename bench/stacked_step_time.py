@@ -2,7 +2,8 @@
 
 The demo's GPT at width 32 (2 blocks, µP, AdamW, sequences of 64 bytes), one torch thread. For
 each batch size, the thread CPU time of one training step of a separate run (``proxy.train``)
-against one run's share of a stacked step of 16 runs (``train_stacked``, 8 LRs × 2 seeds). A
+against one run's share of a stacked step of ``--pack`` runs (``train_stacked``, LRs 2^-11,
+2^-10, ... × seeds 0 and 1; 16 by default: 8 LRs × 2 seeds). A
 step's time is measured as the difference between a run of ``--steps`` steps and one of 2 steps
 (so that building the models and the final evaluation cancel), best of ``--repeats``
 interleaved repeats. At batch size 1 a step is nearly all per-step overhead (Python, dispatch,
@@ -10,7 +11,7 @@ the optimizer's per-tensor loop); the larger the batch, the larger the arithmeti
 not change. Prints a table; records nothing.
 
     .venv/bin/python bench/stacked_step_time.py
-    .venv/bin/python bench/stacked_step_time.py --batch-sizes 1,16 --steps 12 --repeats 1
+    .venv/bin/python bench/stacked_step_time.py --width 256 --batch-sizes 16 --pack 4 --steps 8
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-sizes", default="1,4,16")
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--pack", type=int, default=16)
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     source = load_source(TrainConfig())
@@ -49,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
             eval_batches=1,
         )
         grid = [base.with_(lr=2.0**e, seed=s) for e in range(-11, -3) for s in (0, 1)]
+        grid = grid[: args.pack]
 
         def separate(steps: int, grid: list[TrainConfig] = grid) -> None:
-            train(grid[5].with_(steps=steps), source=source)
+            train(grid[min(5, len(grid) - 1)].with_(steps=steps), source=source)
 
         def stacked(steps: int, grid: list[TrainConfig] = grid) -> None:
             train_stacked([c.with_(steps=steps) for c in grid], source=source)
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         for _ in range(args.repeats):
             for name, fn, runs in (("separate", separate, 1), ("stacked", stacked, len(grid))):
                 best[name] = min(best[name], _step_seconds(fn, args.steps) / runs)
+        print(f"width {args.width}, batch {batch}: done", flush=True)
         rows.append(
             [
                 batch,
@@ -71,7 +75,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     print(
         common.markdown_table(
-            ["batch (× 64 bytes)", "separate ms / step", "stacked ms / step / run", "ratio"],
+            [
+                "batch (× 64 bytes)",
+                "separate ms / step",
+                f"stacked ({args.pack}) ms / step / run",
+                "ratio",
+            ],
             rows,
         )
     )
