@@ -111,9 +111,9 @@ STACK_MAX_STEP_FLOPS = 4e9
 """Above this many FLOPs per training step (``step_flops_estimate``) a run gains nothing from
 a pack on a CPU core, and the run store (``runs.run_all``) trains it alone. Stacking removes
 a step's fixed overhead (about 6 ms on the 2-core CPU of BENCHMARKS.md), not its arithmetic:
-measured there with the demo's GPT at batch 16 × 64 (one thread, per run and step), 1.28× at
-width 32 (0.26 GFLOP per step), 1.37× at width 128 (2.9 GFLOP) with 2 workers, and 0.96× at
-width 256 (10.6 GFLOP), where the batched matmuls were no faster than separate ones."""
+measured there with the demo's GPT at batch 16 × 64, 1.28× per step at width 32 (0.26 GFLOP
+per step), 1.37× for a grid at width 128 (2.9 GFLOP) with 2 workers, and 0.83× per step at
+width 256 (10.6 GFLOP): a pack is slower there (docs/stacked.md)."""
 
 _BYTES = 4  # float32
 
