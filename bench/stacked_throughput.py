@@ -229,9 +229,15 @@ def _reading(rows: list[dict[str, Any]]) -> list[str]:
         "this size is mostly arithmetic (the flash-attention kernel at head dimension 8, the "
         "matmuls, the readout's log-softmax): `bench/stacked_step_time.py` measures a step "
         "alone and in a pack at batch 1, 4 and 16 (4.3×, 2.6×, 1.3× per step; "
-        "docs/stacked.md). One process with 2 threads was slower than 2 single-thread "
-        "workers, where other jobs shared the cores (load average column): on a CPU, give "
-        "each single-thread worker a pack — what the run store (`run_all(stacked=True)`) does.",
+        "docs/stacked.md)."
+        + (
+            " One process with 2 threads was slower than 2 single-thread workers, where other "
+            "jobs shared the cores (load average column): on a CPU, give each single-thread "
+            "worker a pack — what the run store (`run_all(stacked=True)`) does."
+            if any(r["variant"] == "stacked, 1 process" for r in at_32)
+            else " On a CPU the run store (`run_all(stacked=True)`) gives each single-thread "
+            "worker a pack, the way measured here."
+        ),
         "",
     ]
 
