@@ -37,8 +37,8 @@ are trained one by one with ``proxy.train``.
 Numerically each stacked run equals its separate run up to float32 rounding (a batched matmul
 sums in another order): per-step losses agree to better than 1e-5 relative over 50 steps
 (``tests/test_stacked.py``; typically 1e-7). What it gains is measured in BENCHMARKS.md
-("Stacked proxy runs"): on a 2-core CPU little (1.2-1.4× at the demo's proxy sizes, where a
-step is mostly arithmetic); see docs/stacked.md.
+("Stacked proxy runs"): on a 2-core CPU little (1.1-1.3× at the demo's proxy sizes, where a
+step is mostly arithmetic; 4× at batch 1, where it is mostly overhead); see docs/stacked.md.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ STACK_MAX_STEP_FLOPS = 4e9
 a pack on a CPU core, and the run store (``runs.run_all``) trains it alone. Stacking removes
 a step's fixed overhead (about 6 ms on the 2-core CPU of BENCHMARKS.md), not its arithmetic:
 measured there with the demo's GPT at batch 16 × 64, 1.28× per step at width 32 (0.26 GFLOP
-per step), 1.37× for a grid at width 128 (2.9 GFLOP) with 2 workers, and 0.83× per step at
+per step), 1.05-1.37× for a grid at width 128 (2.9 GFLOP) with 2 workers, and 0.83× per step at
 width 256 (10.6 GFLOP): a pack is slower there (docs/stacked.md)."""
 
 _BYTES = 4  # float32
