@@ -77,16 +77,20 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _same(a: dict[str, Any], b: dict[str, Any]) -> bool:
+def _same(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """``True`` when every best LR and loss agrees to 1e-4, else which ones differ."""
+    found = []
     for rules, sweep in a["sweeps"].items():
         other = b["sweeps"][rules]
         if sweep["best_log2_lr"] != other["best_log2_lr"]:
-            return False
-        for row_a, row_b in zip(sweep["loss"], other["loss"], strict=True):
-            for x, y in zip(row_a, row_b, strict=True):
+            found.append(f"{rules} best log2 LR {sweep['best_log2_lr']} vs {other['best_log2_lr']}")
+        for i, (row_a, row_b) in enumerate(zip(sweep["loss"], other["loss"], strict=True)):
+            for j, (x, y) in enumerate(zip(row_a, row_b, strict=True)):
                 if (x is None) != (y is None) or (x is not None and abs(x - y) > 1e-4 * abs(x)):
-                    return False
-    return True
+                    found.append(
+                        f"{rules} size {a['sizes'][i]} log2 LR {a['log2_lrs'][j]}: {x} vs {y}"
+                    )
+    return "True" if not found else "False: " + "; ".join(found)
 
 
 if __name__ == "__main__":
