@@ -169,6 +169,24 @@ def test_a_diverging_run_leaves_the_stack_and_the_others_are_untouched(text) -> 
     assert math.isinf(results[1].val_loss)
 
 
+def test_on_result_reports_each_run_as_it_leaves_the_pack(text) -> None:
+    configs = [
+        gpt(optimizer="sgd", lr=2**-4, steps=20),
+        gpt(optimizer="sgd", lr=2**5, seed=1, steps=20),  # diverges within a few steps
+        gpt(optimizer="sgd", lr=2**-3, seed=2, steps=20),
+    ]
+    seen: list[tuple[int, int]] = []  # (index, steps done by run 0 when it was reported)
+
+    def on_result(index: int, result: TrainResult) -> None:
+        assert result.config == configs[index]
+        seen.append((index, result.steps_done))
+
+    results = train_stacked(configs, source=text, on_result=on_result)
+    assert [i for i, _ in seen] == [1, 0, 2]  # the diverged run first, before the pack ends
+    assert seen[0][1] < 20 and results[1].diverged
+    assert results[1].seconds < results[0].seconds == results[2].seconds
+
+
 def test_on_step_stops_one_run(text) -> None:
     configs = [gpt(lr=2**-7, steps=20), gpt(lr=2**-6, steps=20, seed=1)]
     seen: list[tuple[int, int]] = []

@@ -43,6 +43,7 @@ def run_demo(
     echo: Callable[[str], None] | None = print,
     command: str | None = None,
     train_fn: Callable[..., TrainResult] = train,
+    stacked: bool = True,
     **options: Any,
 ) -> dict[str, Any]:
     """Run (or resume) the demo and write its outputs to ``out_dir``; returns the summary.
@@ -56,7 +57,11 @@ def run_demo(
         progress: show a progress bar with a time estimate.
         echo: where to print the plan and the final table (None: silent).
         command: the command line to record in the report (default: this Python call).
-        train_fn: the trainer used in-process (tests count calls with it).
+        train_fn: the trainer used in-process (tests count calls with it; a trainer other
+            than ``proxy.train`` trains every run alone).
+        stacked: train the runs that share their shapes (other LRs, seeds, parametrizations
+            at one size) together as one stacked model (``training.stacked``); each run is
+            still saved as its own file. False: one run per task, as before.
         **options: ``settings_for``'s: ``vary`` (``"width"``: SP vs µP, or ``"depth"``: µP vs
             CompleteP at one width), ``widths``/``depths``, ``log2_lrs``, ``seeds``, ``rules``,
             ``text`` (your own text file), and any ``TrainConfig`` field for every run
@@ -89,7 +94,13 @@ def run_demo(
         + f", {max(1, workers)} worker(s); results in {out}/"
     )
     results = run_all(
-        grid, store, source=source, workers=workers, progress=progress, train_fn=train_fn
+        grid,
+        store,
+        source=source,
+        workers=workers,
+        progress=progress,
+        train_fn=train_fn,
+        stacked=stacked,
     )
 
     def lookup(rules: str) -> analysis.Lookup:
@@ -102,7 +113,9 @@ def run_demo(
         for r in settings.rules
     }
     transfers = {
-        r: _transfer(settings, sweeps[r], results, store, source, workers, progress, train_fn)
+        r: _transfer(
+            settings, sweeps[r], results, store, source, workers, progress, train_fn, stacked
+        )
         for r in settings.rules
     }
     summary = _summary(
@@ -158,6 +171,7 @@ def _transfer(
     workers: int,
     progress: bool,
     train_fn: Callable[..., TrainResult],
+    stacked: bool = True,
 ) -> analysis.Transfer:
     """Train (or reuse) the largest model at the proxy's best LR and score it."""
     proxy_lr = sweep.best_log2_lr[0]
@@ -177,6 +191,7 @@ def _transfer(
                 workers=workers,
                 progress=progress,
                 train_fn=train_fn,
+                stacked=stacked,
             )
         )
     values = [analysis._finite_loss(results[t]) for t in targets]

@@ -14,6 +14,14 @@ options finds every finished run and computes only the missing ones; a re-run wi
 options (steps, batch, another text...) gets different keys, so results are never silently
 mixed.
 
+Runs that share their shapes (other learning rates, seeds, init scales...) are trained together
+as one stacked model (``training.stacked``): ``run_all(stacked=True)``, the default, cuts the
+missing runs small enough to gain from it (``stacked.worth_stacking``) into packs
+(``plan_packs``, at least one per worker); each pack is one task, and each of its runs is saved
+the moment it leaves the pack (at the end, or earlier when it diverges). The store sees what one
+run per task gives — the same files under the same keys, losses equal to float32 rounding — so
+a grid can be resumed with either path.
+
 Workers are spawned processes (``ProcessPoolExecutor``, which reports a worker that died instead
 of waiting for it forever) with one torch thread each: two such workers give about twice the
 throughput of one process using two threads on small models. They ignore Ctrl-C — the parent
@@ -43,6 +51,7 @@ import torch
 
 from ..data import ArrayDataset, TextCorpus
 from .proxy import TrainConfig, TrainResult, load_source, train
+from .stacked import DEFAULT_MEMORY_BUDGET, plan_packs, train_stacked, worth_stacking
 
 RUN_FORMAT = "mutransfer.demo-run/1"
 STEP_OVERHEAD_FLOPS = 1e9
@@ -179,14 +188,46 @@ def _init_worker(
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
 
 
-def _run_in_worker(config_dict: dict[str, Any]) -> dict[str, Any]:
-    config = TrainConfig.from_dict(config_dict)
+def _run_in_worker(config_dicts: list[dict[str, Any]], memory_budget: int) -> list[dict[str, Any]]:
+    """One task: a single run, or a pack trained as one stacked model (each run saved as soon
+    as it leaves the pack)."""
+    configs = [TrainConfig.from_dict(c) for c in config_dicts]
     source = _WORKER.get("source")
     if source is None:
-        source = _WORKER["source"] = load_source(config)
-    result = train(config, source=source)
-    _WORKER["store"].save(config, result)
-    return result.to_dict()
+        source = _WORKER["source"] = load_source(configs[0])
+    return [r.to_dict() for r in _train_task(configs, source, _WORKER["store"], memory_budget)]
+
+
+def _train_task(
+    configs: list[TrainConfig],
+    source: TextCorpus | ArrayDataset | None,
+    store: RunStore,
+    memory_budget: int,
+    train_fn: Callable[..., TrainResult] = train,
+) -> list[TrainResult]:
+    """Train one task's runs and save each one; one config alone goes to ``train_fn``."""
+    if len(configs) == 1:
+        result = train_fn(configs[0], source=source)
+        store.save(configs[0], result)
+        return [result]
+
+    def save(index: int, result: TrainResult) -> None:
+        store.save(configs[index], result)
+
+    return train_stacked(configs, source=source, memory_budget=memory_budget, on_result=save)
+
+
+def _tasks(
+    todo: Sequence[TrainConfig], stacked: bool, workers: int, memory_budget: int
+) -> list[list[TrainConfig]]:
+    """The runs to train, as tasks: packs of runs that share their shapes (``stacked``; only
+    runs small enough to gain from it, ``worth_stacking``), the others alone; the most
+    expensive first, so that the big ones do not end up alone at the end."""
+    small = [c for c in todo if stacked and worth_stacking(c)]
+    tasks = [[c] for c in todo if not (stacked and worth_stacking(c))]
+    packs, singles = plan_packs(small, memory_budget, workers=max(1, workers))
+    tasks += [[small[i] for i in pack] for pack in packs] + [[small[i]] for i in singles]
+    return sorted(tasks, key=lambda task: -sum(estimated_cost(c) for c in task))
 
 
 # ----------------------------------------------------------------------------- running
@@ -201,13 +242,17 @@ def run_all(
     threads: int = 1,
     progress: bool = True,
     train_fn: Callable[..., TrainResult] = train,
+    stacked: bool = True,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> dict[TrainConfig, dict[str, Any]]:
     """Results of every config: finished ones from disk, the others computed and saved.
 
     ``workers >= 2`` runs them in that many spawned processes (largest first, so that the big
     runs do not end up alone at the end); ``workers <= 1`` runs them here, one after the other
-    (``train_fn`` replaces the trainer there, e.g. to count calls in tests).
-    Returns a ``TrainResult.to_dict()`` per config.
+    (``train_fn`` replaces the trainer there, e.g. to count calls in tests: then every run is
+    trained alone). ``stacked``: train the runs that share their shapes as packs
+    (``training.stacked``, ``memory_budget`` bytes per pack); each run is still saved as
+    its own file, as soon as it leaves its pack. Returns a ``TrainResult.to_dict()`` per config.
     """
     unique = list(dict.fromkeys(configs))
     results: dict[TrainConfig, dict[str, Any]] = {}
@@ -221,17 +266,19 @@ def run_all(
     if not todo:
         return results
     todo.sort(key=estimated_cost, reverse=True)
+    tasks = _tasks(todo, stacked and train_fn is train, workers, memory_budget)
     bar = _Progress(todo, len(unique) - len(todo)) if progress else None
     try:
         if workers <= 1:
-            for config in todo:
-                result = train_fn(config, source=source)
-                store.save(config, result)
-                results[config] = result.to_dict()
-                if bar is not None:
-                    bar.advance(config)
+            for task in tasks:
+                for config, result in zip(
+                    task, _train_task(task, source, store, memory_budget, train_fn), strict=True
+                ):
+                    results[config] = result.to_dict()
+                    if bar is not None:
+                        bar.advance(config)
         else:
-            _run_pool(todo, store, source, workers, threads, results, bar)
+            _run_pool(tasks, store, source, workers, threads, memory_budget, results, bar)
     finally:
         if bar is not None:
             bar.close()
@@ -239,27 +286,32 @@ def run_all(
 
 
 def _run_pool(
-    todo: Sequence[TrainConfig],
+    tasks: Sequence[list[TrainConfig]],
     store: RunStore,
     source: TextCorpus | ArrayDataset | None,
     workers: int,
     threads: int,
+    memory_budget: int,
     results: dict[TrainConfig, dict[str, Any]],
     bar: _Progress | None,
 ) -> None:
     executor = ProcessPoolExecutor(
-        max_workers=min(workers, len(todo)),
+        max_workers=min(workers, len(tasks)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
         initargs=(source, str(store.folder), store.fingerprint, threads),
     )
     try:
-        futures = {executor.submit(_run_in_worker, c.to_dict()): c for c in todo}
+        futures = {
+            executor.submit(_run_in_worker, [c.to_dict() for c in task], memory_budget): task
+            for task in tasks
+        }
         for future in as_completed(futures):
-            config = futures[future]
-            results[config] = future.result()
-            if bar is not None:
-                bar.advance(config)
+            task = futures[future]
+            for config, result in zip(task, future.result(), strict=True):
+                results[config] = result
+                if bar is not None:
+                    bar.advance(config)
     except BrokenProcessPool as exc:
         _stop(executor)
         raise RuntimeError(

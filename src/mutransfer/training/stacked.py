@@ -37,8 +37,8 @@ are trained one by one with ``proxy.train``.
 Numerically each stacked run equals its separate run up to float32 rounding (a batched matmul
 sums in another order): per-step losses agree to better than 1e-5 relative over 50 steps
 (``tests/test_stacked.py``; typically 1e-7). What it gains is measured in BENCHMARKS.md
-("Stacked proxy runs"): on a 2-core CPU little (1.2-1.4× at the demo's proxy sizes, where a
-step is mostly arithmetic); see docs/stacked.md.
+("Stacked proxy runs"): on a 2-core CPU little (1.1-1.3× at the demo's proxy sizes, where a
+step is mostly arithmetic; 4× at batch 1, where it is mostly overhead); see docs/stacked.md.
 """
 
 from __future__ import annotations
@@ -64,6 +64,10 @@ from .proxy import TrainConfig, TrainResult, build_model, load_source, step_flop
 StepCallback = Callable[[int, int, float], bool | None]
 """``on_step(index, step, loss)``: ``index`` is the config's position in ``configs``; returning
 True stops that run (pruning); an exception stops the whole call."""
+
+ResultCallback = Callable[[int, TrainResult], None]
+"""``on_result(index, result)``: called once per config as soon as its result is known (a run
+that diverges or is stopped leaves its pack early), e.g. to save it before the pack ends."""
 
 STACKABLE_OPTIMIZERS = ("adamw", "adam", "sgd")
 """Optimizers the stacked step implements (torch's algorithms, one run per row)."""
@@ -103,6 +107,14 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 MAX_PACK = 64
 """Never more runs in one pack: beyond this the batched kernels gain nothing more on a CPU."""
 
+STACK_MAX_STEP_FLOPS = 4e9
+"""Above this many FLOPs per training step (``step_flops_estimate``) a run gains nothing from
+a pack on a CPU core, and the run store (``runs.run_all``) trains it alone. Stacking removes
+a step's fixed overhead (about 6 ms on the 2-core CPU of BENCHMARKS.md), not its arithmetic:
+measured there with the demo's GPT at batch 16 × 64, 1.28× per step at width 32 (0.26 GFLOP
+per step), 1.05-1.37× for a grid at width 128 (2.9 GFLOP) with 2 workers, and 0.83× per step at
+width 256 (10.6 GFLOP): a pack is slower there (docs/stacked.md)."""
+
 _BYTES = 4  # float32
 
 
@@ -122,28 +134,52 @@ def forward_signature(model: nn.Module, plan: Plan) -> tuple[Any, ...]:
     return shapes, scales, attention
 
 
+def _parameter_estimate(config: TrainConfig) -> int:
+    """About how many parameters the reference GPT/BERT or MLP of ``config`` has."""
+    width, depth = config.width, config.depth
+    if config.model in ("gpt", "bert"):
+        vocab, seq = 256, config.seq_len
+        emb = (1 if config.tie_embeddings else 2) * vocab * width + seq * width
+        return depth * 12 * width * width + emb + (2 * depth + 1) * width * 2
+    in_features, classes = 784, 10
+    return in_features * width + (depth - 2) * width * width + width * classes + width * depth
+
+
+def step_flops_estimate(config: TrainConfig) -> float:
+    """6 · parameters · tokens of one training step (an image is one token of the MLP)."""
+    tokens = config.batch_size * (config.seq_len if config.model in ("gpt", "bert") else 1)
+    return 6.0 * _parameter_estimate(config) * tokens
+
+
+def worth_stacking(config: TrainConfig) -> bool:
+    """Does a run like ``config`` train faster in a pack than alone (on a CPU)?"""
+    return (
+        config.model in STACKABLE_MODELS
+        and config.optimizer.lower() in STACKABLE_OPTIMIZERS
+        and step_flops_estimate(config) <= STACK_MAX_STEP_FLOPS
+    )
+
+
 def run_memory_bytes(config: TrainConfig) -> int:
     """Estimated bytes one run adds to a pack: weights and optimizer state, activations.
 
     Per parameter: the weight, its gradient (twice: per tensor and flattened), two moments,
     its learning rate, weight decay and ε, and two temporaries of the update (10 float32).
-    Activations per token of a GPT: about 20 floats per width unit per block saved for the
+    Activations per token of a GPT (or BERT): about 20 floats per width unit per block saved for the
     backward (norms, q/k/v, attention output, the 4× MLP), the embeddings and the logits
     (4 × vocabulary); twice that for the backward's temporaries. An MLP: 4 floats per unit of
     each layer per example plus the input. The evaluation batch (no gradients) counts when
     larger than the training one. An estimate meant to be an upper bound, not an exact count.
     """
     width, depth = config.width, config.depth
-    if config.model == "gpt":
+    params = _parameter_estimate(config)
+    if config.model in ("gpt", "bert"):
         vocab, seq = 256, config.seq_len
-        emb = (1 if config.tie_embeddings else 2) * vocab * width + seq * width
-        params = depth * 12 * width * width + emb + (2 * depth + 1) * width * 2
         per_token = depth * 20 * width + 4 * width + 4 * vocab
         train_acts = 2 * per_token * config.batch_size * seq
         eval_acts = 2 * (width + 2 * vocab) * config.eval_batch_size * seq
     else:
         in_features, classes = 784, 10
-        params = in_features * width + (depth - 2) * width * width + width * classes + width * depth
         per_example = 4 * width * depth + in_features + 4 * classes
         train_acts = 2 * per_example * config.batch_size
         eval_acts = (2 * width + in_features + classes) * config.eval_batch_size
@@ -632,16 +668,19 @@ def train_stacked(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     max_pack: int = MAX_PACK,
     on_step: StepCallback | None = None,
+    on_result: ResultCallback | None = None,
     device: str | torch.device = "cpu",
 ) -> list[TrainResult]:
     """Train every config, packing those that share shapes; one ``TrainResult`` per config.
 
     Each result is what ``proxy.train(config)`` returns (the same losses up to float32
     rounding, the same divergence rule and reason), except ``seconds``: the pack's wall time
-    divided by its number of runs (what the run cost). ``source``: the data, as for
-    ``proxy.train`` (loaded per config when None). ``memory_budget``: bytes per pack
-    (``pack_size``). ``on_step(index, step, loss)`` returning True stops run ``index``; it is
+    until the run left it, divided by the pack's number of runs (what the run cost).
+    ``source``: the data, as for ``proxy.train`` (loaded per config when None).
+    ``memory_budget``: bytes per pack (``pack_size``). ``on_step(index, step, loss)``
+    returning True stops run ``index``; it is
     reported with ``reason`` "stopped at step N", ``val_loss`` inf and ``diverged`` False.
+    ``on_result(index, result)`` is called as each result is known (before the call returns).
     Configs that cannot be stacked (Lion, Muon) are trained one by one with ``proxy.train``.
     """
     results: list[TrainResult | None] = [None] * len(configs)
@@ -656,13 +695,17 @@ def train_stacked(
             sources[key] = load_source(config)
         return sources[key]
 
+    def keep(index: int, result: TrainResult) -> None:
+        results[index] = result
+        if on_result is not None:
+            on_result(index, result)
+
     for i in singles:
-        results[i] = _train_single(configs[i], i, data_for(configs[i]), on_step)
+        keep(i, _train_single(configs[i], i, data_for(configs[i]), on_step))
     for pack in packs:
-        for index, result in _train_pack(
-            [configs[i] for i in pack], pack, data_for(configs[pack[0]]), on_step, device
-        ):
-            results[index] = result
+        _train_pack(
+            [configs[i] for i in pack], pack, data_for(configs[pack[0]]), on_step, keep, device
+        )
     assert all(r is not None for r in results)
     return [r for r in results if r is not None]
 
@@ -706,35 +749,33 @@ def _train_pack(
     indices: list[int],
     source: TextCorpus | ArrayDataset,
     on_step: StepCallback | None,
+    keep: ResultCallback,
     device: str | torch.device,
-) -> list[tuple[int, TrainResult]]:
+) -> None:
     """One pack; splits it by forward signature first (runs with other hooks/scales)."""
     start = time.perf_counter()
     built = [build_model(c) for c in configs]
     by_signature: dict[tuple[Any, ...], list[int]] = {}
     for j, (model, plan) in enumerate(built):
         by_signature.setdefault(forward_signature(model, plan), []).append(j)
-    out: list[tuple[int, TrainResult]] = []
     for members in by_signature.values():
         models = [built[j][0].to(device) for j in members]
         optimizers = [make_optimizer(configs[j], *built[j]) for j in members]
         try:
-            out += _train_members(
+            _train_members(
                 [configs[j] for j in members],
                 [indices[j] for j in members],
                 models,
                 optimizers,
                 source,
                 on_step,
+                keep,
                 torch.device(device),
                 setup_seconds=(time.perf_counter() - start) * len(members) / len(configs),
             )
         except StackError:  # raised while stacking, before any step: train them one by one
-            out += [
-                (indices[j], _train_single(configs[j], indices[j], source, on_step))
-                for j in members
-            ]
-    return out
+            for j in members:
+                keep(indices[j], _train_single(configs[j], indices[j], source, on_step))
 
 
 def _train_members(
@@ -744,9 +785,10 @@ def _train_members(
     optimizers: list[torch.optim.Optimizer],
     source: TextCorpus | ArrayDataset,
     on_step: StepCallback | None,
+    keep: ResultCallback,
     device: torch.device,
     setup_seconds: float,
-) -> list[tuple[int, TrainResult]]:
+) -> None:
     start = time.perf_counter() - setup_seconds
     head = configs[0]
     generators = {c.seed: torch.Generator().manual_seed(10_000 + c.seed) for c in configs}
@@ -759,7 +801,6 @@ def _train_members(
     del models, optimizers
     factor = lr_lambda(head)
     active = [_Run(i, c, []) for i, c in zip(indices, configs, strict=True)]
-    finished: list[tuple[int, TrainResult]] = []
     total = len(active)
 
     def result(run: _Run, val_loss: float, reason: str | None, diverged: bool) -> TrainResult:
@@ -776,11 +817,16 @@ def _train_members(
     def drop(leaving: dict[int, TrainResult]) -> None:
         nonlocal active
         stay = [j for j in range(len(active)) if j not in leaving]
-        finished.extend((active[j].index, res) for j, res in leaving.items())
+        # what a run cost: the pack's wall time while it was in it, shared by the pack's runs
+        seconds = (time.perf_counter() - start) / total
+        left = [(active[j].index, res) for j, res in leaving.items()]
         active = [active[j] for j in stay]
         if stay:
             rows = stack.keep(stay)
             optimizer.keep(rows)
+        for index, res in left:
+            res.seconds = seconds
+            keep(index, res)
 
     for step in range(head.steps):
         if not active:
@@ -827,11 +873,6 @@ def _train_members(
             else:
                 leaving[j] = result(run, math.inf, f"validation loss is {value}", True)
         drop(leaving)
-    # what each run cost: the pack's wall time while it was in it, shared by the runs in it
-    seconds = (time.perf_counter() - start) / total
-    for _, res in finished:
-        res.seconds = seconds
-    return finished
 
 
 def _divergence(run: _Run, value: float, step: int) -> str | None:

@@ -1,0 +1,103 @@
+"""Where a proxy step's time goes: per-run overhead against arithmetic, separate vs stacked.
+
+The demo's GPT at width 32 (2 blocks, µP, AdamW, sequences of 64 bytes), one torch thread. For
+each batch size, the thread CPU time of one training step of a separate run (``proxy.train``)
+against one run's share of a stacked step of ``--pack`` runs (``train_stacked``, LRs 2^-11,
+2^-10, ... × seeds 0 and 1; 16 by default: 8 LRs × 2 seeds). A
+step's time is measured as the difference between a run of ``--steps`` steps and one of 2 steps
+(so that building the models and the final evaluation cancel), best of ``--repeats``
+interleaved repeats. At batch size 1 a step is nearly all per-step overhead (Python, dispatch,
+the optimizer's per-tensor loop); the larger the batch, the larger the arithmetic stacking does
+not change. Prints a table; records nothing.
+
+    .venv/bin/python bench/stacked_step_time.py
+    .venv/bin/python bench/stacked_step_time.py --width 256 --batch-sizes 16 --pack 4 --steps 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+
+import torch
+
+import common
+from mutransfer.training.proxy import TrainConfig, load_source, train
+from mutransfer.training.stacked import train_stacked
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=32)
+    parser.add_argument("--batch-sizes", default="1,4,16")
+    parser.add_argument("--steps", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--pack", type=int, default=16)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    source = load_source(TrainConfig())
+    rows = []
+    for batch in (int(b) for b in args.batch_sizes.split(",")):
+        base = TrainConfig(
+            model="gpt",
+            width=args.width,
+            base_width=32,
+            depth=2,
+            n_heads=4,
+            seq_len=64,
+            batch_size=batch,
+            optimizer="adamw",
+            eval_batches=1,
+        )
+        grid = [base.with_(lr=2.0**e, seed=s) for e in range(-11, -3) for s in (0, 1)]
+        grid = grid[: args.pack]
+
+        def separate(steps: int, grid: list[TrainConfig] = grid) -> None:
+            train(grid[min(5, len(grid) - 1)].with_(steps=steps), source=source)
+
+        def stacked(steps: int, grid: list[TrainConfig] = grid) -> None:
+            train_stacked([c.with_(steps=steps) for c in grid], source=source)
+
+        separate(2), stacked(2)  # warm-up
+        best = {"separate": float("inf"), "stacked": float("inf")}
+        for _ in range(args.repeats):
+            for name, fn, runs in (("separate", separate, 1), ("stacked", stacked, len(grid))):
+                best[name] = min(best[name], _step_seconds(fn, args.steps) / runs)
+        print(f"width {args.width}, batch {batch}: done", flush=True)
+        rows.append(
+            [
+                batch,
+                f"{best['separate'] * 1e3:.2f}",
+                f"{best['stacked'] * 1e3:.2f}",
+                f"{best['separate'] / best['stacked']:.2f}",
+            ]
+        )
+    print(
+        common.markdown_table(
+            [
+                "batch (× 64 bytes)",
+                "separate ms / step",
+                f"stacked ({args.pack}) ms / step / run",
+                "ratio",
+            ],
+            rows,
+        )
+    )
+    print(f"\nCommand: `{common.command_line(argv)}`")
+    print(common.machine_line(common.machine_info()))
+    return 0
+
+
+def _step_seconds(fn: Callable[[int], None], steps: int) -> float:
+    """Thread CPU seconds of one step: (``steps`` steps − 2 steps) / (``steps`` − 2)."""
+    start = time.thread_time()
+    fn(2)
+    short = time.thread_time() - start
+    start = time.thread_time()
+    fn(steps)
+    return (time.thread_time() - start - short) / (steps - 2)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
