@@ -1,6 +1,6 @@
 """The run store's stacked path: packs of runs give the same stored results as one run per task.
 
-``run_all(stacked=True)`` (the default) trains the runs that share their shapes as packs
+``run_all(stacked=True)`` (opt-in) trains the runs that share their shapes as packs
 (``training.stacked``); the store must not be able to tell: the same files under the same keys,
 each with the losses, validation loss, divergence and FLOPs of the run trained alone (to
 float32 rounding, 1e-5 relative). A pack saves each run as it leaves, so an interrupted grid
@@ -109,7 +109,12 @@ def test_stacked_and_separate_runs_store_the_same_results(tmp_path, text, monkey
     )
     assert packs == []
     stacked = run_all(
-        configs, RunStore(tmp_path / "b", fingerprint), source=text, workers=0, progress=False
+        configs,
+        RunStore(tmp_path / "b", fingerprint),
+        source=text,
+        workers=0,
+        progress=False,
+        stacked=True,
     )
     assert sorted(packs) == [2, 4]  # the 4 AdamW runs at width 16, the 2 SGD runs
     assert separate.keys() == stacked.keys()
@@ -120,7 +125,7 @@ def test_stacked_and_separate_runs_store_the_same_results(tmp_path, text, monkey
 def test_a_stacked_grid_resumes_with_its_finished_runs(tmp_path, text, monkeypatch) -> None:
     configs = grid()[:4]
     store = RunStore(tmp_path, source_fingerprint(text))
-    run_all(configs, store, source=text, workers=0, progress=False)
+    run_all(configs, store, source=text, workers=0, progress=False, stacked=True)
     files = sorted(tmp_path.glob("*.json"))
     kept = {f: f.stat().st_mtime_ns for f in files[1:]}
     files[0].unlink()  # as if the pack that trained it had been killed before it finished
@@ -129,7 +134,7 @@ def test_a_stacked_grid_resumes_with_its_finished_runs(tmp_path, text, monkeypat
     monkeypatch.setattr(
         runs, "train_stacked", lambda task, **kw: trained.extend(task) or real(task, **kw)
     )
-    again = run_all(configs, store, source=text, workers=0, progress=False)
+    again = run_all(configs, store, source=text, workers=0, progress=False, stacked=True)
     assert trained == [] and len(again) == 4  # one missing run: trained alone, not as a pack
     assert all(f.stat().st_mtime_ns == t for f, t in kept.items())
     assert len(list(tmp_path.glob("*.json"))) == 4
@@ -140,7 +145,12 @@ def test_a_pool_of_workers_trains_packs_and_saves_every_run(tmp_path, text) -> N
     fingerprint = source_fingerprint(text)
     run_all(configs, RunStore(tmp_path / "a", fingerprint), source=text, workers=0, stacked=False)
     results = run_all(
-        configs, RunStore(tmp_path / "b", fingerprint), source=text, workers=2, progress=False
+        configs,
+        RunStore(tmp_path / "b", fingerprint),
+        source=text,
+        workers=2,
+        progress=False,
+        stacked=True,
     )
     assert len(results) == 4 and all(math.isfinite(r["val_loss"]) for r in results.values())
     assert_same_store(stored(tmp_path / "a", text), stored(tmp_path / "b", text))
@@ -195,5 +205,5 @@ def test_only_runs_small_enough_to_gain_are_stacked(tmp_path, text, monkeypatch)
     monkeypatch.setattr(
         runs, "train_stacked", lambda task, **kw: packs.append(list(task)) or real(task, **kw)
     )
-    run_all(configs, RunStore(tmp_path, "x"), source=text, workers=0, progress=False)
+    run_all(configs, RunStore(tmp_path, "x"), source=text, workers=0, progress=False, stacked=True)
     assert packs == [configs[:2]]  # the two runs at 2^-8 packed, the two at 2^-6 alone

@@ -43,7 +43,7 @@ def run_demo(
     echo: Callable[[str], None] | None = print,
     command: str | None = None,
     train_fn: Callable[..., TrainResult] = train,
-    stacked: bool = True,
+    stacked: bool = False,
     **options: Any,
 ) -> dict[str, Any]:
     """Run (or resume) the demo and write its outputs to ``out_dir``; returns the summary.
@@ -61,7 +61,7 @@ def run_demo(
             than ``proxy.train`` trains every run alone).
         stacked: train the runs that share their shapes (other LRs, seeds, parametrizations
             at one size) together as one stacked model (``training.stacked``); each run is
-            still saved as its own file. False: one run per task, as before.
+            still saved as its own file. Off by default (``training.runs`` says why).
         **options: ``settings_for``'s: ``vary`` (``"width"``: SP vs µP, or ``"depth"``: µP vs
             CompleteP at one width), ``widths``/``depths``, ``log2_lrs``, ``seeds``, ``rules``,
             ``text`` (your own text file), and any ``TrainConfig`` field for every run
@@ -171,7 +171,7 @@ def _transfer(
     workers: int,
     progress: bool,
     train_fn: Callable[..., TrainResult],
-    stacked: bool = True,
+    stacked: bool = False,
 ) -> analysis.Transfer:
     """Train (or reuse) the largest model at the proxy's best LR and score it."""
     proxy_lr = sweep.best_log2_lr[0]

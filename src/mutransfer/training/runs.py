@@ -15,12 +15,15 @@ options (steps, batch, another text...) gets different keys, so results are neve
 mixed.
 
 Runs that share their shapes (other learning rates, seeds, init scales...) are trained together
-as one stacked model (``training.stacked``): ``run_all(stacked=True)``, the default, cuts the
+as one stacked model (``training.stacked``) with ``run_all(stacked=True)``: it cuts the
 missing runs small enough to gain from it (``stacked.worth_stacking``) into packs
 (``plan_packs``, at least one per worker); each pack is one task, and each of its runs is saved
 the moment it leaves the pack (at the end, or earlier when it diverges). The store sees what one
 run per task gives — the same files under the same keys, losses equal to float32 rounding — so
-a grid can be resumed with either path.
+a grid can be resumed with either path. It is off by default: on a 2-core CPU it gained only
+1.06–1.18× (docs/stacked.md), and a chaotic run (an LR near divergence) amplifies the float32
+rounding differences over hundreds of steps, so a stacked grid's optimum can differ from one run
+per task's in a near-tie — opt in where the speed matters more (small batches, a GPU).
 
 Workers are spawned processes (``ProcessPoolExecutor``, which reports a worker that died instead
 of waiting for it forever) with one torch thread each: two such workers give about twice the
@@ -242,7 +245,7 @@ def run_all(
     threads: int = 1,
     progress: bool = True,
     train_fn: Callable[..., TrainResult] = train,
-    stacked: bool = True,
+    stacked: bool = False,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
 ) -> dict[TrainConfig, dict[str, Any]]:
     """Results of every config: finished ones from disk, the others computed and saved.
