@@ -29,20 +29,48 @@ RESNET = ResNetConfig(stage_ratios=(1, 2, 4), stem_stride=2, in_channels=1, num_
 BatchNorm, as in Tensor Programs V's ResNets. ``depth`` is the number of blocks per stage."""
 
 
+def reference_model(
+    config: RunOptions, model_name: ReferenceModel = "gpt", *, tie_embeddings: bool = False
+) -> nn.Module:
+    """The bare reference model at ``config.width`` and ``config.depth`` (not parametrized; on
+    the current default device, so ``with torch.device("meta")`` builds it for free)."""
+    if model_name == "gpt":
+        return GPT(_gpt_config(config, tie_embeddings))
+    if model_name == "bert":
+        return Bert(_bert_config(config, tie_embeddings))
+    if model_name == "resnet":
+        return ResNet(RESNET.with_(width=config.width, depth=config.depth))
+    return MLP(width=config.width, depth=config.depth)
+
+
+def _gpt_config(config: RunOptions, tie_embeddings: bool) -> GPTConfig:
+    return GPTConfig(
+        width=config.width,
+        depth=config.depth,
+        n_heads=config.n_heads,
+        seq_len=config.seq_len,
+        tie_embeddings=tie_embeddings,
+        qk_norm=config.qk_norm,
+    )
+
+
+def _bert_config(config: RunOptions, tie_embeddings: bool) -> BertConfig:
+    return BertConfig(
+        width=config.width,
+        depth=config.depth,
+        n_heads=config.n_heads,
+        seq_len=config.seq_len,
+        tie_embeddings=tie_embeddings,
+    )
+
+
 def build_reference(
     config: RunOptions, model_name: ReferenceModel = "gpt", *, tie_embeddings: bool = False
 ) -> tuple[nn.Module, Plan]:
     """The reference model at ``config.width`` with its plan (base at ``config.base_width``)."""
     options: dict[str, Any] = {}
     if model_name == "gpt":
-        gpt_cfg = GPTConfig(
-            width=config.width,
-            depth=config.depth,
-            n_heads=config.n_heads,
-            seq_len=config.seq_len,
-            tie_embeddings=tie_embeddings,
-            qk_norm=config.qk_norm,
-        )
+        gpt_cfg = _gpt_config(config, tie_embeddings)
         base_cfg = gpt_cfg.with_(width=config.base_width, depth=config.base_depth or config.depth)
         delta_cfg = base_cfg.with_(width=2 * config.base_width)
         model: nn.Module = GPT(gpt_cfg)
@@ -51,13 +79,7 @@ def build_reference(
             delta: nn.Module = GPT(delta_cfg)
         options = gpt_parametrize_options(gpt_cfg, zero_init_query=config.zero_init_query)
     elif model_name == "bert":
-        bert_cfg = BertConfig(
-            width=config.width,
-            depth=config.depth,
-            n_heads=config.n_heads,
-            seq_len=config.seq_len,
-            tie_embeddings=tie_embeddings,
-        )
+        bert_cfg = _bert_config(config, tie_embeddings)
         bert_base = bert_cfg.with_(width=config.base_width, depth=config.base_depth or config.depth)
         model = Bert(bert_cfg)
         with torch.device("meta"):
