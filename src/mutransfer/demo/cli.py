@@ -65,7 +65,8 @@ def register(subparsers: Any) -> None:
             "same across depths (2 to 16 blocks at width 64), µP vs CompleteP. Interrupt it at "
             "any time: the same command resumes. With --model resnet: a small ResNet on "
             "Fashion-MNIST with SGD-momentum (or --optimizer adamw); --model bert: a masked-LM "
-            "BERT on the same text. Outputs: lr_transfer.png "
+            "BERT on the same text; --model hf-bert: Hugging Face's BertForMaskedLM (tied "
+            "decoder, through parametrize_hf) on it. Outputs: lr_transfer.png "
             "(lr_transfer_depth.png), summary.json, report.md."
         ),
     )
@@ -74,7 +75,8 @@ def register(subparsers: Any) -> None:
         choices=MODELS,
         default="gpt",
         help="gpt: byte-level GPT on Shakespeare (default); bert: byte-level BERT, masked LM "
-        "on the same text; resnet: pre-activation ResNet on Fashion-MNIST (SGD with momentum "
+        "on the same text; hf-bert: Hugging Face's BertForMaskedLM (needs transformers) on the "
+        "same masked bytes; resnet: pre-activation ResNet on Fashion-MNIST (SGD with momentum "
         "by default)",
     )
     parser.add_argument(

@@ -201,7 +201,22 @@ BERT_QUICK = DemoSettings(
     seeds=(0,),
     base=BERT_BASE.with_(steps=100),
 )
-MODELS = ("gpt", "resnet", "bert")
+# Hugging Face's BertForMaskedLM through parametrize_hf (tied decoder, HF's own init at the
+# base width: N(0, 0.02²)), on the same masked bytes as BERT_BASE; the rest of its setting too.
+HF_BERT_BASE = BERT_BASE.with_(model="hf-bert", tie_embeddings=True)
+HF_BERT_DEFAULT = DemoSettings(
+    sizes=(32, 64, 128, 256),
+    log2_lrs=tuple(float(x) for x in range(-11, -3)),
+    seeds=(0,),
+    base=HF_BERT_BASE,
+)
+HF_BERT_QUICK = DemoSettings(
+    sizes=(32, 64, 128),
+    log2_lrs=tuple(float(x) for x in range(-9, -3)),
+    seeds=(0,),
+    base=HF_BERT_BASE.with_(steps=100),
+)
+MODELS = ("gpt", "resnet", "bert", "hf-bert")
 """The reference models the demo trains (``--model``)."""
 PRESETS: dict[tuple[str, str, bool], DemoSettings] = {
     ("gpt", "width", False): DEFAULT,
@@ -212,6 +227,8 @@ PRESETS: dict[tuple[str, str, bool], DemoSettings] = {
     ("resnet", "width", True): RESNET_QUICK,
     ("bert", "width", False): BERT_DEFAULT,
     ("bert", "width", True): BERT_QUICK,
+    ("hf-bert", "width", False): HF_BERT_DEFAULT,
+    ("hf-bert", "width", True): HF_BERT_QUICK,
 }
 
 
