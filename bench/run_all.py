@@ -69,7 +69,10 @@ BENCHMARKS = (
     Benchmark("bert_proxy_transfer", "BERT: a proxy shrunk in width and depth, transferred"),
     Benchmark("moonshot_transfer", "One proxy sweep → a target differing in all axes"),
 )
-EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
+EXTRA_SECTIONS = (
+    ("demo", "The demo's recorded run (SP vs µP)"),
+    ("demo_models", "The demo on the ResNet, BERT and Hugging Face BERT"),
+)
 """Sections written by other tools (``mutransfer demo``), included when present."""
 
 

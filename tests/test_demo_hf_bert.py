@@ -74,6 +74,28 @@ def test_a_tiny_hf_bert_demo_in_process(tmp_path) -> None:
     text = (tmp_path / report.REPORT_NAME).read_text()
     assert "HF BertForMaskedLM depth 2" in text and "tied decoder" in text
     assert (tmp_path / report.FIGURE_NAME).read_bytes()[:4] == b"\x89PNG"
+    # bench/demo_models.py's BENCHMARKS.md section, from this summary's own numbers
+    section = _bench_demo_models().section([("tiny", summary)])
+    held = sum(c["holds"] for c in summary["claims"].values())
+    sweeps = summary["sweeps"]
+    row = (
+        f"| tiny | HF BertForMaskedLM | adamw | 32/64 | 1 | {sweeps['sp']['drift_octaves']:g} / "
+        f"{sweeps['mup']['drift_octaves']:g} |"
+    )
+    assert row in section and f"| {held} of 5 |" in section
+    assert "lr_transfer_tiny.png" in section and "command: `" in section
+
+
+def _bench_demo_models():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "demo_models.py"
+    spec = importlib.util.spec_from_file_location("bench_demo_models", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
