@@ -100,8 +100,8 @@ def _bench_demo_models():
 
 @pytest.mark.slow
 def test_quick_hf_bert_demo_end_to_end(tmp_path) -> None:
-    """``mutransfer demo --model hf-bert --quick`` as a user runs it (2 spawned workers), on 2
-    of its widths, 2 LRs and 10 steps (the full --quick grid is timed in docs/demo.md)."""
+    """``mutransfer demo --model hf-bert --quick`` as a user runs it (2 spawned workers), on its
+    2 widths with 2 LRs and 10 steps (the full --quick grid is timed in docs/demo.md)."""
     pytest.importorskip("tqdm")
     command = [sys.executable, "-m", "mutransfer.cli", "demo", "--model", "hf-bert", "--quick"]
     grid = ["--widths", "32,64", "--lrs=-7:-6", "--steps", "10", "--out", str(tmp_path)]
