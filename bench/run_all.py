@@ -70,7 +70,10 @@ BENCHMARKS = (
     Benchmark("axis_transfer", "Transfer along batch size, sequence length, steps, schedule"),
     Benchmark("moonshot_transfer", "One proxy sweep → a target differing in all axes"),
 )
-EXTRA_SECTIONS = (("demo", "The demo's recorded run (SP vs µP)"),)
+EXTRA_SECTIONS = (
+    ("demo", "The demo's recorded run (SP vs µP)"),
+    ("demo_models", "The demo on the ResNet, BERT and Hugging Face BERT"),
+)
 """Sections written by other tools (``mutransfer demo``), included when present."""
 
 

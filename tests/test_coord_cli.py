@@ -62,6 +62,28 @@ def verdict_line(out: str) -> str:
     return next(line for line in out.splitlines() if line.startswith(("PASS: ", "FAIL: ")))
 
 
+def test_builtin_resnet_on_fashion_mnist_mup_passes_sp_fails(tmp_path: Path) -> None:
+    """The demo's ResNet (3 stages, stem stride 2) on 4 Fashion-MNIST images."""
+    args = ["--widths", "8,16,32", "--steps", "2", "--seeds", "2", "--quiet", "--no-plot"]
+    assert run(tmp_path / "mup", "resnet", *args) == 0
+    assert run(tmp_path / "sp", "resnet", *args, "--rules", "sp") == 1
+    report = json.loads((tmp_path / "sp" / "coord_check.json").read_text())
+    culprits = " ".join(report["culprits"])
+    # the hidden convolutions' and the head's updates grow with width under SP
+    assert "stages.1.blocks.0.conv1 (update" in culprits and "head (update" in culprits
+    assert report["settings"]["factory"] == "resnet"
+
+
+def test_builtin_bert_masked_lm_mup_passes_sp_fails(tmp_path: Path) -> None:
+    """The reference BERT on masked bytes of Shakespeare; from width 64 (at width 32 the
+    2-head attention's output update sits just past the +0.25 line under µP: finite width)."""
+    args = ["--widths", "64,128,256", "--steps", "2", "--seeds", "2", "--quiet", "--no-plot"]
+    assert run(tmp_path / "mup", "bert", *args) == 0
+    assert run(tmp_path / "sp", "bert", *args, "--rules", "sp") == 1
+    culprits = " ".join(json.loads((tmp_path / "sp" / "coord_check.json").read_text())["culprits"])
+    assert "attn (logits" in culprits or "mlp.fc (update" in culprits, culprits
+
+
 def test_user_factory_and_rules_from_a_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,6 +3,8 @@
     mutransfer coord-check gpt --widths 64,128,256,512 --steps 4 --seeds 2 --out coord
     mutransfer coord-check mypkg.models:make_model --rules mup --optimizer sgd --lr 0.1
     mutransfer coord-check gpt --depths 2,4,8 --width 64 --set residual_depth_exponent=-1
+    mutransfer coord-check resnet --widths 16,32,64 --optimizer sgd --lr 0.1
+    mutransfer coord-check bert --widths 64,128,256
 
 Writes ``coord_check.png`` and ``coord_check.json`` to ``--out``, prints the table, and exits
 with status 1 when the check fails — a series blows up, or a layer's own update shrinks like
@@ -24,7 +26,7 @@ from typing import Any, Literal
 
 from ..errors import UserError
 
-BUILTINS = ("gpt", "mlp")
+BUILTINS = ("gpt", "mlp", "resnet", "bert")
 
 
 def register(subparsers: Any) -> None:
@@ -34,7 +36,9 @@ def register(subparsers: Any) -> None:
         description=(
             "Train FACTORY(width) at several widths for a few steps, fit how every module's "
             "output and every layer's own update scale with width, and say which (if any) "
-            "blow up. FACTORY is 'gpt', 'mlp' (the reference models), PACKAGE.MODULE:NAME or "
+            "blow up. FACTORY is 'gpt', 'mlp', 'resnet', 'bert' (the reference models; the ResNet "
+            "on Fashion-MNIST images, the BERT on masked bytes of Shakespeare), "
+            "PACKAGE.MODULE:NAME or "
             "path/to/file.py:NAME, a callable taking the width (the depth with --depths) and "
             "returning an nn.Module (parametrized here with --rules) or (model, plan)."
         ),
@@ -87,12 +91,23 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--no-plot", action="store_true", help="skip the figure")
     parser.add_argument("--all", action="store_true", help="print every series, not only bad")
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
-    builtin = parser.add_argument_group("built-in models (gpt, mlp)")
-    builtin.add_argument("--depth", type=int, default=None, help="blocks (gpt 2) / layers (mlp 3)")
+    builtin = parser.add_argument_group("built-in models (gpt, mlp, resnet, bert)")
+    builtin.add_argument(
+        "--depth",
+        type=int,
+        default=None,
+        help="blocks (gpt, bert 2) / layers (mlp 3) / blocks per stage (resnet 1)",
+    )
     builtin.add_argument("--width", type=int, default=64, help="width when varying depth")
-    builtin.add_argument("--heads", type=int, default=2, help="gpt attention heads (default 2)")
-    builtin.add_argument("--tie-embeddings", action="store_true", help="gpt: tie wte and lm_head")
-    builtin.add_argument("--zero-init-query", action="store_true", help="gpt: zero-init q (TP5)")
+    builtin.add_argument(
+        "--heads", type=int, default=2, help="gpt, bert attention heads (default 2)"
+    )
+    builtin.add_argument(
+        "--tie-embeddings", action="store_true", help="gpt, bert: tie the embedding and readout"
+    )
+    builtin.add_argument(
+        "--zero-init-query", action="store_true", help="gpt, bert: zero-init q (TP5)"
+    )
     parser.set_defaults(func=run)
 
 
@@ -107,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
     rules = _rules(args.rules)
     factory, parametrize_kwargs = _factory(args, vary, sizes)
     parametrize_kwargs.update(constants)
-    data = _load(args.data, "--data") if args.data else None
+    data = _load(args.data, "--data") if args.data else _builtin_data(args.factory)
     loss = _load(args.loss, "--loss") if args.loss else None
     if loss is not None and not callable(loss):
         raise UserError(f"--loss {args.loss} is a {type(loss).__name__}, not a callable")
@@ -259,10 +274,15 @@ def _factory(
 
     build = _builtin(args)
     kwargs: dict[str, Any] = {}
-    if args.factory == "gpt" and args.zero_init_query:
-        from ..models import GPT
+    if args.factory in ("gpt", "bert") and args.zero_init_query:
+        from ..models import GPT, Bert
 
-        kwargs["zero_init"] = (GPT.query_weights,)
+        kwargs["zero_init"] = (GPT.query_weights if args.factory == "gpt" else Bert.query_weights,)
+    if args.factory in ("resnet", "bert"):
+        from ..models import Bert, ResNet
+
+        model_class = ResNet if args.factory == "resnet" else Bert
+        kwargs["residual_branches"] = model_class.residual_branches
     if vary == "width":
         for width in sizes:
             _check_builtin(args, width)
@@ -290,8 +310,22 @@ def _check_takes_one_size(factory: Callable[..., Any], name: str, vary: str) -> 
 
 
 def _builtin(args: argparse.Namespace) -> Callable[[int, int | None], Any]:
-    from ..models import GPT, MLP, GPTConfig
+    from ..models import GPT, MLP, Bert, BertConfig, GPTConfig, ResNet, ResNetConfig
 
+    if args.factory == "resnet":  # the demo's ResNet (training.reference.RESNET)
+        return lambda width, depth: ResNet(
+            ResNetConfig(width=width, depth=depth or 1, stage_ratios=(1, 2, 4), stem_stride=2)
+        )
+    if args.factory == "bert":
+        return lambda width, depth: Bert(
+            BertConfig(
+                width=width,
+                depth=depth or 2,
+                n_heads=args.heads,
+                seq_len=64,
+                tie_embeddings=args.tie_embeddings,
+            )
+        )
     if args.factory == "gpt":
         return lambda width, depth: GPT(
             GPTConfig(
@@ -306,5 +340,46 @@ def _builtin(args: argparse.Namespace) -> Callable[[int, int | None], Any]:
 
 
 def _check_builtin(args: argparse.Namespace, width: int) -> None:
-    if args.factory == "gpt" and width % args.heads:
+    if args.factory in ("gpt", "bert") and width % args.heads:
         raise UserError(f"width {width} is not divisible by --heads {args.heads}")
+
+
+def _builtin_data(factory: str) -> Callable[[Any], Any] | None:
+    """The batch of a built-in model whose default would not fit it (None: the default).
+
+    As the default batch, small on purpose (µP's limit is width → ∞ at a fixed batch): the
+    ResNet gets 4 Fashion-MNIST training images (Gaussian noise images when the data is not
+    installed), the BERT 4 windows of 16 bytes of Shakespeare (random bytes without it) with
+    half the positions masked by BERT's recipe (``models.bert.mask_tokens``), so that a few
+    positions per window are predicted.
+    """
+    if factory == "resnet":
+        return _fashion_mnist_batch
+    if factory == "bert":
+        return _masked_text_batch
+    return None
+
+
+def _fashion_mnist_batch(generator: Any) -> tuple[Any, Any]:
+    import torch
+
+    from ..data import fashion_mnist_images
+
+    try:
+        return fashion_mnist_images().batch("train", 4, generator)
+    except FileNotFoundError:  # DataNotFoundError: not installed
+        images = torch.randn(4, 1, 28, 28, generator=generator)
+        return images, torch.randint(0, 10, (4,), generator=generator)
+
+
+def _masked_text_batch(generator: Any) -> tuple[Any, Any]:
+    import torch
+
+    from ..data import shakespeare
+    from ..models import mask_tokens
+
+    try:
+        tokens = shakespeare().batch("train", 4, 16, generator)[0]
+    except (ImportError, FileNotFoundError):
+        tokens = torch.randint(0, 256, (4, 16), generator=generator)
+    return mask_tokens(tokens, generator, rate=0.5)

@@ -68,7 +68,8 @@ def register(subparsers: Any) -> None:
             "put along that axis, or move (and which way)? Interrupt it at "
             "any time: the same command resumes. With --model resnet: a small ResNet on "
             "Fashion-MNIST with SGD-momentum (or --optimizer adamw); --model bert: a masked-LM "
-            "BERT on the same text. Outputs: lr_transfer.png "
+            "BERT on the same text; --model hf-bert: Hugging Face's BertForMaskedLM (tied "
+            "decoder, through parametrize_hf) on it. Outputs: lr_transfer.png "
             "(lr_transfer_depth.png), summary.json, report.md."
         ),
     )
@@ -77,7 +78,8 @@ def register(subparsers: Any) -> None:
         choices=MODELS,
         default="gpt",
         help="gpt: byte-level GPT on Shakespeare (default); bert: byte-level BERT, masked LM "
-        "on the same text; resnet: pre-activation ResNet on Fashion-MNIST (SGD with momentum "
+        "on the same text; hf-bert: Hugging Face's BertForMaskedLM (needs transformers) on the "
+        "same masked bytes; resnet: pre-activation ResNet on Fashion-MNIST (SGD with momentum "
         "by default)",
     )
     parser.add_argument(
@@ -96,7 +98,7 @@ def register(subparsers: Any) -> None:
         "--quick",
         action="store_true",
         help="a small grid (GPT: 1–1.5 minutes on 2 idle cores; ResNet, BERT: 36 runs, "
-        "about 3–4 CPU-minutes)",
+        "about 3–4 CPU-minutes; HF BERT: widths 32, 64, 16 runs of 400 steps)",
     )
     parser.add_argument("--widths", type=_int_list, help="e.g. 32,64,128,256 (--vary width)")
     parser.add_argument("--depths", type=_int_list, help="e.g. 2,4,8,16 (--vary depth)")

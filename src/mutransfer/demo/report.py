@@ -83,7 +83,13 @@ def _optimizer(config: dict[str, Any]) -> str:
     return name
 
 
-MODEL_NAMES = {"gpt": "GPT", "resnet": "ResNet", "bert": "BERT", "mlp": "MLP"}
+MODEL_NAMES = {
+    "gpt": "GPT",
+    "resnet": "ResNet",
+    "bert": "BERT",
+    "mlp": "MLP",
+    "hf-bert": "HF BertForMaskedLM",
+}
 
 
 def _model(config: dict[str, Any]) -> str:
@@ -134,7 +140,7 @@ def _batch(config: dict[str, Any]) -> str:
 def _loss_unit(config: dict[str, Any]) -> str:
     if _is_images(config):
         return "validation loss (cross-entropy, nats)"
-    if config.get("model") == "bert":
+    if config.get("model") in ("bert", "hf-bert"):
         return "validation masked-LM loss (nats per byte)"
     return "validation loss (nats per byte)"
 
@@ -559,7 +565,7 @@ def provenance_lines(summary: dict[str, Any]) -> list[str]:
             f"{name} width {config['width']}, {config['n_heads']} heads, depths "
             f"{'/'.join(map(str, summary['sizes']))} (base depth {config['base_depth']})"
         )
-    if name == "BERT":
+    if config.get("model") in ("bert", "hf-bert"):
         decoder = "tied" if config.get("tie_embeddings") else "untied"
         model += f", masked LM (15 % of the bytes), {decoder} decoder"
     if config.get("qk_norm"):

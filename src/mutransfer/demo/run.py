@@ -139,7 +139,7 @@ def run_demo(
 
 def _source_for(settings: DemoSettings) -> TextCorpus | ArrayDataset:
     """The data the grid trains on: the model's images, or text long enough for its windows."""
-    if settings.base.model not in ("gpt", "bert"):
+    if settings.base.model not in ("gpt", "bert", "hf-bert"):
         return load_source(settings.base)
     source = load_text(settings.base.data)
     shortest = min(len(source.train), len(source.val))

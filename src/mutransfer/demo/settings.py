@@ -257,7 +257,24 @@ AXIS_PRESETS: dict[tuple[str, str, bool], DemoSettings] = {
     for quick in (False, True)
 }
 
-MODELS = ("gpt", "resnet", "bert")
+# Hugging Face's BertForMaskedLM through parametrize_hf (tied decoder, HF's own init at the
+# base width: N(0, 0.02²)), on the same masked bytes as BERT_BASE, 400 steps: from that small
+# init it sits on the byte-unigram plateau (3.3 nats) for the first 100-200 steps at every LR
+# (measured in docs/demo.md), so 100 steps would rank LRs by noise.
+HF_BERT_BASE = BERT_BASE.with_(model="hf-bert", tie_embeddings=True, steps=400)
+HF_BERT_DEFAULT = DemoSettings(
+    sizes=(32, 64, 128, 256),
+    log2_lrs=tuple(float(x) for x in range(-11, -5)),
+    seeds=(0,),
+    base=HF_BERT_BASE,
+)
+HF_BERT_QUICK = DemoSettings(
+    sizes=(32, 64),
+    log2_lrs=tuple(float(x) for x in range(-10, -6)),
+    seeds=(0,),
+    base=HF_BERT_BASE,
+)
+MODELS = ("gpt", "resnet", "bert", "hf-bert")
 """The reference models the demo trains (``--model``)."""
 PRESETS: dict[tuple[str, str, bool], DemoSettings] = {
     ("gpt", "width", False): DEFAULT,
@@ -268,6 +285,8 @@ PRESETS: dict[tuple[str, str, bool], DemoSettings] = {
     ("resnet", "width", True): RESNET_QUICK,
     ("bert", "width", False): BERT_DEFAULT,
     ("bert", "width", True): BERT_QUICK,
+    ("hf-bert", "width", False): HF_BERT_DEFAULT,
+    ("hf-bert", "width", True): HF_BERT_QUICK,
     **AXIS_PRESETS,
 }
 

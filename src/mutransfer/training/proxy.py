@@ -34,9 +34,12 @@ from ..plan import Plan
 from .options import RunOptions, lr_lambda, make_optimizers
 from .reference import build_reference
 
-ModelName = Literal["gpt", "mlp", "resnet", "bert"]
-MODELS: tuple[ModelName, ...] = ("gpt", "mlp", "resnet", "bert")
-TEXT_MODELS = ("gpt", "bert")
+ModelName = Literal["gpt", "mlp", "resnet", "bert", "hf-bert"]
+MODELS: tuple[ModelName, ...] = ("gpt", "mlp", "resnet", "bert", "hf-bert")
+TEXT_MODELS = ("gpt", "bert", "hf-bert")
+MASKED_LM_MODELS = ("bert", "hf-bert")
+"""Trained on BERT's masked bytes (``models.bert.mask_tokens``): our BERT and Hugging Face's
+``BertForMaskedLM``."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 def _loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     x, y = batch
-    logits = model(x)
+    out = model(x)
+    logits = getattr(out, "logits", out)  # a Hugging Face model returns an output object
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
 
 
@@ -135,7 +139,7 @@ class _Data:
     def _batch(self, split: str, batch_size: int, generator: torch.Generator) -> Batch:
         if isinstance(self.source, TextCorpus):
             batch = self.source.batch(split, batch_size, self.config.seq_len, generator)
-            if self.config.model == "bert":  # masked LM: 15 % of the bytes are predicted
+            if self.config.model in MASKED_LM_MODELS:  # 15 % of the bytes are predicted
                 return mask_tokens(batch[0], generator)
             return batch
         return self.source.batch(split, batch_size, generator)

@@ -34,6 +34,7 @@ orphan keeps burning a core.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -53,7 +54,8 @@ from typing import Any
 import torch
 
 from ..data import ArrayDataset, TextCorpus
-from .proxy import TrainConfig, TrainResult, load_source, train
+from .proxy import TrainConfig, TrainResult, load_source, step_flops, train
+from .reference import reference_model
 from .stacked import DEFAULT_MEMORY_BUDGET, plan_packs, train_stacked, worth_stacking
 
 RUN_FORMAT = "mutransfer.demo-run/1"
@@ -95,11 +97,21 @@ def run_filename(config: TrainConfig, key: str) -> str:
 
 
 def estimated_cost(config: TrainConfig) -> float:
-    """Relative cost of a run (FLOPs plus a per-step overhead), for progress and scheduling."""
-    d, v, t = config.width, 256, config.seq_len
-    params = config.depth * 12 * d * d + (1 if config.tie_embeddings else 2) * v * d + t * d
-    per_step = 6.0 * params * config.batch_size * t + STEP_OVERHEAD_FLOPS
-    return per_step * config.steps
+    """Relative cost of a run (FLOPs plus a per-step overhead), for progress and scheduling.
+
+    The FLOPs are the trainer's own count (``proxy.step_flops``) on the run's model built on
+    the meta device (no memory, no init): 6 · params · tokens for the GPT, the BERT (every
+    position is computed, whichever are predicted) and the MLP, the convolutions' per-pixel
+    FLOPs for the ResNet.
+    """
+    return (_step_flops(config) + STEP_OVERHEAD_FLOPS) * config.steps
+
+
+@functools.lru_cache(maxsize=1024)
+def _step_flops(config: TrainConfig) -> float:
+    with torch.device("meta"):
+        model = reference_model(config, config.model, tie_embeddings=config.tie_embeddings)
+    return step_flops(config, model)
 
 
 # ----------------------------------------------------------------------------- storage
