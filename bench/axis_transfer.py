@@ -84,9 +84,10 @@ def settings(quick: bool) -> dict[str, Any]:
 
 def verdict(summary: dict[str, Any], rules: str) -> str:
     """``transfers as is`` or ``moves``, from the same two checks as the demo's findings."""
+    from mutransfer.demo.analysis import transfers_as_is
+
     sweep, transfer = summary["sweeps"][rules], summary["transfer"][rules]
-    drift, regret = sweep["drift_octaves"], transfer["regret_percent"]
-    stable = drift is not None and drift <= 1 and regret is not None and regret <= 1.0
+    stable = transfers_as_is(sweep["drift_octaves"], transfer["regret_percent"])
     measured = "transfers as is" if stable else "moves"
     if sweep.get("optimum_on_grid_edge"):
         return f"{measured}? (optimum on the grid's edge)"

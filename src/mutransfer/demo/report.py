@@ -104,7 +104,7 @@ def _is_images(config: dict[str, Any]) -> bool:
 
 def _fixed(summary: dict[str, Any]) -> str:
     """The dimension that does not vary, e.g. ``GPT depth 2`` across widths (and QK-norm);
-    ``GPT width 128 (µP base 32), depth 2`` along the other axes."""
+    ``GPT width 32 (µP base 16), depth 2`` along the other axes."""
     config = summary["config"]
     qk = ", QK-norm" if config.get("qk_norm") else ""
     if summary["axis"] not in SIZE_AXES:
@@ -476,9 +476,7 @@ def how_to_read(summary: dict[str, Any]) -> str:
         return _HOW_TO_READ[axis].format(sizes=sizes, held_out=held_out)
     info = axis_info(axis)
     return _AXIS_TEMPLATE.format(
-        label="schedule"
-        if axis == "schedule"
-        else info.label.replace("seq-len", "sequence length"),
+        label=info.singular,
         sizes=sizes,
         model=_fixed(summary),
         smallest=info.smallest,
