@@ -17,6 +17,7 @@ each with its own base LR (``lr`` and ``adamw_lr``), both built from one plan.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from ..errors import Diverged
 from ..models import ResNet, mask_tokens
 from ..plan import Plan
 from .options import RunOptions, lr_lambda, make_optimizers
-from .reference import build_reference
+from .reference import build_reference, reference_model
 
 ModelName = Literal["gpt", "mlp", "resnet", "bert", "hf-bert"]
 MODELS: tuple[ModelName, ...] = ("gpt", "mlp", "resnet", "bert", "hf-bert")
@@ -167,6 +168,15 @@ def step_flops(config: TrainConfig, model: nn.Module) -> float:
     n_params = sum(p.numel() for p in model.parameters())
     tokens_per_step = config.batch_size * (config.seq_len if config.model in TEXT_MODELS else 1)
     return 6.0 * n_params * tokens_per_step
+
+
+@functools.lru_cache(maxsize=1024)
+def estimated_step_flops(config: TrainConfig) -> float:
+    """``step_flops`` of ``config``'s model before it exists: built on the meta device (no
+    memory, no init), so the run store can order runs by cost and decide which to stack."""
+    with torch.device("meta"):
+        model = reference_model(config, config.model, tie_embeddings=config.tie_embeddings)
+    return step_flops(config, model)
 
 
 @torch.no_grad()

@@ -34,7 +34,6 @@ orphan keeps burning a core.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -54,8 +53,7 @@ from typing import Any
 import torch
 
 from ..data import ArrayDataset, TextCorpus
-from .proxy import TrainConfig, TrainResult, load_source, step_flops, train
-from .reference import reference_model
+from .proxy import TrainConfig, TrainResult, estimated_step_flops, load_source, train
 from .stacked import DEFAULT_MEMORY_BUDGET, plan_packs, train_stacked, worth_stacking
 
 RUN_FORMAT = "mutransfer.demo-run/1"
@@ -99,19 +97,12 @@ def run_filename(config: TrainConfig, key: str) -> str:
 def estimated_cost(config: TrainConfig) -> float:
     """Relative cost of a run (FLOPs plus a per-step overhead), for progress and scheduling.
 
-    The FLOPs are the trainer's own count (``proxy.step_flops``) on the run's model built on
-    the meta device (no memory, no init): 6 · params · tokens for the GPT, the BERT (every
+    The FLOPs are the trainer's own count (``proxy.estimated_step_flops``) on the run's model
+    built on the meta device (no memory, no init): 6 · params · tokens for the GPT, the BERT (every
     position is computed, whichever are predicted) and the MLP, the convolutions' per-pixel
     FLOPs for the ResNet.
     """
-    return (_step_flops(config) + STEP_OVERHEAD_FLOPS) * config.steps
-
-
-@functools.lru_cache(maxsize=1024)
-def _step_flops(config: TrainConfig) -> float:
-    with torch.device("meta"):
-        model = reference_model(config, config.model, tie_embeddings=config.tie_embeddings)
-    return step_flops(config, model)
+    return (estimated_step_flops(config) + STEP_OVERHEAD_FLOPS) * config.steps
 
 
 # ----------------------------------------------------------------------------- storage

@@ -59,7 +59,15 @@ from ..data import ArrayDataset, TextCorpus
 from ..models import mask_tokens
 from ..plan import Plan
 from .options import lr_lambda, make_optimizer
-from .proxy import TrainConfig, TrainResult, build_model, load_source, step_flops, train
+from .proxy import (
+    TrainConfig,
+    TrainResult,
+    build_model,
+    estimated_step_flops,
+    load_source,
+    step_flops,
+    train,
+)
 
 StepCallback = Callable[[int, int, float], bool | None]
 """``on_step(index, step, loss)``: ``index`` is the config's position in ``configs``; returning
@@ -108,7 +116,7 @@ MAX_PACK = 64
 """Never more runs in one pack: beyond this the batched kernels gain nothing more on a CPU."""
 
 STACK_MAX_STEP_FLOPS = 4e9
-"""Above this many FLOPs per training step (``step_flops_estimate``) a run gains nothing from
+"""Above this many FLOPs per training step (``proxy.estimated_step_flops``) a run gains nothing from
 a pack on a CPU core, and the run store (``runs.run_all``) trains it alone. Stacking removes
 a step's fixed overhead (about 6 ms on the 2-core CPU of BENCHMARKS.md), not its arithmetic:
 measured there with the demo's GPT at batch 16 × 64, 1.28× per step at width 32 (0.26 GFLOP
@@ -145,18 +153,12 @@ def _parameter_estimate(config: TrainConfig) -> int:
     return in_features * width + (depth - 2) * width * width + width * classes + width * depth
 
 
-def step_flops_estimate(config: TrainConfig) -> float:
-    """6 · parameters · tokens of one training step (an image is one token of the MLP)."""
-    tokens = config.batch_size * (config.seq_len if config.model in ("gpt", "bert") else 1)
-    return 6.0 * _parameter_estimate(config) * tokens
-
-
 def worth_stacking(config: TrainConfig) -> bool:
     """Does a run like ``config`` train faster in a pack than alone (on a CPU)?"""
     return (
         config.model in STACKABLE_MODELS
         and config.optimizer.lower() in STACKABLE_OPTIMIZERS
-        and step_flops_estimate(config) <= STACK_MAX_STEP_FLOPS
+        and estimated_step_flops(config) <= STACK_MAX_STEP_FLOPS
     )
 
 
