@@ -209,3 +209,32 @@ def test_every_axis_has_words_for_one_setting() -> None:
         "steps": "training length",
         "schedule": "schedule",
     }
+
+
+@pytest.mark.slow
+def test_quick_steps_demo_end_to_end(tmp_path) -> None:
+    """``mutransfer demo --vary steps --quick`` as a user runs it: the real preset (steps 12, 25,
+    100 × 6 LRs × SP and µP at width 32, Shakespeare), 2 spawned workers."""
+    import subprocess
+    import sys
+
+    quick = demo.settings_for(True, vary="steps")
+    command = ["demo", "--vary", "steps", "--quick", "--no-progress", "--out", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "mutransfer.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["axis"] == "steps" and summary["step_counts"] == list(quick.sizes)
+    assert summary["run"]["trained"] == len(quick.grid()) == 2 * 3 * 6
+    for rules in ("sp", "mup"):
+        sweep = summary["sweeps"][rules]
+        finite = [v for row in sweep["loss"] for v in row if v is not None]
+        assert finite and all(0.5 < v < 6.6 for v in finite)  # bytes: ln 256 = 5.55 at init
+        assert all(b is not None for b in sweep["best_log2_lr"])
+        assert summary["findings"][rules].startswith(analysis.display_name(rules) + " ")
+    assert (tmp_path / "lr_transfer_steps.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Does the LR transfer along this axis?" in proc.stdout
