@@ -3,9 +3,10 @@
 The byte-level BERT (``mutransfer.models.bert``, masked LM with 15 % masking, untied decoder) on
 Shakespeare, AdamW, CompleteP (µP in width, residual branches × base depth / depth):
 
-1. **Proxy** (width 32, 1 block = the base of the rules): a random search on the sweep engine
+1. **Proxy** (width 32, 1 block = the base of the rules): searches on the sweep engine
    (``mutransfer.sweep.Sweep``, Optuna, journal storage) over the LR, the init scale σ and the
-   output multiplier α_out.
+   output multiplier α_out — random (24 trials), TPE (40) and u-µP's independent search (one
+   dimension at a time from σ = α_out = 1: 36) — each transferred and compared at the target.
 2. **Target** (width 128, 4 blocks), 2 seeds each, compared at the same training length:
    (a) the proxy's best values, transferred as they are;
    (b) the usual defaults: SP, LR 1e-4 (BERT's pretraining LR, Devlin et al. 2019) with a
@@ -65,6 +66,59 @@ def base_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+SEARCHES = ("random", "tpe", "independent")
+
+
+def proxy_search(
+    search: str,
+    args: argparse.Namespace,
+    name: str,
+    proxy_train: dict[str, Any],
+    seed: int,
+    store: RunStore,
+) -> dict[str, Any]:
+    """Run one proxy search on the sweep engine (its own journal, the shared run store) and
+    return its best point, its trial count and what its trials cost."""
+    kind: dict[str, Any] = {
+        "random": {"sampler": "random", "trials": args.trials},
+        "tpe": {"sampler": "tpe", "trials": args.tpe_trials},
+        "independent": {"strategy": "independent"},
+    }[search]
+    sweep_name = name if search == "random" else f"{name}-{search}"  # random: the first one
+    sweep = Sweep(
+        sweep_name,
+        widths=[args.proxy_width],
+        space=SPACE,
+        seeds=[seed],
+        train=proxy_train,
+        storage=str(Path(args.runs) / f"{sweep_name}.journal"),
+        runs_dir=str(store.folder),
+        **kind,
+    )
+    results = sweep.run(workers=args.workers)
+    best = results.best(args.proxy_width)
+    if best is None:
+        raise SystemExit(f"every trial of the {search} proxy search failed")
+    finished = [
+        t for t in results.trials[args.proxy_width] if t.state in ("complete", "diverged", "pruned")
+    ]
+    records = []
+    for trial in finished:
+        config = TrainConfig.from_dict(
+            {**proxy_train, **trial.params, "width": args.proxy_width, "seed": seed}
+        )
+        found = store.load(config)
+        if found is not None:
+            records.append(found)
+    return {
+        "trials": len(finished),
+        "best": best.params,
+        "best_loss": best.value,
+        "flops": sum(r.get("flops", 0.0) for r in records),
+        "seconds": sum(r.get("seconds", 0.0) for r in records),
+    }
+
+
 def mean_loss(results: list[dict[str, Any]]) -> float | None:
     values = [r.get("val_loss") for r in results]
     if any(v is None or not math.isfinite(v) for v in values):
@@ -79,7 +133,14 @@ def main() -> None:
     parser.add_argument("--target-width", type=int, default=128)
     parser.add_argument("--target-depth", type=int, default=4)
     parser.add_argument("--steps", type=int, default=200)
-    parser.add_argument("--trials", type=int, default=24, help="proxy random-search trials")
+    parser.add_argument(
+        "--search",
+        default=",".join(SEARCHES),
+        help="proxy searches to run and compare, comma-separated: random (24 trials by "
+        "default), tpe (40), independent (u-µP's one dimension at a time: 36)",
+    )
+    parser.add_argument("--trials", type=int, default=24, help="random-search trials")
+    parser.add_argument("--tpe-trials", type=int, default=40, help="TPE trials")
     parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--lrs", default="-11:-5", help="log2 LRs of the target's direct sweep")
     parser.add_argument("--workers", type=int, default=2)
@@ -90,7 +151,11 @@ def main() -> None:
     if args.quick:
         args.proxy_width, args.target_width, args.target_depth = 16, 32, 2
         args.steps, args.trials, args.seeds, args.lrs = 10, 3, "0", "-8:-7"
+        args.tpe_trials = 3
     seeds = [int(s) for s in args.seeds.split(",")]
+    unknown = set(args.search.split(",")) - set(SEARCHES)
+    if unknown:
+        parser.error(f"--search: unknown {sorted(unknown)}; choose from {', '.join(SEARCHES)}")
     first, last = (int(x) for x in args.lrs.split(":"))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -100,36 +165,23 @@ def main() -> None:
     started = time.perf_counter()
     target = base_config(args)
 
-    # 1. the proxy search, on the sweep engine
+    # 1. the proxy searches, on the sweep engine; one run store, so a point two searches
+    # both visit is trained once
     proxy_train = {
         k: v for k, v in target.to_dict().items() if k not in ("width", "lr", "seed", *SPACE)
     }
     proxy_train["depth"] = args.proxy_depth
-    sweep = Sweep(
-        name,
-        widths=[args.proxy_width],
-        space=SPACE,
-        sampler="random",
-        trials=args.trials,
-        seeds=seeds[:1],
-        train=proxy_train,
-        storage=str(keep / f"{name}.journal"),
-        runs_dir=str(keep / f"{name}.runs" / "proxy"),
-    )
-    results = sweep.run(workers=args.workers)
-    best = results.best(args.proxy_width)
-    if best is None:
-        raise SystemExit("every proxy trial failed")
-    proxy_trials = results.completed(args.proxy_width)
-    proxy_runs = list((keep / f"{name}.runs" / "proxy").rglob("*.json"))
-    proxy_records = [json.loads(p.read_text())["result"] for p in proxy_runs]
-    proxy_flops = sum(r.get("flops", 0.0) for r in proxy_records)
-    proxy_seconds = sum(r.get("seconds", 0.0) for r in proxy_records)
-
-    # 2. the target: transferred, defaults, direct LR sweep; 2 seeds each
     source = load_text("shakespeare")
+    proxy_store = RunStore(keep / f"{name}.runs" / "proxy", source_fingerprint(source))
+    searches: dict[str, dict[str, Any]] = {}
+    for search in args.search.split(","):
+        searches[search] = proxy_search(search, args, name, proxy_train, seeds[0], proxy_store)
+    # 2. the target: transferred, defaults, direct LR sweep; 2 seeds each
     store = RunStore(keep / f"{name}.runs" / "target", source_fingerprint(source))
-    transferred = [target.with_(**best.params, seed=s) for s in seeds]
+    transferred = {
+        search: [target.with_(**found["best"], seed=s) for s in seeds]
+        for search, found in searches.items()
+    }
     defaults = [
         target.with_(rules="sp", lr=1e-4, warmup_steps=max(1, args.steps // 10), seed=s)
         for s in seeds
@@ -143,7 +195,8 @@ def main() -> None:
         for lr in range(first, last + 1)
         for s in seeds[:1]
     }
-    every = transferred + defaults + [c for cs in direct.values() for c in cs]
+    every = [c for cs in transferred.values() for c in cs]
+    every += defaults + [c for cs in direct.values() for c in cs]
     every += [c for cs in proxy_lrs.values() for c in cs]
     runs = run_all(every, store, source=source, workers=args.workers, progress=False)
 
@@ -159,32 +212,31 @@ def main() -> None:
     proxy_scores = {lr: score(cs)["loss"] for lr, cs in proxy_lrs.items()}
     finite = {lr: s for lr, s in direct_scores.items() if s["loss"] is not None}
     best_lr = min(finite, key=lambda lr: finite[lr]["loss"]) if finite else None
-    a, b = score(transferred), score(defaults)
     c_loss = finite[best_lr]["loss"] if best_lr is not None else None
     direct_flops = sum(s["flops"] for s in direct_scores.values())
+    for search, found in searches.items():
+        a = score(transferred[search])
+        found["transferred"] = a
+        found["gap_to_direct_percent"] = (
+            None if a["loss"] is None or c_loss is None else 100 * (a["loss"] - c_loss) / c_loss
+        )
     data = {
         "proxy": {
             "width": args.proxy_width,
             "depth": args.proxy_depth,
-            "trials": len(proxy_trials),
-            "best": best.params,
-            "best_loss": best.value,
-            "flops": proxy_flops,
             "lr_sweep_at_defaults": {str(lr): v for lr, v in proxy_scores.items()},
         },
+        "searches": searches,
         "target": {"width": args.target_width, "depth": args.target_depth, "seeds": seeds},
         "steps": args.steps,
-        "transferred": a,
-        "defaults": b,
+        "defaults": score(defaults),
         "direct": {str(lr): s for lr, s in direct_scores.items()},
         "direct_best_log2_lr": best_lr,
         "direct_best_loss": c_loss,
         "direct_flops": direct_flops,
-        "gap_to_direct_percent": (
-            None if a["loss"] is None or c_loss is None else 100 * (a["loss"] - c_loss) / c_loss
-        ),
         "wall_seconds": time.perf_counter() - started,
-        "train_seconds": proxy_seconds + sum(r.get("seconds", 0.0) for r in runs.values()),
+        "train_seconds": sum(f["seconds"] for f in searches.values())
+        + sum(r.get("seconds", 0.0) for r in runs.values()),
         "machine": common.machine_info(),
     }
     (out / f"{name}.json").write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
@@ -196,29 +248,52 @@ def _loss(x: float | None) -> str:
     return "diverged" if x is None else f"{x:.3f}"
 
 
+SEARCH_LABELS = {
+    "random": "random search",
+    "tpe": "TPE",
+    "independent": "independent (one dimension at a time)",
+}
+
+
+def _point(params: dict[str, float]) -> str:
+    return ", ".join(f"{k} 2^{math.log2(v):.1f}" for k, v in sorted(params.items()))
+
+
 def render(d: dict[str, Any]) -> str:
-    p, t = d["proxy"], d["target"]
-    params = ", ".join(f"{k} 2^{math.log2(v):.1f}" for k, v in sorted(p["best"].items()))
-    gap = d["gap_to_direct_percent"]
-    rows = [
-        ("(a) proxy's values transferred", d["transferred"], p["flops"]),
-        ("(b) usual defaults (SP, LR 1e-4, 10 % warmup)", d["defaults"], 0.0),
-        (f"(c) direct LR sweep, best at 2^{d['direct_best_log2_lr']}", None, d["direct_flops"]),
-    ]
+    p, t, searches = d["proxy"], d["target"], d["searches"]
     lines = [
         "## BERT: a proxy shrunk in width and depth, transferred (`bench/bert_proxy_transfer.py`)",
         "",
-        f"Proxy width {p['width']}, {p['depth']} block(s): random search, {p['trials']} trials "
-        f"over LR, σ and α_out (best: {params}; proxy loss {_loss(p['best_loss'])}). Target "
-        f"width {t['width']}, {t['depth']} blocks, CompleteP, {d['steps']} steps, seeds "
-        f"{t['seeds']} (mean).",
+        f"Proxy width {p['width']}, {p['depth']} block(s), seed {t['seeds'][0]}: searches on "
+        f"the sweep engine over LR, σ and α_out. Target width {t['width']}, {t['depth']} "
+        f"blocks, CompleteP, {d['steps']} steps, seeds {t['seeds']} (mean).",
         "",
-        "| at the target | masked-LM loss | tuning FLOPs |",
-        "|---|---:|---:|",
+        "| at the target | masked-LM loss | vs (c) | tuning FLOPs |",
+        "|---|---:|---:|---:|",
     ]
-    for label, score, flops in rows:
-        loss = d["direct_best_loss"] if score is None else score["loss"]
-        lines.append(f"| {label} | {_loss(loss)} | {flops:.3g} |")
+    for search, found in searches.items():
+        gap = found["gap_to_direct_percent"]
+        lines.append(
+            f"| (a) transferred from the proxy's {SEARCH_LABELS[search]}, {found['trials']} "
+            f"trials | {_loss(found['transferred']['loss'])} | "
+            + ("—" if gap is None else f"{gap:+.2f} %")
+            + f" | {found['flops']:.3g} |"
+        )
+    lines += [
+        f"| (b) usual defaults (SP, LR 1e-4, 10 % warmup) | {_loss(d['defaults']['loss'])} | "
+        f"{_percent(d['defaults']['loss'], d['direct_best_loss'])} | 0 |",
+        f"| (c) direct LR sweep, best at 2^{d['direct_best_log2_lr']} | "
+        f"{_loss(d['direct_best_loss'])} | 0 | {d['direct_flops']:.3g} |",
+        "",
+        "What each proxy search chose (proxy loss; seed 0):",
+        "",
+    ]
+    for search, found in searches.items():
+        lines.append(
+            f"- {SEARCH_LABELS[search]}: {_point(found['best'])} ({_loss(found['best_loss'])}); "
+            f"its FLOPs are {100 * found['flops'] / max(d['direct_flops'], 1):.1f} % of the "
+            "direct sweep's"
+        )
     sweep = p.get("lr_sweep_at_defaults") or {}
     if sweep:
         lines += [
@@ -231,17 +306,18 @@ def render(d: dict[str, Any]) -> str:
         ]
     lines += [
         "",
-        "(a) vs (c): "
-        + ("—" if gap is None else f"{gap:+.2f} %")
-        + f"; the proxy search cost {100 * p['flops'] / max(d['direct_flops'], 1):.1f} % of the "
-        "direct sweep's FLOPs.",
-        "",
         f"Machine: {common.machine_line(d['machine'])}. Training time of all runs, as recorded "
         f"when each ran on one thread: {d.get('train_seconds', 0.0) / 60:.0f} min; this "
         f"invocation {d['wall_seconds']:.0f} s (finished runs are reused).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _percent(loss: float | None, reference: float | None) -> str:
+    if loss is None or reference is None:
+        return "—"
+    return f"{100 * (loss - reference) / reference:+.2f} %"
 
 
 if __name__ == "__main__":
