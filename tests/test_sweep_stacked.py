@@ -139,6 +139,43 @@ def test_a_diverging_trial_leaves_the_pack_without_disturbing_the_others(tmp_pat
         assert close(other[(("lr", lr),)].value, one[(("lr", lr),)].value)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [
+        pytest.param(
+            dict(sampler="random", trials=4, space={"lr": {"log2": [-9, -5]}}), id="random"
+        ),
+        pytest.param(
+            dict(
+                strategy="independent",
+                space={
+                    "lr": {"log2": [-9, -5], "step": 2},
+                    "output_multiplier": {"values": [0.5, 1.0, 2.0]},
+                },
+            ),
+            id="independent",
+        ),
+    ],
+)
+def test_random_and_independent_sweeps_stack_to_the_same_trials(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    """Random draws asked several at a time are the points drawn one at a time (one worker,
+    one seeded sampler); an independent search packs each stage's points."""
+    alone = make(tmp_path, "alone", **options)
+    stacked = make(tmp_path, "stacked", stack=True, **options)
+    alone.run(log=None)
+    lines: list[str] = []
+    stacked.run(log=lines.append)
+    assert any("stacked" in line for line in lines), lines
+    one, other = by_point(alone, 16), by_point(stacked, 16)
+    assert one.keys() == other.keys()
+    for point, trial in one.items():
+        assert other[point].state == trial.state == TrialState.COMPLETE
+        assert close(other[point].value, trial.value), point
+        assert other[point].user_attrs.get("stage") == trial.user_attrs.get("stage")
+
+
 # ----------------------------------------------------------------------------- pruning
 def test_the_pruner_stops_trials_inside_a_pack(tmp_path: Path) -> None:
     # The first pack holds good LRs and completes (there is nothing to compare with yet); in
@@ -198,9 +235,7 @@ def test_a_sweep_that_cannot_stack_says_why(options: dict[str, Any], message: st
 def test_the_stack_switch_in_a_file_and_on_the_command_line(tmp_path: Path) -> None:
     from mutransfer.sweep.config import load_config
 
-    base = (
-        '[sweep]\nname = "s"\nwidths = [16]\n{extra}\n[sweep.space]\nlr = {{ values = [0.1] }}\n'
-    )
+    base = '[sweep]\nname = "s"\nwidths = [16]\n{extra}\n[sweep.space]\nlr = {{ values = [0.1] }}\n'
     (tmp_path / "yes.toml").write_text(base.format(extra="stack = 'yes'"))
     with pytest.raises(ConfigError, match=r"yes.toml: sweep.stack: expected true or false"):
         load_config(tmp_path / "yes.toml")
@@ -336,3 +371,23 @@ def test_a_surviving_worker_retries_every_trial_of_a_killed_workers_pack(tmp_pat
     study = studies(tmp_path, [16])[16]
     lost = [t for t in study.trials if t.user_attrs.get(ATTR_FAIL_KIND) == "lost"]
     assert sorted(t.number for t in lost) == sorted(t.number for t in victims), out
+
+
+def test_ctrl_c_mid_pack_requeues_every_trial_of_the_pack(tmp_path: Path) -> None:
+    stacked_sweep_file(tmp_path, steps=400, trials_per_pack=3)
+    proc = start(tmp_path, 1, env_for(tmp_path))
+    pack = wait_for(lambda: training_pack(tmp_path, 0), what="a pack training")
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+    code, out = finish(proc)
+    assert code == 130 and "run the same command again to resume" in out, out
+    study = studies(tmp_path, [16])[16]
+    for trial in pack:
+        interrupted = study.trials[trial.number]
+        assert interrupted.state == TrialState.FAIL, out
+        assert interrupted.user_attrs[ATTR_FAIL_KIND] == "interrupted"
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") is not None]
+    assert sorted(t.system_attrs["failed_trial"] for t in retries) == [t.number for t in pack]
+    assert {t.state for t in retries} == {TrialState.WAITING}
+    code, out = finish(start(tmp_path, 1, env_for(tmp_path)))
+    assert code == 0, out
+    assert complete_lrs(tmp_path) == LRS
