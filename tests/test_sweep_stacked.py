@@ -176,6 +176,39 @@ def test_random_and_independent_sweeps_stack_to_the_same_trials(
         assert other[point].user_attrs.get("stage") == trial.user_attrs.get("stage")
 
 
+def test_an_error_in_a_pack_fails_the_trials_not_yet_told_and_a_rerun_runs_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mutransfer.sweep.objective import TrainerObjective
+
+    keep = TrainerObjective.keep
+    saved: list[float] = []
+
+    def disk_fills_up(self: TrainerObjective, config: Any, result: dict[str, Any]) -> None:
+        if saved:
+            raise OSError("disk full")
+        saved.append(config.lr)
+        keep(self, config, result)
+
+    monkeypatch.setattr(TrainerObjective, "keep", disk_fills_up)
+    sweep = make(tmp_path, "error", space={"lr": {"values": LRS[:3]}}, stack=True)
+    with pytest.raises(OSError, match="disk full"):
+        sweep.run(log=None)
+    trials = sweep.studies()[16].get_trials()
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert [point_of(t)["lr"] for t in done] == saved  # told before the error, kept
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2
+    for trial in failed:
+        assert trial.user_attrs[ATTR_FAIL_KIND] == "error"
+        assert trial.user_attrs[ATTR_FAIL_REASON] == "OSError: disk full"
+    monkeypatch.setattr(TrainerObjective, "keep", keep)
+    sweep.run(log=None)  # after the fix: the two failed points run again, the first is kept
+    trials = sweep.studies()[16].get_trials()
+    assert sorted(point_of(t)["lr"] for t in trials if t.state == TrialState.COMPLETE) == LRS[:3]
+    assert len(trials) == 5
+
+
 # ----------------------------------------------------------------------------- pruning
 def test_the_pruner_stops_trials_inside_a_pack(tmp_path: Path) -> None:
     # The first pack holds good LRs and completes (there is nothing to compare with yet); in

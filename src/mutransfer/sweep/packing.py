@@ -64,7 +64,7 @@ class Packer:
         """This worker's fair share of what is left to claim over every width."""
         everything = [t for found in trials.values() for t in found]
         claimable = sum(t.state == TrialState.WAITING for t in everything)
-        if self.spec.sampler != "grid" and self.spec.strategy == "grid":
+        if self.spec.sampler != "grid":
             budget = self.spec.points_per_width
             for found in trials.values():
                 claimable += max(0, budget - sum(counts_toward_budget(t) for t in found))

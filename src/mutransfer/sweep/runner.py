@@ -178,9 +178,9 @@ class Worker:
                         time.sleep(self.poll_seconds)
                         continue
                     break
-                width, trials = claimed
+                width, trials, packed = claimed
                 started += len(trials)
-                if len(trials) * len(self.spec.seeds) > 1 and self.packer is not None:
+                if packed:
                     self._run_pack_safely(studies[width], width, trials)
                 else:
                     self._run_trial_safely(studies[width], width, trials[0])
@@ -251,9 +251,10 @@ class Worker:
 
     def _claim(
         self, studies: dict[int, optuna.Study], limit: int | None = None
-    ) -> tuple[int, list[optuna.Trial]] | None:
-        """The next trial(s) to run, all of one width: one trial, or with stacking the trials
-        of one pack (at most ``limit``); the least advanced width first."""
+    ) -> tuple[int, list[optuna.Trial], bool] | None:
+        """The next trial(s) to run, all of one width, the least advanced width first:
+        ``(width, trials, packed)`` — one trial, or with stacking the trials of one pack (at
+        most ``limit``; ``packed``: train them with ``_run_pack``)."""
         budget = self.spec.points_per_width
         progress = {}
         found = {}
@@ -269,6 +270,7 @@ class Worker:
             claimed: list[optuna.Trial] = []
             if self.packer is not None:
                 claimed = self.packer.claim(study, width, found[width], share)
+            packed = bool(claimed) and len(claimed) * len(self.spec.seeds) > 1
             if not claimed:
                 trial = pop_waiting(study)
                 if trial is None and self.spec.sampler != "grid":
@@ -283,7 +285,7 @@ class Worker:
                 for trial in claimed:  # whose trial it is, before anything else happens
                     trial.set_user_attr(ATTR_WORKER, self.here.to_attr())
                     trial.set_user_attr(ATTR_WIDTH, width)
-                return width, claimed
+                return width, claimed, packed
         return None
 
     # ------------------------------------------------------------------------ trial
@@ -360,14 +362,16 @@ class Worker:
         )
         told: set[int] = set()
         entries: list[tuple[optuna.Trial, dict[str, Any]]] = []
-        with Heartbeat(trials, self.spec.heartbeat_interval) as heartbeat:
+        try:
+            with Heartbeat(trials, self.spec.heartbeat_interval) as heartbeat:
 
-            def tell(trial: optuna.Trial, params: dict[str, Any], outcome: TrialOutcome) -> None:
-                heartbeat.release(trial)
-                told.add(trial.number)
-                self._conclude(study, width, trial, params, outcome)
+                def tell(
+                    trial: optuna.Trial, params: dict[str, Any], outcome: TrialOutcome
+                ) -> None:
+                    heartbeat.release(trial)
+                    told.add(trial.number)
+                    self._conclude(study, width, trial, params, outcome)
 
-            try:
                 entries = [(trial, self.spec.space.suggest(trial)) for trial in trials]
                 numbers = ", ".join(f"#{trial.number}" for trial in trials)
                 self.log(
@@ -375,12 +379,12 @@ class Worker:
                     f"× {len(self.spec.seeds)} seed(s) stacked"
                 )
                 pack.run(entries, tell)
-            except Exception as exc:
-                points = dict((trial.number, params) for trial, params in entries)
-                for trial in trials:
-                    if trial.number not in told:
-                        self._error(study, width, trial, points.get(trial.number, {}), exc)
-                raise
+        except Exception as exc:
+            points = dict((trial.number, params) for trial, params in entries)
+            for trial in trials:
+                if trial.number not in told:
+                    self._error(study, width, trial, points.get(trial.number, {}), exc)
+            raise
 
     def _error(
         self,
