@@ -224,6 +224,7 @@ def test_the_pruner_stops_trials_inside_a_pack(tmp_path: Path) -> None:
         stack_memory_mb=memory_mb_for(3),
         report_every=5,
         pruner={"kind": "median", "n_startup_trials": 3},
+        tensorboard=True,
     )
     lines: list[str] = []
     sweep.run(log=lines.append)
@@ -240,6 +241,9 @@ def test_the_pruner_stops_trials_inside_a_pack(tmp_path: Path) -> None:
     assert close(kept.value, alone.val_loss)
     # a pruned run is not a whole run: not kept in the run store (as alone)
     assert len(list((tmp_path / "pruned.runs").iterdir())) == 4
+    # every trial's curve, written when it was told (pruned ones too), as alone
+    curves = sorted(p.name for p in (tmp_path / "pruned.tensorboard" / "w16").iterdir())
+    assert curves == [f"trial-{n:04d}" for n in range(6)]
 
 
 # -------------------------------------------------------------------- bad configs
