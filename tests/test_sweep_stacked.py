@@ -20,7 +20,7 @@ import pytest
 import torch
 from optuna.trial import FrozenTrial, TrialState
 
-from mutransfer.sweep import ConfigError, Sweep, TrialHandle
+from mutransfer.sweep import ConfigError, Sweep, SweepSpec, TrialHandle
 from mutransfer.sweep.liveness import Heartbeat
 from mutransfer.sweep.trials import ATTR_FAIL_KIND, ATTR_FAIL_REASON, ATTR_HEARTBEAT, point_of
 from mutransfer.training.proxy import TrainConfig, train
@@ -207,6 +207,23 @@ def test_an_error_in_a_pack_fails_the_trials_not_yet_told_and_a_rerun_runs_them(
     trials = sweep.studies()[16].get_trials()
     assert sorted(point_of(t)["lr"] for t in trials if t.state == TrialState.COMPLETE) == LRS[:3]
     assert len(trials) == 5
+
+
+def test_a_sweep_started_one_at_a_time_resumes_stacked(tmp_path: Path) -> None:
+    space = {"lr": {"values": LRS[:4]}}
+    sweep = make(tmp_path, "mixed", space=space)
+    sweep.prepare()
+    sweep.work(max_trials=1, log=None)  # one trial alone, then stopped
+    first = sweep.studies()[16].get_trials(states=(TrialState.COMPLETE,))
+    assert len(first) == 1
+    stacked = Sweep.from_spec(sweep.spec.with_(stack=True))
+    assert SweepSpec.from_dict(stacked.spec.to_dict()) == stacked.spec  # stored as it is
+    lines: list[str] = []
+    stacked.run(log=lines.append)
+    assert any("3 trials × 1 seed(s) stacked" in line for line in lines), lines
+    trials = stacked.studies()[16].get_trials()
+    assert sorted(point_of(t)["lr"] for t in trials) == LRS[:4]  # no point twice
+    assert trials[first[0].number].datetime_complete == first[0].datetime_complete
 
 
 # ----------------------------------------------------------------------------- pruning
