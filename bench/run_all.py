@@ -65,6 +65,7 @@ BENCHMARKS = (
     Benchmark("reliability", "Faults injected into real sweeps"),
     Benchmark("monitor_overhead", "Watching µP during training: the layer monitor's cost"),
     Benchmark("stacked_throughput", "Stacked proxy runs: sweep throughput", ("--steps", "100")),
+    Benchmark("stacked_sweep", "Stacked sweeps: a sweep's trials packed"),
     Benchmark("resnet_coord", "ResNet coordinate check up to 4096 channels"),
     Benchmark("bert_proxy_transfer", "BERT: a proxy shrunk in width and depth, transferred"),
     Benchmark("axis_transfer", "Transfer along batch size, sequence length, steps, schedule"),

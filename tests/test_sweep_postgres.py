@@ -181,3 +181,41 @@ def test_a_database_that_stays_away_ends_the_sweep_in_one_line(tmp_path: Path) -
         assert_full_grid_once(tmp_path, [8], open_storage(server.url))
     finally:
         server.close()
+
+
+def test_each_trial_of_a_pack_beats_on_its_own_on_postgres(postgres_url: str) -> None:
+    """A stacking worker's one heartbeat thread keeps every held trial alive through Optuna's
+    own heartbeat, and a trial it releases goes stale alone (the others of the pack stay)."""
+    from mutransfer.sweep.liveness import Heartbeat
+
+    def bowl(params: dict[str, Any], width: int, trial: Any) -> float:
+        return (params["lr"] - 0.01) ** 2
+
+    sweep = Sweep(
+        "p",
+        widths=[8],
+        space={"lr": {"values": [0.01, 0.02]}},
+        objective=bowl,
+        storage=postgres_url,
+        heartbeat_interval=1,
+        grace_period=2,
+    )
+    study = sweep.prepare()[8]
+    first, second = pop_waiting(study), pop_waiting(study)
+    assert first is not None and second is not None
+    remote = {"host": "elsewhere", "boot": "x", "pid": 1, "started": "1"}  # judged by beats
+    for trial in (first, second):
+        trial.set_user_attr("worker", remote)
+    here = Owner.current()
+
+    def states() -> list[TrialState]:
+        return [study.trials[t.number].state for t in (first, second)]
+
+    with Heartbeat([first, second], interval=0.5) as heartbeat:
+        time.sleep(3)  # past the grace period: only the beats keep them
+        recover_lost(study, grace_period=2, max_retry=0, here=here)  # Optuna's stale check
+        assert states() == [TrialState.RUNNING, TrialState.RUNNING]
+        heartbeat.release(first)  # as if told; here it is not, so it must go stale
+        time.sleep(3)
+        recover_lost(study, grace_period=2, max_retry=0, here=here)
+        assert states() == [TrialState.FAIL, TrialState.RUNNING]

@@ -20,7 +20,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .config import BUILTIN, PrunerSpec, SweepSpec, load_config, parse_pruner
+from .config import (
+    BUILTIN,
+    DEFAULT_STACK_MEMORY_MB,
+    PrunerSpec,
+    SweepSpec,
+    load_config,
+    parse_pruner,
+)
 from .errors import SweepError
 from .journal import StorageWriteError
 from .objective import load_objective
@@ -55,7 +62,8 @@ class Sweep:
     ``"package.module:function"`` string (needed to run it on other machines). The remaining
     arguments are the fields of ``SweepSpec`` (see docs/sweeps.md); ``strategy="independent"``
     runs u-µP's independent search (the LR first, then each other hyperparameter alone at the
-    best LR, then their combination) instead of the whole grid.
+    best LR, then their combination) instead of the whole grid; ``stack=True`` (built-in
+    trainer) lets each worker train several trials of one width as one stacked model.
     """
 
     def __init__(
@@ -80,6 +88,8 @@ class Sweep:
         reconnect_timeout: int = 120,
         runs_dir: str | None = None,
         tensorboard: bool | str = False,
+        stack: bool = False,
+        stack_memory_mb: float = DEFAULT_STACK_MEMORY_MB,
     ) -> None:
         spec = SweepSpec(
             name=name,
@@ -101,6 +111,8 @@ class Sweep:
             reconnect_timeout=reconnect_timeout,
             runs_dir=runs_dir,
             tensorboard=tensorboard,
+            stack=stack,
+            stack_memory_mb=stack_memory_mb,
         )
         self._init(spec, None if isinstance(objective, str) else objective)
 

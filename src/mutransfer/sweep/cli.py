@@ -44,6 +44,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="a progress bar of finished trials with an ETA (default: when stderr is a terminal)",
     )
+    sweep.add_argument(
+        "--stack",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="built-in trainer: each worker trains several trials of one width as one stacked "
+        "model, each still its own trial (default: sweep.stack in the config, else off)",
+    )
     sweep.set_defaults(func=cmd_sweep)
 
     tr = subparsers.add_parser(
@@ -131,11 +138,17 @@ def resolve_study(study: str, storage: str | None) -> tuple[str, str]:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from .api import Sweep
+    from .errors import ConfigError
 
     if args.workers < 1:
         raise UserError(f"--workers must be >= 1, got {args.workers}")
     _quiet_optuna()
     sweep = Sweep.from_config(args.config, storage=args.storage)
+    if args.stack is not None and args.stack != sweep.spec.stack:
+        try:
+            sweep = Sweep.from_spec(sweep.spec.with_(stack=args.stack))
+        except ConfigError as exc:
+            raise ConfigError(f"--stack: {exc}") from None
     spec = sweep.spec
     per_width = spec.points_per_width
     if spec.strategy == "independent":
@@ -144,9 +157,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         what = f"{per_width} grid points"
     else:
         what = f"{per_width} {spec.sampler} trials"
+    stacked = "; trials stacked" if spec.stack else ""
     print(
         f"sweep {spec.name!r}: widths {list(spec.widths)} × {what} × "
-        f"{len(spec.seeds)} seed(s); storage {sweep.storage_url}",
+        f"{len(spec.seeds)} seed(s); storage {sweep.storage_url}{stacked}",
         flush=True,
     )
     results = sweep.run(workers=args.workers, processes=True, progress=args.progress)

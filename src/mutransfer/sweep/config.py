@@ -43,6 +43,9 @@ PRUNERS: dict[str, str] = {
     "percentile": "PercentilePruner",
 }
 BUILTIN = "builtin"
+DEFAULT_STACK_MEMORY_MB = 2048.0
+"""``training.stacked.DEFAULT_MEMORY_BUDGET`` in MiB (kept here so that reading a config does not
+import torch)."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _SWEEP_KEYS = (
     "name",
@@ -63,6 +66,8 @@ _SWEEP_KEYS = (
     "reconnect_timeout",
     "runs_dir",
     "tensorboard",
+    "stack",
+    "stack_memory_mb",
 )
 # Set by the sweep itself for every trial: a fixed value in [train] would be silently overridden.
 _SET_BY_SWEEP = {"width": "sweep.widths", "seed": "sweep.seeds"}
@@ -127,6 +132,13 @@ class SweepSpec:
     tensorboard: bool | str = False
     """Write each finished trial's curve as TensorBoard event files: ``true`` → ``<name>.
     tensorboard`` beside the journal (``runs/<name>.tensorboard`` for a database), or a folder."""
+    stack: bool = False
+    """Built-in trainer: a worker claims several trials of one width that share their shapes
+    and trains them as one stacked model (``training.stacked``, docs/stacked.md); each trial is
+    still one trial, told its own result. Off by default (on a CPU it gains little)."""
+    stack_memory_mb: float = DEFAULT_STACK_MEMORY_MB
+    """With ``stack``: the memory one pack may use, in MiB; it bounds how many runs a worker
+    claims together (``training.stacked.pack_size``)."""
 
     def __post_init__(self) -> None:
         if self.strategy == "independent" and self.objective == BUILTIN:
@@ -171,6 +183,9 @@ class SweepSpec:
             "reconnect_timeout": self.reconnect_timeout,
             "runs_dir": self.runs_dir,
             "tensorboard": self.tensorboard,
+            # Left out when off, so that a sweep that does not stack stores the config it
+            # stored before the option existed.
+            **({"stack": True, "stack_memory_mb": self.stack_memory_mb} if self.stack else {}),
         }
 
     @classmethod
@@ -261,6 +276,12 @@ def parse_sweep(
         if data.get("runs_dir") is None
         else checks.string(data["runs_dir"], f"{where}.runs_dir"),
         tensorboard=_tensorboard(data.get("tensorboard", False), f"{where}.tensorboard"),
+        stack=checks.boolean(data.get("stack", False), f"{where}.stack"),
+        stack_memory_mb=checks.number(
+            data.get("stack_memory_mb", DEFAULT_STACK_MEMORY_MB),
+            f"{where}.stack_memory_mb",
+            positive=True,
+        ),
     )
 
 
@@ -321,6 +342,8 @@ def validate(spec: SweepSpec) -> None:
         raise checks.fail(
             "train", "is only read by the built-in trainer; your objective sets its own options"
         )
+    if spec.stack:
+        _validate_stack(spec)
 
 
 def _validate_independent(spec: SweepSpec) -> None:
@@ -413,6 +436,37 @@ def _validate_train(spec: SweepSpec) -> None:
             TrainConfig.from_dict({**spec.train, **sample, "width": width})
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"train (at width {width}): {exc}") from None
+
+
+def _validate_stack(spec: SweepSpec) -> None:
+    """Stacking packs runs of the built-in trainer; say at once when it cannot happen."""
+    if not isinstance(spec.stack, bool):
+        raise checks.fail("sweep.stack", f"expected true or false, got {spec.stack!r}")
+    checks.number(spec.stack_memory_mb, "sweep.stack_memory_mb", positive=True)
+    if spec.objective != BUILTIN:
+        raise checks.fail(
+            "sweep.stack",
+            f"packs trials of the built-in trainer only, and objective {spec.objective!r} is "
+            "your own function (it builds and trains its own model, one trial at a time); "
+            "remove stack, or use objective = 'builtin'",
+        )
+    from ..training.proxy import TrainConfig
+    from ..training.stacked import why_not_stacked
+
+    sample = spec.space.grid()[0]
+    reasons = {}
+    for width in spec.widths:
+        config = TrainConfig.from_dict({**spec.train, **sample, "width": width})
+        reason = why_not_stacked(config)
+        if reason is None:
+            return
+        reasons[width] = reason
+    detail = "; ".join(f"width {w}: {r}" for w, r in reasons.items())
+    raise checks.fail(
+        "sweep.stack",
+        f"no trial of this sweep can be stacked ({detail}); remove stack (its trials would "
+        "train one at a time anyway)",
+    )
 
 
 def _check_type(value: Any, default: Any, where: str) -> None:

@@ -24,6 +24,7 @@ import socket
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from .trials import (
     fail_and_retry,
     native_heartbeat,
     record_heartbeat,
+    trial_id,
 )
 
 
@@ -150,27 +152,55 @@ def recover_lost(
 
 
 class Heartbeat:
-    """A background thread that keeps a running trial visibly alive until ``stop()``."""
+    """A background thread that keeps running trials visibly alive until ``stop()``.
 
-    def __init__(self, trial: optuna.Trial, interval: float) -> None:
-        self._trial = trial
+    One thread beats for every trial a worker holds: one trial, or the several trials of a
+    stacked pack (``sweep.stacked_trials``), each with its own beat, so that each is judged
+    alive or lost on its own record. ``release(trial)`` stops beating a trial once it is told
+    (a beat on a finished trial would fail); a trial whose beat fails (the storage declared it
+    lost, or a hiccup) is dropped and the others go on beating.
+    """
+
+    def __init__(self, trials: optuna.Trial | Sequence[optuna.Trial], interval: float) -> None:
+        self._trials = [trials] if isinstance(trials, optuna.Trial) else list(trials)
+        if not self._trials:
+            raise ValueError("Heartbeat needs at least one trial")
         self._interval = interval
         self._stop = threading.Event()
-        self._native = native_heartbeat(trial.study)
+        self._lock = threading.Lock()
+        self._native = native_heartbeat(self._trials[0].study)
         self._thread = threading.Thread(target=self._run, name="mutransfer-heartbeat", daemon=True)
 
-    def beat(self) -> None:
+    def _beat_one(self, trial: optuna.Trial) -> None:
         if self._native:
-            record_heartbeat(self._trial)
+            record_heartbeat(trial)
         else:
-            self._trial.set_user_attr(ATTR_HEARTBEAT, time.time())
+            trial.set_user_attr(ATTR_HEARTBEAT, time.time())
+
+    def beat(self) -> None:
+        """Beat for every trial still held; raises if one fails (used on entry)."""
+        with self._lock:
+            for trial in self._trials:
+                self._beat_one(trial)
+
+    def release(self, trial: optuna.Trial) -> None:
+        """Stop beating ``trial`` (it was told); the others keep beating."""
+        with self._lock:
+            self._trials = [t for t in self._trials if trial_id(t) != trial_id(trial)]
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
-            try:
-                self.beat()
-            except Exception:  # storage hiccup or the trial was declared lost: stop beating
-                return
+            with self._lock:
+                alive = []
+                for trial in self._trials:
+                    try:
+                        self._beat_one(trial)
+                    except Exception:  # the trial was declared lost, or a storage hiccup
+                        continue
+                    alive.append(trial)
+                self._trials = alive
+                if not alive:
+                    return
 
     def __enter__(self) -> Heartbeat:
         self.beat()

@@ -112,12 +112,34 @@ class Objective(Protocol):
     def __call__(self, params: dict[str, Any], width: int, trial: TrialHandle) -> float: ...
 
 
+class LossReports:
+    """The built-in trainer's intermediate losses for the pruner, as ``on_step(step, loss)``.
+
+    Pruners compare single numbers, and an average over the last steps is less noisy than one
+    step's loss: a smoothed training loss (``0.9 · previous + 0.1 · loss``) is reported every
+    ``every`` steps. ``TrialHandle.report`` raises ``optuna.TrialPruned`` when the pruner says
+    stop. One class for the one-trial path and the stacked one, so both report the same curve.
+    """
+
+    def __init__(self, trial: TrialHandle, every: int) -> None:
+        self.trial = trial
+        self.every = every
+        self.smoothed: float | None = None
+
+    def __call__(self, step: int, loss: float) -> None:
+        self.smoothed = loss if self.smoothed is None else 0.9 * self.smoothed + 0.1 * loss
+        if (step + 1) % self.every == 0:
+            self.trial.report(step + 1, self.smoothed)
+
+
 @dataclass
 class TrainerObjective:
     """The built-in objective: ``mutransfer.training.proxy.train`` at the trial's width and seed.
 
     ``train`` holds the fixed ``TrainConfig`` options; the swept hyperparameters, the width and
     the seed complete them. The data is loaded once per worker process, not once per trial.
+    With ``sweep.stack``, a worker trains several of its trials together
+    (``sweep.stacked_trials``) through the same config, data, store and records as here.
     """
 
     train: Mapping[str, Any] = field(default_factory=dict)
@@ -126,6 +148,7 @@ class TrainerObjective:
     """Where finished runs are kept (``training.runs.RunStore``): a run the demo, a benchmark or
     an earlier sweep already trained with the same config and data is not trained again."""
     _sources: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
+    _fingerprints: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
 
     def config(self, params: Mapping[str, Any], width: int, seed: int) -> Any:
         from ..training.proxy import TrainConfig
@@ -133,41 +156,77 @@ class TrainerObjective:
         return TrainConfig.from_dict({**self.train, **params, "width": width, "seed": seed})
 
     def __call__(self, params: dict[str, Any], width: int, trial: TrialHandle) -> float:
-        from ..training.proxy import load_source, train
+        from ..training.proxy import train
 
         config = self.config(params, width, trial.seed)
-        key = (config.model, config.data)
-        if key not in self._sources:
-            self._sources[key] = load_source(config)
-        smoothed: list[float] = []
-
-        def on_step(step: int, loss: float) -> None:
-            # Pruners compare single numbers; an average over the last steps is less noisy.
-            smoothed.append(loss if not smoothed else 0.9 * smoothed[-1] + 0.1 * loss)
-            if (step + 1) % self.report_every == 0:
-                trial.report(step + 1, smoothed[-1])
-
-        store = self._store(key)
-        found = store.load(config) if store is not None else None
+        found = self.stored(config)
         if found is None:
-            result = train(config, source=self._sources[key], on_step=on_step).to_dict()
-            if store is not None:  # a pruned run raised above: only whole runs are kept
-                store.save_dict(config, result)
+            on_step = LossReports(trial, self.report_every)
+            result = train(config, source=self.source(config), on_step=on_step).to_dict()
+            self.keep(config, result)  # a pruned run raised above: only whole runs are kept
         else:
-            trial.set_attr("reused_run", True)
             result = found
-        trial.set_attr("train_seconds", round(float(result["seconds"]), 3))
-        trial.set_attr("flops", result["flops"])
+        self.record(trial, result, reused=found is not None)
         if result["diverged"] or result["val_loss"] is None:
             raise Diverged(result.get("reason") or "diverged")
         return float(result["val_loss"])
 
-    def _store(self, key: tuple[str, str]) -> Any:
+    @staticmethod
+    def record(trial: TrialHandle, result: Mapping[str, Any], *, reused: bool) -> None:
+        """What a seed's run leaves on its trial (``result``: a ``TrainResult.to_dict()``)."""
+        if reused:
+            trial.set_attr("reused_run", True)
+        trial.set_attr("train_seconds", round(float(result["seconds"]), 3))
+        trial.set_attr("flops", result["flops"])
+
+    # ------------------------------------------------------------------ data and store
+    def source(self, config: Any) -> Any:
+        """The data of ``config`` (loaded once per model and corpus in this process)."""
+        from ..training.proxy import load_source
+
+        key = (config.model, config.data)
+        if key not in self._sources:
+            self._sources[key] = load_source(config)
+        return self._sources[key]
+
+    def stored(self, config: Any) -> dict[str, Any] | None:
+        """The run store's result of ``config`` (``TrainResult.to_dict()``), or ``None``."""
+        store = self._store(config)
+        return store.load(config) if store is not None else None
+
+    def keep(self, config: Any, result: dict[str, Any]) -> None:
+        """Save a whole run (complete or diverged; never one stopped by the pruner)."""
+        store = self._store(config)
+        if store is not None:
+            store.save_dict(config, result)
+
+    def _store(self, config: Any) -> Any:
         if self.runs_dir is None:
             return None
         from ..training.runs import RunStore, source_fingerprint
 
-        return RunStore(self.runs_dir, source_fingerprint(self._sources[key]))
+        key = (config.model, config.data)
+        if key not in self._fingerprints:  # a hash of the whole corpus: once per process
+            self._fingerprints[key] = source_fingerprint(self.source(config))
+        return RunStore(self.runs_dir, self._fingerprints[key])
+
+    # ---------------------------------------------------------------------- stacking
+    def stack_key(self, params: Mapping[str, Any], width: int) -> tuple[Any, ...] | None:
+        """What two trials must share to be trained in one pack (``training.stacked.pack_key``:
+        everything but the per-run hyperparameters); ``None`` when this trial is trained alone
+        (``training.stacked.worth_stacking`` says no)."""
+        from ..training.stacked import pack_key, worth_stacking
+
+        config = self.config(params, width, 0)
+        return pack_key(config) if worth_stacking(config) else None
+
+    def trials_per_pack(
+        self, params: Mapping[str, Any], width: int, seeds: int, memory_budget: int
+    ) -> int:
+        """How many trials like this one (``seeds`` runs each) fit in one pack (at least 1)."""
+        from ..training.stacked import pack_size
+
+        return max(1, pack_size(self.config(params, width, 0), memory_budget) // seeds)
 
 
 def load_objective(

@@ -42,7 +42,8 @@ from .errors import Diverged, SweepError
 from .formatting import format_params, format_value
 from .journal import StorageWriteError
 from .liveness import Heartbeat, Owner, recover_lost
-from .objective import TrialHandle, load_objective
+from .objective import TrainerObjective, TrialHandle, load_objective
+from .packing import Packer
 from .progress import Progress
 from .storage import (
     connection_lost,
@@ -62,6 +63,7 @@ from .trials import (
     DIVERGED,
     ERROR,
     INTERRUPTED,
+    TrialOutcome,
     counts_toward_budget,
     fail_and_retry,
     pop_waiting,
@@ -113,6 +115,7 @@ class Worker:
         storage_url: str,
         *,
         index: int = 0,
+        workers: int = 1,
         log: Log | None = print_line,
         poll_seconds: float = 1.0,
     ) -> None:
@@ -125,6 +128,11 @@ class Worker:
         self.here = Owner.current()
         self.stats = WorkerStats()
         self.tensorboard = tensorboard_dir(spec, storage_url)
+        self.packer: Packer | None = None
+        """With ``sweep.stack`` and the built-in trainer: chooses the trials trained together
+        (``workers``: how many workers this command started, for the fair share)."""
+        if spec.stack and isinstance(objective, TrainerObjective):
+            self.packer = Packer(spec, objective, workers=workers, here=self.here)
 
     # ------------------------------------------------------------------------- loop
     def run(
@@ -150,13 +158,19 @@ class Worker:
         }
         if self.tensorboard is not None and self.index == 0:
             self._write_missing_curves(self.tensorboard, studies)
+        if self.spec.stack and self.packer is None:
+            self.log(
+                f"[worker {self.index}] sweep.stack needs the built-in trainer; this objective "
+                "is a function of your own: its trials run one at a time"
+            )
         started = 0
         while max_trials is None or started < max_trials:
             try:
                 self._recover(studies)
                 if self.spec.strategy == "independent":
                     self._advance(studies)  # queue the next stage of widths whose stage is done
-                claimed = self._claim(studies)
+                limit = None if max_trials is None else max_trials - started
+                claimed = self._claim(studies, limit)
                 if claimed is None:
                     running = (TrialState.RUNNING,)
                     if any(s.get_trials(deepcopy=False, states=running) for s in studies.values()):
@@ -164,8 +178,12 @@ class Worker:
                         time.sleep(self.poll_seconds)
                         continue
                     break
-                started += 1
-                self._run_trial_safely(studies[claimed[0]], *claimed)
+                width, trials, packed = claimed
+                started += len(trials)
+                if packed:
+                    self._run_pack_safely(studies[width], width, trials)
+                else:
+                    self._run_trial_safely(studies[width], width, trials[0])
             except Exception as exc:
                 if not connection_lost(exc):
                     raise
@@ -231,25 +249,43 @@ class Worker:
                 self.stats.recovered += 1
                 self.log(f"[worker {self.index}] w={width} #{number}: worker lost; queued again")
 
-    def _claim(self, studies: dict[int, optuna.Study]) -> tuple[int, optuna.Trial] | None:
+    def _claim(
+        self, studies: dict[int, optuna.Study], limit: int | None = None
+    ) -> tuple[int, list[optuna.Trial], bool] | None:
+        """The next trial(s) to run, all of one width, the least advanced width first:
+        ``(width, trials, packed)`` — one trial, or with stacking the trials of one pack (at
+        most ``limit``; ``packed``: train them with ``_run_pack``)."""
         budget = self.spec.points_per_width
         progress = {}
+        found = {}
         for width, study in studies.items():
-            trials = study.get_trials(deepcopy=False)
+            trials = found[width] = study.get_trials(deepcopy=False)
             busy = sum(t.state != TrialState.WAITING and counts_toward_budget(t) for t in trials)
             progress[width] = (busy / max(1, budget), width)
+        share = self.packer.share(found) if self.packer is not None else 1
+        if limit is not None:
+            share = min(share, limit)
         for width in sorted(studies, key=progress.__getitem__):
             study = studies[width]
-            trial = pop_waiting(study)
-            if trial is not None:
-                return width, trial
-            if self.spec.sampler != "grid":
-                taken = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
-                if taken < budget:
-                    with warnings.catch_warnings():
-                        # We drive heartbeats ourselves (ask/tell instead of Study.optimize).
-                        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                        return width, study.ask()
+            claimed: list[optuna.Trial] = []
+            if self.packer is not None:
+                claimed = self.packer.claim(study, width, found[width], share)
+            packed = bool(claimed) and len(claimed) * len(self.spec.seeds) > 1
+            if not claimed:
+                trial = pop_waiting(study)
+                if trial is None and self.spec.sampler != "grid":
+                    taken = sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
+                    if taken < budget:
+                        with warnings.catch_warnings():
+                            # We drive heartbeats ourselves (ask/tell instead of Study.optimize).
+                            warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                            trial = study.ask()
+                claimed = [] if trial is None else [trial]
+            if claimed:
+                for trial in claimed:  # whose trial it is, before anything else happens
+                    trial.set_user_attr(ATTR_WORKER, self.here.to_attr())
+                    trial.set_user_attr(ATTR_WIDTH, width)
+                return width, claimed, packed
         return None
 
     # ------------------------------------------------------------------------ trial
@@ -272,11 +308,8 @@ class Worker:
 
     def _run_trial(self, study: optuna.Study, width: int, trial: optuna.Trial) -> None:
         start = time.perf_counter()
-        trial.set_user_attr(ATTR_WORKER, self.here.to_attr())
-        trial.set_user_attr(ATTR_WIDTH, width)
         params: dict[str, Any] = {}
         losses: list[float] = []
-        head = f"[worker {self.index}] w={width} #{trial.number}"
         try:
             with Heartbeat(trial, self.spec.heartbeat_interval):
                 params = self.spec.space.suggest(trial)
@@ -290,31 +323,115 @@ class Worker:
                         raise Diverged(f"the objective returned {loss}{where}")
                     losses.append(loss)
         except optuna.TrialPruned as exc:
-            self._tell(study, trial, TrialState.PRUNED, reason=str(exc) or "pruned")
+            outcome = TrialOutcome("pruned", reason=str(exc) or "pruned")
+        except Diverged as exc:
+            outcome = TrialOutcome("diverged", reason=str(exc))
+        except Exception as exc:
+            self._error(study, width, trial, params, exc)
+            raise
+        else:
+            seconds = time.perf_counter() - start
+            outcome = TrialOutcome("complete", losses=tuple(losses), seconds=seconds)
+        self._conclude(study, width, trial, params, outcome)
+
+    def _run_pack_safely(self, study: optuna.Study, width: int, trials: list[optuna.Trial]) -> None:
+        """Run claimed trials as one pack; on Ctrl-C/SIGTERM, fail every one not told yet as
+        interrupted and queue it again (as ``_run_trial_safely`` does for one)."""
+        try:
+            self._run_pack(study, width, trials)
+        except KeyboardInterrupt:
+            for trial in trials:
+                if not storage_of(study).get_trial(trial_id(trial)).state.is_finished():
+                    fail_and_retry(
+                        study,
+                        trial,
+                        INTERRUPTED,
+                        "interrupted (Ctrl-C or SIGTERM)",
+                        self.spec.max_retry,
+                    )
+            raise
+
+    def _run_pack(self, study: optuna.Study, width: int, trials: list[optuna.Trial]) -> None:
+        """Train claimed trials of one width as one stacked model (``stacked_trials``); each
+        is told as soon as its outcome is known, and beats until then."""
+        from .stacked_trials import StackedTrials
+
+        assert self.packer is not None and isinstance(self.objective, TrainerObjective)
+        pack = StackedTrials(
+            self.objective, width, self.spec.seeds, memory_budget=self.packer.memory_budget
+        )
+        told: set[int] = set()
+        entries: list[tuple[optuna.Trial, dict[str, Any]]] = []
+        try:
+            with Heartbeat(trials, self.spec.heartbeat_interval) as heartbeat:
+
+                def tell(
+                    trial: optuna.Trial, params: dict[str, Any], outcome: TrialOutcome
+                ) -> None:
+                    heartbeat.release(trial)
+                    told.add(trial.number)
+                    self._conclude(study, width, trial, params, outcome)
+
+                entries = [(trial, self.spec.space.suggest(trial)) for trial in trials]
+                numbers = ", ".join(f"#{trial.number}" for trial in trials)
+                self.log(
+                    f"[worker {self.index}] w={width} {numbers}: {len(trials)} trials "
+                    f"× {len(self.spec.seeds)} seed(s) stacked"
+                )
+                pack.run(entries, tell)
+        except Exception as exc:
+            points = dict((trial.number, params) for trial, params in entries)
+            for trial in trials:
+                if trial.number not in told:
+                    self._error(study, width, trial, points.get(trial.number, {}), exc)
+            raise
+
+    def _error(
+        self,
+        study: optuna.Study,
+        width: int,
+        trial: optuna.Trial,
+        params: dict[str, Any],
+        exc: Exception,
+    ) -> None:
+        """The objective raised (a bug, not a result): fail the trial with the error; the
+        caller stops the worker with it."""
+        reason = f"{type(exc).__name__}: {exc}"
+        self._tell(study, trial, TrialState.FAIL, kind=ERROR, reason=reason)
+        head = f"[worker {self.index}] w={width} #{trial.number}"
+        self.log(f"{head} {format_params(params)} → error: {reason}")
+
+    def _conclude(
+        self,
+        study: optuna.Study,
+        width: int,
+        trial: optuna.Trial,
+        params: dict[str, Any],
+        outcome: TrialOutcome,
+    ) -> None:
+        """Record how a trial ended: its state, value, attributes and curve, and a log line.
+        One place for a trial trained alone and one trained in a pack."""
+        head = f"[worker {self.index}] w={width} #{trial.number}"
+        if outcome.state == "pruned":
+            self._tell(study, trial, TrialState.PRUNED, reason=outcome.reason)
             self._write_curve(study, width, trial)
             self.stats.pruned += 1
-            self.log(f"{head} {format_params(params)} → pruned ({exc})")
+            self.log(f"{head} {format_params(params)} → pruned ({outcome.reason})")
             return
-        except Diverged as exc:
-            self._tell(study, trial, TrialState.FAIL, kind=DIVERGED, reason=str(exc))
+        if outcome.state == "diverged":
+            self._tell(study, trial, TrialState.FAIL, kind=DIVERGED, reason=outcome.reason)
             self._write_curve(study, width, trial)
             self.stats.diverged += 1
-            self.log(f"{head} {format_params(params)} → diverged: {exc}")
+            self.log(f"{head} {format_params(params)} → diverged: {outcome.reason}")
             return
-        except Exception as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            self._tell(study, trial, TrialState.FAIL, kind=ERROR, reason=reason)
-            self.log(f"{head} {format_params(params)} → error: {reason}")
-            raise
-        value = statistics.fmean(losses)
-        if len(losses) > 1:
-            trial.set_user_attr("loss_per_seed", losses)
-        trial.set_user_attr("seconds", round(time.perf_counter() - start, 3))
+        value = statistics.fmean(outcome.losses)
+        if len(outcome.losses) > 1:
+            trial.set_user_attr("loss_per_seed", list(outcome.losses))
+        trial.set_user_attr("seconds", round(outcome.seconds, 3))
         if self._tell(study, trial, TrialState.COMPLETE, value=value):
             self._write_curve(study, width, trial)
             self.stats.complete += 1
-            seconds = time.perf_counter() - start
-            self.log(f"{head} {format_params(params)} → {value:.4f} ({seconds:.1f} s)")
+            self.log(f"{head} {format_params(params)} → {value:.4f} ({outcome.seconds:.1f} s)")
 
     def _write_curve(self, study: optuna.Study, width: int, trial: optuna.Trial) -> None:
         """The finished trial's TensorBoard curve, when the sweep asks for them."""
@@ -417,8 +534,10 @@ def _worker_main(
     storage_url: str,
     index: int,
     conn: multiprocessing.connection.Connection | None = None,
+    workers: int = 1,
 ) -> None:
-    """Entry point of a worker process (spawned: a fresh interpreter, one CPU thread)."""
+    """Entry point of a worker process (spawned: a fresh interpreter, one CPU thread);
+    ``workers``: how many the command started (a stacking worker's fair share)."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
@@ -438,7 +557,7 @@ def _worker_main(
         )
     log: Log = _PipeLog(conn) if conn is not None else print_line
     try:
-        Worker(spec, objective, storage_url, index=index, log=log).run()
+        Worker(spec, objective, storage_url, index=index, workers=workers, log=log).run()
     except KeyboardInterrupt:
         sys.exit(130)
     except StorageWriteError as exc:
@@ -480,7 +599,7 @@ def run_processes(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(spec.to_dict(), objective, storage_url, i, pipes[i][1]),
+            args=(spec.to_dict(), objective, storage_url, i, pipes[i][1], workers),
             name=f"mutransfer-sweep-worker-{i}",
         )
         for i in range(workers)

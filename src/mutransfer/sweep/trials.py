@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import copy
 import warnings
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
@@ -45,6 +46,20 @@ ERROR = "error"
 RETRIED_KINDS = (LOST, INTERRUPTED)
 
 _KEEP_ON_RETRY = (ATTR_WIDTH, ATTR_STAGE)
+
+
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How a trial ended, before it is told: what the worker records, whichever way the trial
+    was trained (alone, or in a stacked pack), so that both paths record it alike."""
+
+    state: Literal["complete", "pruned", "diverged"]
+    losses: tuple[float, ...] = ()
+    """``complete``: the loss of each seed, in the order of ``sweep.seeds``."""
+    reason: str = ""
+    """``pruned`` / ``diverged``: why (the pruner's step and loss, the divergence)."""
+    seconds: float = 0.0
+    """``complete``: what the trial cost (alone: its wall time; in a pack: its share)."""
 
 
 def storage_of(study: optuna.Study) -> BaseStorage:
@@ -143,17 +158,25 @@ def fail_and_retry(
     return True
 
 
+def claim(study: optuna.Study, waiting: FrozenTrial) -> optuna.Trial | None:
+    """Take one waiting trial for this worker, atomically: ``None`` if another worker took it
+    first (the storage moves it from WAITING to RUNNING once)."""
+    try:
+        if storage_of(study).set_trial_state_values(trial_id(waiting), state=TrialState.RUNNING):
+            return optuna.Trial(study, trial_id(waiting))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+    return None
+
+
 def pop_waiting(study: optuna.Study) -> optuna.Trial | None:
     """Claim one waiting (enqueued or retried) trial, atomically; ``None`` if there is none.
 
     This is what ``Study.ask`` does first; it is separate here because for a grid an empty queue
     means *done*, whereas ``ask`` would then sample a new, extra point.
     """
-    storage = storage_of(study)
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
-        try:
-            if storage.set_trial_state_values(trial_id(frozen), state=TrialState.RUNNING):
-                return optuna.Trial(study, trial_id(frozen))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+        trial = claim(study, frozen)
+        if trial is not None:
+            return trial
     return None

@@ -155,11 +155,30 @@ def _parameter_estimate(config: TrainConfig) -> int:
 
 def worth_stacking(config: TrainConfig) -> bool:
     """Does a run like ``config`` train faster in a pack than alone (on a CPU)?"""
-    return (
-        config.model in STACKABLE_MODELS
-        and config.optimizer.lower() in STACKABLE_OPTIMIZERS
-        and estimated_step_flops(config) <= STACK_MAX_STEP_FLOPS
-    )
+    return why_not_stacked(config) is None
+
+
+def why_not_stacked(config: TrainConfig) -> str | None:
+    """Why a run like ``config`` is trained alone rather than in a pack (``None``: it is
+    worth stacking): a model or optimizer the stacked step does not implement, or a step so
+    large that a pack is no faster on a CPU (``STACK_MAX_STEP_FLOPS``)."""
+    if config.model not in STACKABLE_MODELS:
+        return (
+            f"model {config.model!r} has layers with no stacked twin (stacked: "
+            f"{', '.join(STACKABLE_MODELS)})"
+        )
+    if config.optimizer.lower() not in STACKABLE_OPTIMIZERS:
+        return (
+            f"optimizer {config.optimizer!r} is not implemented by the stacked step (stacked: "
+            f"{', '.join(STACKABLE_OPTIMIZERS)})"
+        )
+    flops = estimated_step_flops(config)
+    if flops > STACK_MAX_STEP_FLOPS:
+        return (
+            f"a step is {flops / 1e9:.1f} GFLOP, above the {STACK_MAX_STEP_FLOPS / 1e9:g} GFLOP "
+            "where a pack stops being faster than separate runs on a CPU"
+        )
+    return None
 
 
 def run_memory_bytes(config: TrainConfig) -> int:
