@@ -7,6 +7,8 @@ of the demo's claims across the runs, then each run's optima, transfer and prove
 number comes from the summaries, which the demo computed from its own runs.
 
     .venv/bin/python bench/demo_models.py resnet-sgd=runs/demo-resnet-sgd bert=runs/demo-bert
+
+Runs named before are kept (``demo_models.json``); naming a label again replaces its run.
     .venv/bin/python bench/run_all.py --render-only     # BENCHMARKS.md with the new section
 """
 
@@ -22,6 +24,9 @@ from mutransfer.demo import report
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results" / "demo_models.md"
+SUMMARIES = ROOT / "bench" / "results" / "demo_models.json"
+"""Every run's summary by label: a later call with some labels replaces those runs' rows and
+keeps the others', so one grid can be re-run without the others' run folders."""
 IMAGES = ROOT / "docs" / "images"
 
 
@@ -123,7 +128,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", metavar="LABEL=FOLDER")
     args = parser.parse_args()
-    runs = []
+    kept: dict[str, Any] = {}
+    if SUMMARIES.exists():
+        kept = json.loads(SUMMARIES.read_text(encoding="utf-8"))
     for spec in args.runs:
         label, _, folder = spec.partition("=")
         summary = json.loads((Path(folder) / "summary.json").read_text(encoding="utf-8"))
@@ -131,9 +138,10 @@ def main() -> int:
             Path(folder) / report.figure_name(summary["axis"]),
             IMAGES / f"lr_transfer_{label}.png",
         )
-        runs.append((label, summary))
-    RESULTS.write_text(section(runs), encoding="utf-8")
-    print(f"wrote {RESULTS}")
+        kept[label] = summary
+    SUMMARIES.write_text(json.dumps(kept, indent=1) + "\n", encoding="utf-8")
+    RESULTS.write_text(section(list(kept.items())), encoding="utf-8")
+    print(f"wrote {RESULTS} and {SUMMARIES}")
     return 0
 
 
