@@ -295,8 +295,13 @@ class Worker:
         try:
             self._run_trial(study, width, trial)
         except KeyboardInterrupt:
-            frozen = storage_of(study).get_trial(trial_id(trial))
-            if not frozen.state.is_finished():
+            self._requeue_interrupted(study, [trial])
+            raise
+
+    def _requeue_interrupted(self, study: optuna.Study, trials: list[optuna.Trial]) -> None:
+        """Fail each of ``trials`` not told yet as interrupted, and queue it again."""
+        for trial in trials:
+            if not storage_of(study).get_trial(trial_id(trial)).state.is_finished():
                 fail_and_retry(
                     study,
                     trial,
@@ -304,7 +309,6 @@ class Worker:
                     "interrupted (Ctrl-C or SIGTERM)",
                     self.spec.max_retry,
                 )
-            raise
 
     def _run_trial(self, study: optuna.Study, width: int, trial: optuna.Trial) -> None:
         start = time.perf_counter()
@@ -340,15 +344,7 @@ class Worker:
         try:
             self._run_pack(study, width, trials)
         except KeyboardInterrupt:
-            for trial in trials:
-                if not storage_of(study).get_trial(trial_id(trial)).state.is_finished():
-                    fail_and_retry(
-                        study,
-                        trial,
-                        INTERRUPTED,
-                        "interrupted (Ctrl-C or SIGTERM)",
-                        self.spec.max_retry,
-                    )
+            self._requeue_interrupted(study, trials)
             raise
 
     def _run_pack(self, study: optuna.Study, width: int, trials: list[optuna.Trial]) -> None:
