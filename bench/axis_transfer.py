@@ -45,6 +45,7 @@ from common import (
     read_results,
     write_results,
 )
+from mutransfer.demo.report import fmt_lr
 
 NAME = "axis_transfer"
 ROOT = common.ROOT
@@ -121,10 +122,10 @@ def overview(payload: dict[str, Any]) -> str:
                     axis,
                     span,
                     display_name(rules),
-                    "/".join(_lr(x) for x in sweep["best_log2_lr"]),
+                    "/".join(fmt_lr(x) for x in sweep["best_log2_lr"]),
                     "/".join("—" if x is None else f"{x:.2f}" for x in fitted),
-                    f"{_lr(shift) if shift is None else f'{shift:+g}'} ({refined})",
-                    _lr(sweep["drift_octaves"]),
+                    f"{fmt_lr(shift) if shift is None else f'{shift:+g}'} ({refined})",
+                    fmt_lr(sweep["drift_octaves"]),
                     " / ".join("—" if r is None else f"{r:.2f}" for r in regrets),
                     verdict(summary, rules),
                 ]
@@ -143,10 +144,6 @@ def overview(payload: dict[str, Any]) -> str:
         ],
         rows,
     )
-
-
-def _lr(x: float | None) -> str:
-    return "—" if x is None else f"{x:g}"
 
 
 def render(payload: dict[str, Any]) -> str:

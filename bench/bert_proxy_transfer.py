@@ -37,6 +37,7 @@ from typing import Any
 
 import common
 from mutransfer.data import load_text
+from mutransfer.demo.report import fmt_loss
 from mutransfer.sweep import Sweep
 from mutransfer.training.proxy import TrainConfig
 from mutransfer.training.runs import RunStore, run_all, source_fingerprint
@@ -244,10 +245,6 @@ def main() -> None:
     print(render(data))
 
 
-def _loss(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.3f}"
-
-
 SEARCH_LABELS = {
     "random": "random search",
     "tpe": "TPE",
@@ -275,22 +272,22 @@ def render(d: dict[str, Any]) -> str:
         gap = found["gap_to_direct_percent"]
         lines.append(
             f"| (a) transferred from the proxy's {SEARCH_LABELS[search]}, {found['trials']} "
-            f"trials | {_loss(found['transferred']['loss'])} | "
+            f"trials | {fmt_loss(found['transferred']['loss'])} | "
             + ("—" if gap is None else f"{gap:+.2f} %")
             + f" | {found['flops']:.3g} |"
         )
     lines += [
-        f"| (b) usual defaults (SP, LR 1e-4, 10 % warmup) | {_loss(d['defaults']['loss'])} | "
+        f"| (b) usual defaults (SP, LR 1e-4, 10 % warmup) | {fmt_loss(d['defaults']['loss'])} | "
         f"{_percent(d['defaults']['loss'], d['direct_best_loss'])} | 0 |",
         f"| (c) direct LR sweep, best at 2^{d['direct_best_log2_lr']} | "
-        f"{_loss(d['direct_best_loss'])} | 0 | {d['direct_flops']:.3g} |",
+        f"{fmt_loss(d['direct_best_loss'])} | 0 | {d['direct_flops']:.3g} |",
         "",
         "What each proxy search chose (proxy loss; seed 0):",
         "",
     ]
     for search, found in searches.items():
         lines.append(
-            f"- {SEARCH_LABELS[search]}: {_point(found['best'])} ({_loss(found['best_loss'])}); "
+            f"- {SEARCH_LABELS[search]}: {_point(found['best'])} ({fmt_loss(found['best_loss'])}); "
             f"its FLOPs are {100 * found['flops'] / max(d['direct_flops'], 1):.1f} % of the "
             "direct sweep's"
         )
@@ -299,9 +296,9 @@ def render(d: dict[str, Any]) -> str:
         lines += [
             "",
             "The same LRs at σ = 1, α_out = 1, by log2 LR: target (c) "
-            + ", ".join(f"{k}: {_loss(v['loss'])}" for k, v in d["direct"].items())
+            + ", ".join(f"{k}: {fmt_loss(v['loss'])}" for k, v in d["direct"].items())
             + "; proxy (seed 0) "
-            + ", ".join(f"{k}: {_loss(v)}" for k, v in sweep.items())
+            + ", ".join(f"{k}: {fmt_loss(v)}" for k, v in sweep.items())
             + ".",
         ]
     lines += [

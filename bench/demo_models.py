@@ -30,14 +30,6 @@ keeps the others', so one grid can be re-run without the others' run folders."""
 IMAGES = ROOT / "docs" / "images"
 
 
-def _lr(x: float | None) -> str:
-    return "—" if x is None else f"{x:g}"
-
-
-def _loss(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.3f}"
-
-
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f} %"
 
@@ -51,7 +43,7 @@ def _row(label: str, summary: dict[str, Any]) -> list[str]:
         summary["config"]["optimizer"],
         "/".join(map(str, summary["sizes"])),
         str(len(summary["seeds"])),
-        f"{_lr(sweeps['sp']['drift_octaves'])} / {_lr(sweeps['mup']['drift_octaves'])}",
+        " / ".join(report.fmt_lr(sweeps[rules]["drift_octaves"]) for rules in ("sp", "mup")),
         f"{_pct(transfer['sp']['regret_percent'])} / {_pct(transfer['mup']['regret_percent'])}",
         "yes" if claims.get("mup_wider_is_better", {}).get("holds") else "no",
         f"{len(held)} of {len(claims)}",
@@ -93,9 +85,9 @@ def section(runs: list[tuple[str, dict[str, Any]]]) -> str:
             rows.append(
                 [
                     report.rules_name(rules),
-                    "/".join(_lr(x) for x in sweep["best_log2_lr"]),
-                    "/".join(_loss(x) for x in sweep["best_loss"]),
-                    f"{_lr(sweep['drift_octaves'])} (fitted {fitted})",
+                    "/".join(report.fmt_lr(x) for x in sweep["best_log2_lr"]),
+                    "/".join(report.fmt_loss(x) for x in sweep["best_loss"]),
+                    f"{report.fmt_lr(sweep['drift_octaves'])} (fitted {fitted})",
                     ", ".join(map(str, sweep.get("optimum_on_grid_edge") or [])) or "none",
                 ]
             )

@@ -49,6 +49,7 @@ from common import (
     read_results,
     write_results,
 )
+from mutransfer.demo.report import fmt_loss, fmt_lr
 
 NAME = "depth_transfer"
 ROOT = common.ROOT
@@ -167,11 +168,11 @@ def reading(summary: dict[str, Any]) -> list[str]:
         s, t = sweeps[rules], transfer[rules]
         regret = t["regret_percent"]
         lines.append(
-            f"{_name(rules)}: best log2 LR {'/'.join(_lr(x) for x in s['best_log2_lr'])} at "
+            f"{_name(rules)}: best log2 LR {'/'.join(fmt_lr(x) for x in s['best_log2_lr'])} at "
             f"depths {'/'.join(map(str, depths))} (drift {_octaves(s['drift_octaves'])}); "
             f"depth {depths[-1]} at depth {depths[0]}'s best LR: "
             + ("diverged" if regret is None else f"regret {regret:.2f} %")
-            + f"; best loss {_loss(s['best_loss'][0])} → {_loss(s['best_loss'][-1])}."
+            + f"; best loss {fmt_loss(s['best_loss'][0])} → {fmt_loss(s['best_loss'][-1])}."
         )
     cp, mup = sweeps.get("completep"), sweeps.get("mup")
     if cp and mup and cp["drift_octaves"] is not None and mup["drift_octaves"] is not None:
@@ -221,7 +222,7 @@ def overview(payload: dict[str, Any]) -> str:
 
             def drift(rules: str, sweeps: dict[str, Any] = sweeps) -> str:
                 fitted = sweeps[rules].get("fitted_drift_octaves")
-                grid = _lr(sweeps[rules]["drift_octaves"])
+                grid = fmt_lr(sweeps[rules]["drift_octaves"])
                 return grid if fitted is None else f"{grid} ({fitted:.2f})"
 
             def regret(rules: str, transfer: dict[str, Any] = transfer) -> str:
@@ -230,7 +231,7 @@ def overview(payload: dict[str, Any]) -> str:
 
             def deeper(rules: str, sweeps: dict[str, Any] = sweeps) -> str:
                 best = sweeps[rules]["best_loss"]
-                return f"{_loss(best[0])} → {_loss(best[-1])}"
+                return f"{fmt_loss(best[0])} → {fmt_loss(best[-1])}"
 
             rows.append(
                 [
@@ -261,14 +262,6 @@ def overview(payload: dict[str, Any]) -> str:
         ],
         rows,
     )
-
-
-def _lr(x: float | None) -> str:
-    return "—" if x is None else f"{x:g}"
-
-
-def _loss(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.3f}"
 
 
 def render(payload: dict[str, Any]) -> str:

@@ -63,6 +63,7 @@ from common import (
     read_results,
     write_results,
 )
+from mutransfer.demo.report import fmt_loss, fmt_lr
 
 NAME = "hf_transfer"
 ROOT, IMAGES = common.ROOT, common.IMAGES_DIR
@@ -584,21 +585,13 @@ def paired_difference(mup: dict[str, Any], sp: dict[str, Any]) -> dict[str, Any]
 
 
 # -------------------------------------------------------------------------------- render
-def _lr(x: float | None) -> str:
-    return "—" if x is None else f"{x:g}"
-
-
-def _loss(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.3f}"
-
-
 def _pct(x: float | None) -> str:
     return "—" if x is None else f"{x:.2f} %"
 
 
 def _drift(sweep: dict[str, Any]) -> str:
     fitted = sweep.get("fitted_drift_octaves")
-    return _lr(sweep["drift_octaves"]) + ("" if fitted is None else f" ({fitted:.2f})")
+    return fmt_lr(sweep["drift_octaves"]) + ("" if fitted is None else f" ({fitted:.2f})")
 
 
 def _names(payload: dict[str, Any]) -> list[str]:
@@ -615,9 +608,9 @@ def _grid(lrs: list[float]) -> str:
     whole = [x for x in lrs if x == int(x)]
     between = [x for x in lrs if x != int(x)]
     if not whole:
-        return ", ".join(_lr(x) for x in lrs)
-    text = f"2^{_lr(whole[0])} … 2^{_lr(whole[-1])}"
-    return text + (f" and {', '.join(_lr(x) for x in between)}" if between else "")
+        return ", ".join(fmt_lr(x) for x in lrs)
+    text = f"2^{fmt_lr(whole[0])} … 2^{fmt_lr(whole[-1])}"
+    return text + (f" and {', '.join(fmt_lr(x) for x in between)}" if between else "")
 
 
 def table(payload: dict[str, Any]) -> str:
@@ -630,10 +623,10 @@ def table(payload: dict[str, Any]) -> str:
             sweep, transfer = analysis[name]["sweep"], analysis[name]["transfer"]
             out.append(
                 {
-                    "lr": " / ".join(_lr(x) for x in sweep["best_log2_lr"]),
-                    "loss": " / ".join(_loss(x) for x in sweep["best_loss"]),
+                    "lr": " / ".join(fmt_lr(x) for x in sweep["best_log2_lr"]),
+                    "loss": " / ".join(fmt_loss(x) for x in sweep["best_loss"]),
                     "drift": _drift(sweep),
-                    "transferred": _loss(transfer["transferred_loss"]),
+                    "transferred": fmt_loss(transfer["transferred_loss"]),
                     "regret": _pct(transfer["regret_percent"]),
                     "grid": _grid(sweep["log2_lrs"]),
                 }[what]
@@ -668,7 +661,7 @@ def _seeds(payload: dict[str, Any], name: str) -> str:
     """The widest width's per-seed losses at its best LR, e.g. ``2.545/2.554``."""
     sweep = payload["analysis"][name]["sweep"]
     j = sweep["best_index"][-1]
-    return "—" if j is None else "/".join(_loss(v) for v in sweep["seed_loss"][-1][j])
+    return "—" if j is None else "/".join(fmt_loss(v) for v in sweep["seed_loss"][-1][j])
 
 
 def reading(payload: dict[str, Any]) -> list[str]:
@@ -682,14 +675,14 @@ def reading(payload: dict[str, Any]) -> list[str]:
         drift = g[f"mup_drift_at_most_one_octave{suffix}"]
         who = _label(payload, name)
         lines += [
-            f"{who}: best validation loss at width {widest} {_loss(best['mup'])} (seeds "
-            f"{_seeds(payload, name)}), SP's {_loss(best['sp'])} (seeds {_seeds(payload, 'sp')})"
+            f"{who}: best validation loss at width {widest} {fmt_loss(best['mup'])} (seeds "
+            f"{_seeds(payload, name)}), SP's {fmt_loss(best['sp'])} (seeds {_seeds(payload, 'sp')})"
             ": the goal (µP at or below SP) "
             + ("holds" if best["holds"] else "does NOT hold")
             + _noise(best)
             + ".",
-            f"{who}: the optimum moves {_lr(drift['mup'])} octave(s) between the widths, SP's "
-            f"{_lr(drift['sp'])}: the goal (≤ 1 octave) "
+            f"{who}: the optimum moves {fmt_lr(drift['mup'])} octave(s) between the widths, SP's "
+            f"{fmt_lr(drift['sp'])}: the goal (≤ 1 octave) "
             + ("holds." if drift["holds"] else "does NOT hold."),
         ]
     tuning = payload.get("proxy_tuning")
@@ -699,9 +692,10 @@ def reading(payload: dict[str, Any]) -> list[str]:
             f"Tuning on the proxy only (width {base}, seeds "
             f"{', '.join(map(str, tuning['seeds']))}; "
             f"{', '.join(SYMBOLS[k] for k in tuning['knobs'])} one at a time, each with the LR) "
-            f"picks {constants_text(tuning['constants'])} at LR 2^{_lr(tuning['best_log2_lr'])}: "
-            f"{_loss(tuning['best_loss'])} at width {base} against "
-            f"{_loss(tuning['own_constants_loss'])} with the model's own constants; width "
+            f"picks {constants_text(tuning['constants'])} at LR "
+            f"2^{fmt_lr(tuning['best_log2_lr'])}: "
+            f"{fmt_loss(tuning['best_loss'])} at width {base} against "
+            f"{fmt_loss(tuning['own_constants_loss'])} with the model's own constants; width "
             f"{widest} was not looked at."
         )
         for stage in tuning["stages"]:
@@ -749,10 +743,10 @@ def proxy_table(payload: dict[str, Any]) -> str:
             [
                 f"{SYMBOLS[stage['knob']]} (`{stage['knob']}`)",
                 ", ".join(f"{v:g}" for v in stage["values"]),
-                ", ".join(_lr(x) for x in stage["log2_lrs"]),
-                _lr(stage.get("best_value")),
-                _lr(stage.get("best_log2_lr")),
-                _loss(stage.get("best_loss")),
+                ", ".join(fmt_lr(x) for x in stage["log2_lrs"]),
+                fmt_lr(stage.get("best_value")),
+                fmt_lr(stage.get("best_log2_lr")),
+                fmt_loss(stage.get("best_loss")),
             ]
         )
     header = ["stage: constant", "values tried", "log2 LRs", "kept", "at log2 LR", "proxy loss"]
@@ -767,7 +761,7 @@ def _proxy_section(payload: dict[str, Any]) -> list[str]:
     return [
         f"The proxy's tuning (width {base} only, mean over seeds "
         f"{', '.join(map(str, tuning['seeds']))}; each stage starts from the values kept "
-        f"before it, at LR 2^{_lr(tuning['start_log2_lr'])} first, µP's own optimum at width "
+        f"before it, at LR 2^{fmt_lr(tuning['start_log2_lr'])} first, µP's own optimum at width "
         f"{base}):",
         "",
         proxy_table(payload),
@@ -887,7 +881,8 @@ def plot(payload: dict[str, Any], path: Path) -> Path:
             title += f"\n{constants_text(constants)}"
         ax.set_title(
             f"{title}\noptimum moves "
-            f"{_lr(sweep['drift_octaves'])} octave(s), regret {_pct(transfer['regret_percent'])}",
+            f"{fmt_lr(sweep['drift_octaves'])} octave(s), "
+            f"regret {_pct(transfer['regret_percent'])}",
             fontsize=10,
         )
         ax.set_xlabel("log2 learning rate")

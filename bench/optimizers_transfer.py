@@ -50,6 +50,7 @@ from common import (
     read_results,
     write_results,
 )
+from mutransfer.demo.report import fmt_loss, fmt_lr, fmt_pct
 
 NAME = "optimizers_transfer"
 ROOT = common.ROOT
@@ -110,22 +111,22 @@ def row(label: str, summary: dict[str, Any]) -> list[str]:
     claims = summary.get("claims") or {}
 
     def best(rules: str) -> str:
-        return "/".join(_lr(x) for x in sweeps[rules]["best_log2_lr"])
+        return "/".join(fmt_lr(x) for x in sweeps[rules]["best_log2_lr"])
 
     def drift(rules: str) -> str:
         fitted = fitted_drift(sweeps[rules])
-        grid = _lr(sweeps[rules]["drift_octaves"])
+        grid = fmt_lr(sweeps[rules]["drift_octaves"])
         return grid if fitted is None else f"{grid} ({fitted:.2f})"
 
     return [
         label,
         best("sp"),
         drift("sp"),
-        _pct(transfer["sp"]["regret_percent"]),
+        fmt_pct(transfer["sp"]["regret_percent"]),
         best("mup"),
         drift("mup"),
-        _pct(transfer["mup"]["regret_percent"]),
-        _loss(sweeps["mup"]["best_loss"][-1]),
+        fmt_pct(transfer["mup"]["regret_percent"]),
+        fmt_loss(sweeps["mup"]["best_loss"][-1]),
         f"{sum(c['holds'] for c in claims.values())} of {len(claims)}" if claims else "—",
     ]
 
@@ -149,18 +150,6 @@ def fitted_drift(sweep: dict[str, Any]) -> float | None:
     return rebuilt.fitted_drift_octaves
 
 
-def _lr(x: float | None) -> str:
-    return "—" if x is None else f"{x:g}"
-
-
-def _pct(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.2f} %"
-
-
-def _loss(x: float | None) -> str:
-    return "diverged" if x is None else f"{x:.3f}"
-
-
 def recorded_adamw() -> dict[str, Any] | None:
     """The width demo's recorded AdamW run, for the baseline row (None if not recorded)."""
     try:
@@ -180,10 +169,10 @@ def reading(payload: dict[str, Any]) -> list[str]:
         regret = transfer["mup"]["regret_percent"]
         stable = mup is not None and mup <= 1
         lines.append(
-            f"{SPECS[key].label}: µP's best LR moves {_lr(mup)} octave(s) across widths "
-            f"(SP's {_lr(sp)}); transferring width {payload['widths'][0]}'s best LR to width "
-            f"{payload['widths'][-1]} costs {_pct(regret)} under µP and "
-            f"{_pct(transfer['sp']['regret_percent'])} under SP: µP transfer "
+            f"{SPECS[key].label}: µP's best LR moves {fmt_lr(mup)} octave(s) across widths "
+            f"(SP's {fmt_lr(sp)}); transferring width {payload['widths'][0]}'s best LR to width "
+            f"{payload['widths'][-1]} costs {fmt_pct(regret)} under µP and "
+            f"{fmt_pct(transfer['sp']['regret_percent'])} under SP: µP transfer "
             + ("holds (drift <= 1 octave)." if stable else "does NOT hold (drift > 1 octave).")
         )
         if sp is not None and sp <= 1 and key == "muon":
@@ -194,7 +183,7 @@ def reading(payload: dict[str, Any]) -> list[str]:
                 "width under both rule sets (torch's adjust_lr_fn='original'), so this grid "
                 "cannot tell SP from µP; they differ in the tensors AdamW trains at the fixed "
                 f"LR (embeddings, readout: best loss at width {payload['widths'][-1]} "
-                f"SP {_loss(best_sp)}, µP {_loss(best_mup)})."
+                f"SP {fmt_loss(best_sp)}, µP {fmt_loss(best_mup)})."
             )
         edges = {r: sweeps[r]["optimum_on_grid_edge"] for r in ("sp", "mup")}
         for rules, widths in edges.items():
@@ -258,8 +247,8 @@ def render(payload: dict[str, Any]) -> str:
         run = result["summary"]["run"]
         load = result["summary"]["machine"].get("load_average") or {}
         out.append(
-            f"- {SPECS[key].label}: LR grid 2^{_lr(result['log2_lrs'][0])}…"
-            f"2^{_lr(result['log2_lrs'][-1])}, {run['trained']} runs trained now and "
+            f"- {SPECS[key].label}: LR grid 2^{fmt_lr(result['log2_lrs'][0])}…"
+            f"2^{fmt_lr(result['log2_lrs'][-1])}, {run['trained']} runs trained now and "
             f"{run['reused']} found on disk in {run['wall_seconds'] / 60:.1f} min, "
             f"{run['workers']} worker(s) × {run['threads']} thread(s); finished {run['finished']}"
             + (
