@@ -104,3 +104,25 @@ def test_gemma_without_its_pinned_embedding_scale_fails() -> None:
     report = coord_check(factory, WIDTHS, data=H.coord_data(family))
     assert not report.ok
     assert ("model.embed_tokens", "out") in {r.key for r in report.culprits()}, report.summary()
+
+
+@pytest.mark.parametrize("scale", ["mup", "sqrt-d"])
+def test_eager_attention_is_read_at_its_softmax(scale: str) -> None:
+    """GPT-2 with ``attn_implementation="eager"`` computes its logits by hand, out of any SDPA
+    call: the check reads them at the softmax. Before it did, a 1/√d scale passed blind."""
+    family = H.FAMILIES["gpt2"]
+    rules = "mup" if scale == "mup" else mt.MUP.with_(name="mup-attention-sqrt", attention="sp")
+
+    def factory(width: int) -> tuple[torch.nn.Module, mt.Plan]:
+        model = family.build(width, attn="eager")
+        return model, parametrize_hf(model, H.BASE_WIDTH, rules)
+
+    report = coord_check(factory, WIDTHS, data=H.coord_data(family))
+    read = {r.key for r in report.rows}
+    assert ("transformer.h.0.attn", "Δlogits") in read
+    if scale == "mup":
+        assert report.ok, report.table()
+    else:
+        assert not report.ok
+        culprits = {(row.module, row.quantity) for row in report.culprits()}
+        assert all(q in ("logits", "Δlogits") for _, q in culprits), report.summary()

@@ -542,6 +542,7 @@ class UnscaledAttentionWarning(UserWarning):
 
 # What in a forward's source says "this module computes attention logits itself".
 _ATTENTION_CALLS = ("scaled_dot_product_attention", "flash_attn")
+HAND_WRITTEN_ATTENTION = "softmax(q·kᵀ/√d)"
 
 
 def _computes_attention(cls: type) -> str | None:
@@ -562,7 +563,7 @@ def _computes_attention(cls: type) -> str | None:
             if call in source:
                 return call
         if "softmax" in source and any(s in source for s in ("sqrt", "** -0.5", "**-0.5")):
-            return "softmax(q·kᵀ/√d)"
+            return HAND_WRITTEN_ATTENTION
     return None
 
 
@@ -576,6 +577,16 @@ def _computes_attention_once(cls: type) -> str | None:
     if cls not in _ATTENTION_SOURCES:
         _ATTENTION_SOURCES[cls] = _computes_attention(cls)
     return _ATTENTION_SOURCES[cls]
+
+
+def computes_attention_by_hand(module: nn.Module) -> bool:
+    """True when ``module``'s class computes attention itself, as a softmax over a product
+    scaled by a square root, rather than through ``scaled_dot_product_attention`` (read from
+    its source, as for the plan's warning). The coordinate check reads such a module's logits
+    at its softmax, since no SDPA call shows them."""
+    if type(module).__module__.startswith("torch."):
+        return False
+    return _computes_attention_once(type(module)) == HAND_WRITTEN_ATTENTION
 
 
 def _report_unscaled_attention(

@@ -22,7 +22,11 @@ Four quantities are recorded, keyed ``(module name, quantity)``:
     RMS of the attention logits ``scale · q·kᵀ`` (over the positions the mask allows) of every
     ``F.scaled_dot_product_attention`` call made inside the module. Models that call SDPA (the
     reference GPT, Hugging Face's SDPA attention) need no change: the function is wrapped for the
-    duration of the check (see ``attention_probe``).
+    duration of the check (see ``attention_probe``). A module that computes attention by hand —
+    a softmax over ``q·kᵀ`` scaled by a square root, found in its class's source the way the
+    plan's ``UnscaledAttentionWarning`` finds it — has its logits read at the input of its
+    softmax (``torch.softmax``, ``F.softmax``, ``Tensor.softmax``, ``nn.Softmax``), over the
+    entries a mask has not set to −inf (or below −10⁴).
 ``Δlogits``
     RMS of the change of those logits due to the module's own last update, at its current input
     (the module called again with its previous weights). This is where a 1/√d instead of 1/d
@@ -50,6 +54,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from ..build import computes_attention_by_hand
 from ..roles import canonical_name
 
 Key = tuple[str, str]
@@ -160,11 +165,13 @@ class Recorder:
         self._deltas: Mapping[int, Delta] | None = None
         self._paused = False
         self._replay: list[tuple[torch.Tensor, torch.Tensor | None]] | None = None
+        self._replaying: str | None = None  # the module whose Δlogits replay is running
         self._attention_owners: set[str] = set()
         self._new_logits: dict[str, list[tuple[torch.Tensor, torch.Tensor | None]]] = {}
         self._handles: list[Any] = []
         # key names: module names, or pooled names in depth mode ("blocks.3" → "blocks.*")
         self._keys: dict[str, str] = {}
+        self._softmax_owners = _hand_written_attention(model)
         for raw_name, module in model.named_modules():
             name = canonical_name(raw_name) or ROOT
             self._keys[name] = rename(name) if rename is not None else name
@@ -338,13 +345,13 @@ class Recorder:
             if id(p) in self._deltas
         }
         buffers = {n: b.clone() for n, b in module.named_buffers()}
-        self._replay = []
+        self._replay, self._replaying = [], name
         try:
             with torch.no_grad(), self._pause():
                 functional_call(module, {**old_params, **buffers}, args, kwargs)
             old = self._replay
         finally:
-            self._replay = None
+            self._replay, self._replaying = None, None
         for (logits, valid), (previous, _) in zip(new, old, strict=False):
             if previous.shape == logits.shape:
                 self._add((self._keys[name], "Δlogits"), *_masked_sumsq(logits - previous, valid))
@@ -358,10 +365,30 @@ class Recorder:
             is_causal=bool(bound.get("is_causal", False)),
             scale=bound.get("scale"),
         )
+        self._note_logits(logits, valid, self._stack[-1] if self._stack else ROOT)
+
+    def _on_softmax(self, x: Any) -> None:
+        """A softmax's input, recorded as attention logits when a hand-written attention
+        module (the innermost one running) computed it; every other softmax is left alone."""
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            return
+        if self._replay is None:
+            if self._paused:
+                return
+            owner = next((n for n in reversed(self._stack) if n in self._softmax_owners), None)
+            if owner is None:
+                return
+        elif self._replaying not in self._softmax_owners:
+            return
+        else:
+            owner = self._replaying  # a replay of the owner records in call order
+        logits = x.detach().float()
+        self._note_logits(logits, torch.isfinite(logits) & (logits > MASKED_LOGIT), owner)
+
+    def _note_logits(self, logits: torch.Tensor, valid: torch.Tensor | None, owner: str) -> None:
         if self._replay is not None:
             self._replay.append((logits, valid))
             return
-        owner = self._stack[-1] if self._stack else ROOT
         self._attention_owners.add(owner)
         self._add((self._keys.get(owner, owner), "logits"), *_masked_sumsq(logits, valid))
         if self._deltas is not None:
@@ -382,45 +409,88 @@ class Recorder:
             self._record_logits(_SDPA_SIGNATURE.bind(*args, **kwargs).arguments)
 
 
-# ---------------------------------------------------------------------- the SDPA probe
+def _hand_written_attention(model: nn.Module) -> frozenset[str]:
+    """Names (as on the recorder's stack) of the innermost modules that compute attention by
+    hand: a softmax in a container of such modules belongs to the module inside it."""
+    names = {
+        canonical_name(raw) or ROOT
+        for raw, module in model.named_modules()
+        if computes_attention_by_hand(module)
+    }
+    return frozenset(
+        n for n in names if not any(o != n and (n == ROOT or o.startswith(f"{n}.")) for o in names)
+    )
+
+
+MASKED_LOGIT = -1e4
+"""Softmax inputs at or below this are taken as masked out (``-inf``, ``finfo.min``, ``-1e9``)."""
+
+# ---------------------------------------------------------------------- the attention probe
 _ACTIVE = threading.local()
 _PROBE_LOCK = threading.Lock()
 _PROBE_USERS = 0
-_ORIGINAL_SDPA: Callable[..., torch.Tensor] | None = None
+# (owner, attribute) → the original, while probed: SDPA, and the softmax of hand-written attention
+_ORIGINALS: dict[tuple[Any, str], Callable[..., Any]] = {}
+_INHERITED: dict[tuple[Any, str], bool] = {}
 
 
 def _probed_sdpa(*args: Any, **kwargs: Any) -> torch.Tensor:
     recorder = getattr(_ACTIVE, "recorder", None)
     if recorder is not None:
         recorder._on_sdpa(args, kwargs)
-    assert _ORIGINAL_SDPA is not None
-    return _ORIGINAL_SDPA(*args, **kwargs)
+    return _ORIGINALS[(F, "scaled_dot_product_attention")](*args, **kwargs)
+
+
+def _softmax_probe(owner: Any, attribute: str) -> Callable[..., Any]:
+    def probed(x: Any, *args: Any, **kwargs: Any) -> Any:
+        recorder = getattr(_ACTIVE, "recorder", None)
+        if recorder is not None:
+            recorder._on_softmax(x)
+        return _ORIGINALS[(owner, attribute)](x, *args, **kwargs)
+
+    return probed
+
+
+_PROBES: dict[tuple[Any, str], Callable[..., Any]] = {
+    (F, "scaled_dot_product_attention"): _probed_sdpa,
+    (F, "softmax"): _softmax_probe(F, "softmax"),  # also what nn.Softmax calls
+    (torch, "softmax"): _softmax_probe(torch, "softmax"),
+    (torch.Tensor, "softmax"): _softmax_probe(torch.Tensor, "softmax"),
+}
 
 
 @contextlib.contextmanager
 def attention_probe() -> Iterator[None]:
-    """Route ``F.scaled_dot_product_attention`` through the recorders while the context is open.
+    """Route attention through the recorders while the context is open.
 
-    Models look the function up on ``torch.nn.functional`` at call time, so replacing it there
-    reaches them without any change to their code (the reference GPT, Hugging Face's SDPA
-    attention, ``nn.MultiheadAttention``). Calls are passed on unchanged; a call is recorded
-    only in a thread where a recorder is active (``Recorder.recording``), so other code keeps
-    working. Restored on exit, even on error; nested and concurrent uses share one wrapper.
+    ``F.scaled_dot_product_attention`` and the softmax functions (for attention written by hand)
+    are replaced where models look them up at call time — ``torch.nn.functional``, ``torch``,
+    ``torch.Tensor`` — which reaches them without any change to their code (the reference GPT,
+    Hugging Face's SDPA attention, ``nn.MultiheadAttention``, nanoGPT's manual path). Calls are
+    passed on unchanged; a call is recorded only in a thread where a recorder is active
+    (``Recorder.recording``), so other code keeps working. Restored on exit, even on error;
+    nested and concurrent uses share one set of wrappers.
     """
-    global _PROBE_USERS, _ORIGINAL_SDPA
+    global _PROBE_USERS
     with _PROBE_LOCK:
         if _PROBE_USERS == 0:
-            _ORIGINAL_SDPA = F.scaled_dot_product_attention
-            F.scaled_dot_product_attention = _probed_sdpa
+            for (owner, attribute), probe in _PROBES.items():
+                _ORIGINALS[(owner, attribute)] = getattr(owner, attribute)
+                _INHERITED[(owner, attribute)] = attribute not in vars(owner)
+                setattr(owner, attribute, probe)
         _PROBE_USERS += 1
     try:
         yield
     finally:
         with _PROBE_LOCK:
             _PROBE_USERS -= 1
-            if _PROBE_USERS == 0 and _ORIGINAL_SDPA is not None:
-                F.scaled_dot_product_attention = _ORIGINAL_SDPA
-                _ORIGINAL_SDPA = None
+            if _PROBE_USERS == 0:
+                for (owner, attribute), original in _ORIGINALS.items():
+                    if _INHERITED.pop((owner, attribute)):  # Tensor.softmax lives on its C base
+                        delattr(owner, attribute)
+                    else:
+                        setattr(owner, attribute, original)
+                _ORIGINALS.clear()
 
 
 @torch.no_grad()
