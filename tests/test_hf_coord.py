@@ -107,10 +107,14 @@ def test_gemma_without_its_pinned_embedding_scale_fails() -> None:
 
 
 @pytest.mark.parametrize("scale", ["mup", "sqrt-d"])
-def test_eager_attention_is_read_at_its_softmax(scale: str) -> None:
-    """GPT-2 with ``attn_implementation="eager"`` computes its logits by hand, out of any SDPA
-    call: the check reads them at the softmax. Before it did, a 1/√d scale passed blind."""
-    family = H.FAMILIES["gpt2"]
+@pytest.mark.parametrize("arch", ARCHS)
+def test_eager_attention_is_read_at_its_softmax(arch: str, scale: str) -> None:
+    """With ``attn_implementation="eager"`` the logits are computed by hand, out of any SDPA
+    call: the check reads them at the softmax of the plan's attention modules (Llama: the
+    softmax sits in a helper function) and of modules whose source computes it (GPT-2). Before
+    it did, a 1/√d scale passed blind (GPT-2, measured)."""
+    family = H.FAMILIES[arch]
+    attention = "transformer.h.0.attn" if arch == "gpt2" else "model.layers.0.self_attn"
     rules = "mup" if scale == "mup" else mt.MUP.with_(name="mup-attention-sqrt", attention="sp")
 
     def factory(width: int) -> tuple[torch.nn.Module, mt.Plan]:
@@ -119,7 +123,7 @@ def test_eager_attention_is_read_at_its_softmax(scale: str) -> None:
 
     report = coord_check(factory, WIDTHS, data=H.coord_data(family))
     read = {r.key for r in report.rows}
-    assert ("transformer.h.0.attn", "Δlogits") in read
+    assert (attention, "Δlogits") in read
     if scale == "mup":
         assert report.ok, report.table()
     else:

@@ -146,7 +146,9 @@ class Recorder:
     difference with factor 1, or, for plain SGD, the gradient and the group's LR, which costs
     no copy at all. ``None`` skips the update terms (step 0).
 
-    Attention logits are recorded while ``recording()`` is open (see ``attention_probe``).
+    Attention logits are recorded while ``recording()`` is open (see ``attention_probe``):
+    those of SDPA calls, and the input of a softmax called inside a module that computes
+    attention by hand or that ``attention`` names (the plan's attention modules).
     """
 
     def __init__(
@@ -156,6 +158,7 @@ class Recorder:
         include: Callable[[str, nn.Module], bool] = default_include,
         updates: bool = True,
         rename: Callable[[str], str] | None = None,
+        attention: Iterable[str] = (),
     ) -> None:
         self.model = model
         self.updates = updates
@@ -171,7 +174,7 @@ class Recorder:
         self._handles: list[Any] = []
         # key names: module names, or pooled names in depth mode ("blocks.3" → "blocks.*")
         self._keys: dict[str, str] = {}
-        self._softmax_owners = _hand_written_attention(model)
+        self._softmax_owners = _softmax_attention(model, attention)
         for raw_name, module in model.named_modules():
             name = canonical_name(raw_name) or ROOT
             self._keys[name] = rename(name) if rename is not None else name
@@ -409,10 +412,13 @@ class Recorder:
             self._record_logits(_SDPA_SIGNATURE.bind(*args, **kwargs).arguments)
 
 
-def _hand_written_attention(model: nn.Module) -> frozenset[str]:
-    """Names (as on the recorder's stack) of the innermost modules that compute attention by
-    hand: a softmax in a container of such modules belongs to the module inside it."""
-    names = {
+def _softmax_attention(model: nn.Module, attention: Iterable[str]) -> frozenset[str]:
+    """Names (as on the recorder's stack) of the innermost modules whose softmax is attention:
+    those that compute attention by hand, and the plan's attention modules (``attention``; e.g.
+    Hugging Face's eager attention, whose softmax sits in a helper function). A softmax in a
+    container of such modules belongs to the module inside it."""
+    names = {canonical_name(name) or ROOT for name in attention}
+    names |= {
         canonical_name(raw) or ROOT
         for raw, module in model.named_modules()
         if computes_attention_by_hand(module)

@@ -320,7 +320,13 @@ class Runner:
         from_grads = _plain_sgd(opt)
         if self.updates and not from_grads and not snapshot:
             snapshot = [torch.empty_like(p) for p in params]  # θ_{t-1}, then θ_{t-1} − θ_t
-        recorder = Recorder(model, include=self.include, updates=self.updates, rename=self.rename)
+        recorder = Recorder(
+            model,
+            include=self.include,
+            updates=self.updates,
+            rename=self.rename,
+            attention=plan.attention,
+        )
         deltas: dict[int, Delta] | None = None
         with recorder.recording():
             try:
