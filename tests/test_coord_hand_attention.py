@@ -87,3 +87,38 @@ def test_the_probe_puts_every_softmax_back() -> None:
         assert torch.equal(F.softmax(x, dim=-1), nn.Softmax(dim=-1)(x))
     assert (F.softmax, torch.softmax, F.scaled_dot_product_attention) == originals
     assert "softmax" not in vars(torch.Tensor)  # the method is its C base's again
+
+
+class QuietAttention(nn.Module):
+    """Attention whose source shows no square root: found only because the plan names it."""
+
+    def __init__(self, width: int, scaling: float) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm = nn.LayerNorm(width)
+        self.scaling = scaling
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, length, width = x.shape
+        q, k, v = self.qkv(self.norm(x)).split(width, dim=-1)
+        q, k, v = (t.view(batch, length, HEADS, -1).transpose(1, 2) for t in (q, k, v))
+        probs = (q @ k.transpose(-2, -1) * self.scaling).softmax(dim=-1)
+        return x + self.proj((probs @ v).transpose(1, 2).reshape(batch, length, width))
+
+
+def test_the_layer_monitor_reads_the_plans_attention_at_its_softmax(tmp_path) -> None:
+    from mutransfer.training.monitor import LayerMonitor
+
+    model = nn.Sequential(nn.Embedding(VOCAB, 64), QuietAttention(64, scaling=0.25))
+    probe = torch.randint(0, VOCAB, (2, 8))
+    unnamed = LayerMonitor(model=model, probe=probe, every=1, out_dir=str(tmp_path))
+    assert "logits" not in unnamed.probe_sizes(None).get("1", {})
+    named = LayerMonitor(model=model, probe=probe, every=1, out_dir=str(tmp_path), attention=("1",))
+    logits = named.probe_sizes(None)["1"]["logits"]
+    with torch.no_grad():
+        x = model[1].norm(model[0](probe))
+        q, k, _ = model[1].qkv(x).split(64, dim=-1)
+        q, k = (t.view(2, 8, HEADS, -1).transpose(1, 2) for t in (q, k))
+        expected = (q @ k.transpose(-2, -1) * 0.25).square().mean().sqrt().item()
+    assert logits == pytest.approx(expected, rel=1e-5)

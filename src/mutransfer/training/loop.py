@@ -293,7 +293,7 @@ class _Run:
         torch.manual_seed(config.seed + 1 + env.rank)  # dropout differs per process, not per run
         return cls(
             config, env, log, model, forward, plan, optimizers, schedulers, corpus, generator,
-            eval_batches, _layer_monitor(config, env, model, corpus),
+            eval_batches, _layer_monitor(config, env, model, corpus, plan),
         )  # fmt: skip
 
     def resume(self, folder: Path, changes: resume.ConfigChanges | None) -> int:
@@ -433,7 +433,7 @@ class _Run:
 
 
 def _layer_monitor(
-    config: RunConfig, env: DistEnv, model: nn.Module, corpus: TextCorpus
+    config: RunConfig, env: DistEnv, model: nn.Module, corpus: TextCorpus, plan: Plan
 ) -> monitor.LayerMonitor | None:
     """The main process's layer monitor (on the unwrapped model), when ``monitor_every``."""
     if not config.monitor_every or not env.is_main:
@@ -449,6 +449,7 @@ def _layer_monitor(
         out_dir=config.out_dir,
         tolerance=config.monitor_tolerance,
         reference=reference,
+        attention=tuple(plan.attention),
     )
 
 

@@ -191,6 +191,9 @@ class LayerMonitor:
     tolerance: float = 8.0
     reference: Reference | None = None
     warn: bool = True
+    attention: tuple[str, ...] = ()
+    """The plan's attention modules: a softmax inside one is read as its attention logits
+    (eager attention computes them by hand, out of any SDPA call)."""
     _snapshot: dict[int, torch.Tensor] | None = field(default=None, repr=False)
     _own_first: Reading | None = field(default=None, repr=False)
     _attention: frozenset[str] | None = field(default=None, repr=False)
@@ -236,7 +239,7 @@ class LayerMonitor:
         """One recorded forward pass on the probe batch: ``{layer: {quantity: rms}}``."""
         if self._attention is None and deltas is not None:
             self.probe_sizes(None)  # once: which modules attend (their Δlogits need their input)
-        recorder = Recorder(self.model)
+        recorder = Recorder(self.model, attention=self.attention)
         recorder.expect_attention(self._attention or ())
         try:
             with _eval_mode(self.model), torch.no_grad(), attention_probe(), recorder.recording():
