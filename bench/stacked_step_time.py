@@ -12,6 +12,10 @@ not change. Prints a table; records nothing.
 
     .venv/bin/python bench/stacked_step_time.py
     .venv/bin/python bench/stacked_step_time.py --width 256 --batch-sizes 16 --pack 4 --steps 8
+    .venv/bin/python bench/stacked_step_time.py --device cuda     # on a GPU: wall time per step
+
+On a GPU (``--device cuda``) a step is timed in wall time instead of thread CPU time (the
+trainers read every step's loss, so each step ends synchronised with the device).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Callable
 import torch
 
 import common
+from mutransfer.training.devices import proxy_device
 from mutransfer.training.proxy import TrainConfig, load_source, train
 from mutransfer.training.stacked import train_stacked
 
@@ -34,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--pack", type=int, default=16)
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto...")
     args = parser.parse_args(argv)
+    device = proxy_device(args.device)
+    clock = time.thread_time if device.type == "cpu" else time.perf_counter
     torch.set_num_threads(1)
     source = load_source(TrainConfig())
     rows = []
@@ -54,16 +62,16 @@ def main(argv: list[str] | None = None) -> int:
         grid = grid[: args.pack]
 
         def separate(steps: int, grid: list[TrainConfig] = grid) -> None:
-            train(grid[min(5, len(grid) - 1)].with_(steps=steps), source=source)
+            train(grid[min(5, len(grid) - 1)].with_(steps=steps), source=source, device=device)
 
         def stacked(steps: int, grid: list[TrainConfig] = grid) -> None:
-            train_stacked([c.with_(steps=steps) for c in grid], source=source)
+            train_stacked([c.with_(steps=steps) for c in grid], source=source, device=device)
 
         separate(2), stacked(2)  # warm-up
         best = {"separate": float("inf"), "stacked": float("inf")}
         for _ in range(args.repeats):
             for name, fn, runs in (("separate", separate, 1), ("stacked", stacked, len(grid))):
-                best[name] = min(best[name], _step_seconds(fn, args.steps) / runs)
+                best[name] = min(best[name], _step_seconds(fn, args.steps, clock) / runs)
         print(f"width {args.width}, batch {batch}: done", flush=True)
         rows.append(
             [
@@ -77,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         common.markdown_table(
             [
                 "batch (× 64 bytes)",
-                "separate ms / step",
+                f"separate ms / step ({device})",
                 f"stacked ({args.pack}) ms / step / run",
                 "ratio",
             ],
@@ -89,14 +97,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _step_seconds(fn: Callable[[int], None], steps: int) -> float:
-    """Thread CPU seconds of one step: (``steps`` steps − 2 steps) / (``steps`` − 2)."""
-    start = time.thread_time()
+def _step_seconds(fn: Callable[[int], None], steps: int, clock: Callable[[], float]) -> float:
+    """Seconds of one step by ``clock``: (``steps`` steps − 2 steps) / (``steps`` − 2)."""
+    start = clock()
     fn(2)
-    short = time.thread_time() - start
-    start = time.thread_time()
+    short = clock() - start
+    start = clock()
     fn(steps)
-    return (time.thread_time() - start - short) / (steps - 2)
+    return (clock() - start - short) / (steps - 2)
 
 
 if __name__ == "__main__":

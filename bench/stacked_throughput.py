@@ -17,8 +17,10 @@ to float32 rounding; a chaotic diverging run may not).
 
     .venv/bin/python bench/stacked_throughput.py                       # widths 32, 64, 128
     .venv/bin/python bench/stacked_throughput.py --quick               # seconds (CI smoke)
+    .venv/bin/python bench/stacked_throughput.py --device cuda         # every way on the GPU
 
-Writes ``bench/results/stacked_throughput.json`` and ``.md``.
+Writes ``bench/results/stacked_throughput.json`` and ``.md`` (``stacked_throughput_cuda.*``
+with ``--device cuda``: a GPU's numbers never replace the CPU's).
 """
 
 from __future__ import annotations
@@ -35,22 +37,25 @@ from typing import Any
 import torch
 
 import common
+from mutransfer.training.devices import proxy_device
 from mutransfer.training.proxy import TrainConfig, TrainResult, load_source, train
 from mutransfer.training.stacked import train_stacked
 
 NAME = "stacked_throughput"
 TITLE = "Stacked proxy runs: sweep throughput"
 _SOURCE: Any = None
+_DEVICE = "cpu"
 
 
-def _init_worker() -> None:
-    global _SOURCE
+def _init_worker(device: str = "cpu") -> None:
+    global _SOURCE, _DEVICE
     torch.set_num_threads(1)
     _SOURCE = load_source(TrainConfig())
+    _DEVICE = device
     # warm up (first kernels, lazy imports) before anything is timed
     warm = grid(32, 2, [-8], [0, 1])
-    train(warm[0], source=_SOURCE)
-    train_stacked(warm, source=_SOURCE)
+    train(warm[0], source=_SOURCE, device=_DEVICE)
+    train_stacked(warm, source=_SOURCE, device=_DEVICE)
 
 
 def _ready(_: int) -> int:
@@ -59,13 +64,13 @@ def _ready(_: int) -> int:
 
 def _train_one(config: TrainConfig) -> tuple[list[TrainResult], float]:
     start = time.process_time()
-    result = train(config, source=_SOURCE)
+    result = train(config, source=_SOURCE, device=_DEVICE)
     return [result], time.process_time() - start
 
 
 def _train_pack(configs: list[TrainConfig]) -> tuple[list[TrainResult], float]:
     start = time.process_time()
-    results = train_stacked(configs, source=_SOURCE)
+    results = train_stacked(configs, source=_SOURCE, device=_DEVICE)
     return results, time.process_time() - start
 
 
@@ -206,7 +211,12 @@ def render(payload: dict[str, Any]) -> str:
             *_reading(rows),
             f"Command: `{payload['command']}`",
             "",
-            f"Machine: {common.machine_line(payload['machine'])}",
+            f"Machine: {common.machine_line(payload['machine'])}"
+            + (
+                f"; every run on {payload['device']}"
+                if payload.get("device", "cpu") != "cpu"
+                else ""
+            ),
             *_control_lines(payload.get("control")),
         ]
     )
@@ -291,12 +301,15 @@ def main(argv: list[str] | None = None) -> int:
         help="add the rounding control to the recorded .json (per-LR differences at width 32, "
         "and the same separate run on 1 vs 2 threads), then rewrite the .md",
     )
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto...")
     args = parser.parse_args(argv)
+    device = str(proxy_device(args.device))
+    results_name = NAME if device == "cpu" else f"{NAME}_{torch.device(device).type}"
     if args.rerender or args.control:
-        payload = common.read_results(NAME, args.out_dir)
+        payload = common.read_results(results_name, args.out_dir)
         if args.control:
             payload["control"] = control(payload["steps"], payload["log2_lrs"], argv)
-        common.write_results(NAME, payload, render(payload), args.out_dir)
+        common.write_results(results_name, payload, render(payload), args.out_dir)
         return 0
     widths = [int(w) for w in args.widths.split(",")]
     log2_lrs: list[int] = list(range(-11, -3))
@@ -307,9 +320,11 @@ def main(argv: list[str] | None = None) -> int:
     info = common.machine_info()
     ctx = multiprocessing.get_context("spawn")
     rows: list[dict[str, Any]] = []
-    with ProcessPoolExecutor(2, mp_context=ctx, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(
+        2, mp_context=ctx, initializer=_init_worker, initargs=(device,)
+    ) as pool:
         assert list(pool.map(_ready, range(2))) == [1, 1]
-        _init_worker()
+        _init_worker(device)
         torch.set_num_threads(2)
         for w_index, width in enumerate(widths):
             configs = grid(width, steps, log2_lrs, seeds)
@@ -353,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     command = common.command_line(argv)
     payload = {
         "machine": info,
+        "device": device,
         "command": command,
         "steps": steps,
         "log2_lrs": log2_lrs,
@@ -360,13 +376,13 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
     }
     try:  # the rounding control is measured on its own (--control): keep the recorded one
-        previous = common.read_results(NAME, args.out_dir)
+        previous = common.read_results(results_name, args.out_dir)
     except (OSError, ValueError, SystemExit):  # none recorded yet
         previous = {}
     if "control" in previous and previous.get("steps") == steps:
         payload["control"] = previous["control"]
     markdown = render(payload)
-    common.write_results(NAME, payload, markdown, args.out_dir)
+    common.write_results(results_name, payload, markdown, args.out_dir)
     print(markdown)
     return 0
 

@@ -184,14 +184,15 @@ def test_transfer_trains_the_target_when_its_lr_was_not_run(tmp_path) -> None:
     sweep = _fake_sweep("mup", {16: [3.0, 2.9, 2.5, 2.7], 32: [2.9, 2.8, 2.6, 2.4]})
     sweep.log2_lrs = [-8.0, -7.0, -6.5, -5.0]
     trainer = CountingTrainer()
-    t = demo_run._transfer(settings, sweep, {}, store, source, 0, False, trainer)
+    how = {"source": source, "workers": 0, "progress": False, "train_fn": trainer}
+    t = demo_run._transfer(settings, sweep, {}, store, how)
     target = settings.config("mup", 32, -6.5, 0)
     assert trainer.calls == [target] and t.reused_run is False
     assert t.transferred_loss == pytest.approx(store.load(target)["val_loss"])
     assert t.regret_percent == pytest.approx(100 * (t.transferred_loss - 2.4) / 2.4)
     # asked again, the finished run is found on disk
     again = CountingTrainer()
-    assert demo_run._transfer(settings, sweep, {}, store, source, 0, False, again).reused_run
+    assert demo_run._transfer(settings, sweep, {}, store, {**how, "train_fn": again}).reused_run
     assert again.calls == []
 
 

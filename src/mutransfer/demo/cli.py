@@ -119,6 +119,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--steps", type=int, help="training steps per run")
     parser.add_argument("--seeds", type=_int_list, help="seeds averaged per point, e.g. 0,1,2")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the runs train: cpu (default), auto (the GPU if there is one), cuda, cuda:1",
+    )
     parser.add_argument("--text", metavar="PATH", help="train on your own UTF-8 text file")
     parser.add_argument("--batch-size", type=int, help="sequences per step")
     parser.add_argument("--seq-len", type=int, help="bytes per sequence")
@@ -176,6 +181,7 @@ def _main(args: argparse.Namespace) -> int:
             workers=args.workers,
             settings=settings,
             progress=args.progress,
+            device=args.device,
             command="mutransfer " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
         )
     except (DataNotFoundError, DemoError) as exc:

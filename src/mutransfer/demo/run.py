@@ -19,6 +19,7 @@ import torch
 
 from ..data import ArrayDataset, TextCorpus, load_text
 from ..machine import cpu_model
+from ..training.devices import proxy_device
 from ..training.proxy import TrainConfig, TrainResult, load_source, train
 from ..training.runs import RunStore, run_all, source_fingerprint, write_json_atomic
 from . import analysis, report
@@ -44,6 +45,7 @@ def run_demo(
     command: str | None = None,
     train_fn: Callable[..., TrainResult] = train,
     stacked: bool = False,
+    device: str = "cpu",
     **options: Any,
 ) -> dict[str, Any]:
     """Run (or resume) the demo and write its outputs to ``out_dir``; returns the summary.
@@ -62,6 +64,8 @@ def run_demo(
         stacked: train the runs that share their shapes (other LRs, seeds, parametrizations
             at one size) together as one stacked model (``training.stacked``); each run is
             still saved as its own file. Off by default (``training.runs`` says why).
+        device: where the runs train: "cpu" (default), "auto" (the GPU if torch sees one) or
+            a torch device name ("cuda", "cuda:1"); refused at once if this machine lacks it.
         **options: ``settings_for``'s: ``vary`` (``"width"``: SP vs µP, or ``"depth"``: µP vs
             CompleteP at one width), ``widths``/``depths``, ``log2_lrs``, ``seeds``, ``rules``,
             ``text`` (your own text file), and any ``TrainConfig`` field for every run
@@ -79,6 +83,7 @@ def run_demo(
             "rules, text, train options), not both; build settings with "
             "mutransfer.demo.settings_for(...)"
         )
+    device = str(proxy_device(device))  # a missing GPU is said before anything is loaded
     out = Path(out_dir)
     source = _source_for(settings)
     fingerprint = source_fingerprint(source)
@@ -93,15 +98,15 @@ def run_demo(
         + (f" ({on_disk} already done in {store.folder})" if on_disk else "")
         + f", {max(1, workers)} worker(s); results in {out}/"
     )
-    results = run_all(
-        grid,
-        store,
-        source=source,
-        workers=workers,
-        progress=progress,
-        train_fn=train_fn,
-        stacked=stacked,
-    )
+    how: dict[str, Any] = {
+        "source": source,
+        "workers": workers,
+        "progress": progress,
+        "train_fn": train_fn,
+        "stacked": stacked,
+        "device": device,
+    }
+    results = run_all(grid, store, **how)
 
     def lookup(rules: str) -> analysis.Lookup:
         return lambda size, lr, s: results[settings.config(rules, size, lr, s)]
@@ -112,12 +117,7 @@ def run_demo(
         )
         for r in settings.rules
     }
-    transfers = {
-        r: _transfer(
-            settings, sweeps[r], results, store, source, workers, progress, train_fn, stacked
-        )
-        for r in settings.rules
-    }
+    transfers = {r: _transfer(settings, sweeps[r], results, store, how) for r in settings.rules}
     summary = _summary(
         settings,
         source,
@@ -167,13 +167,10 @@ def _transfer(
     sweep: analysis.Sweep,
     results: dict[TrainConfig, dict[str, Any]],
     store: RunStore,
-    source: TextCorpus | ArrayDataset,
-    workers: int,
-    progress: bool,
-    train_fn: Callable[..., TrainResult],
-    stacked: bool = False,
+    how: dict[str, Any],
 ) -> analysis.Transfer:
-    """Train (or reuse) the largest model at the proxy's best LR and score it."""
+    """Train (or reuse) the largest model at the proxy's best LR and score it; ``how``:
+    ``run_all``'s options (source, workers, progress, trainer, stacking, device)."""
     proxy_lr = sweep.best_log2_lr[0]
     if proxy_lr is None:  # every LR diverged on the proxy: nothing to transfer
         return analysis.transfer(sweep, None, reused=False)
@@ -183,17 +180,7 @@ def _transfer(
     # normally the proxy's LR is on the largest size's grid too: reuse those runs
     reused = all(t in results or store.load(t) is not None for t in targets)
     if not all(t in results for t in targets):
-        results.update(
-            run_all(
-                targets,
-                store,
-                source=source,
-                workers=workers,
-                progress=progress,
-                train_fn=train_fn,
-                stacked=stacked,
-            )
-        )
+        results.update(run_all(targets, store, **how))
     values = [analysis._finite_loss(results[t]) for t in targets]
     finite = [v for v in values if v is not None]
     loss = sum(finite) / len(finite) if len(finite) == len(values) else None

@@ -30,7 +30,7 @@ from .config import (
 )
 from .errors import SweepError
 from .journal import StorageWriteError
-from .objective import load_objective
+from .objective import check_device_for, load_objective
 from .progress import Progress, storage_counter
 from .results import SweepResults
 from .runner import STORAGE_WRITE_FAILED, Log, Worker, WorkerStats, print_line, run_processes
@@ -145,14 +145,17 @@ class Sweep:
         """What workers run: the callable given, else the spec's objective string."""
         return self._objective if self._objective is not None else self.spec.objective
 
-    def load_objective(self) -> Callable[..., float]:
+    def load_objective(self, device: str = "cpu") -> Callable[..., float]:
+        """What a worker calls per trial; ``device``: where the built-in trainer trains."""
         if self._objective is not None:
+            check_device_for(self.spec.objective, device)
             return self._objective
         return load_objective(
             self.spec.objective,
             train=self.spec.train,
             report_every=self.spec.report_every,
             runs_dir=runs_dir(self.spec, self.storage_url),
+            device=device,
         )
 
     def storage(self) -> optuna.storages.BaseStorage:
@@ -175,12 +178,17 @@ class Sweep:
         return self._patiently(lambda: setup_studies(self.spec, self.storage(), self.storage_url))
 
     def work(
-        self, *, worker_index: int = 0, max_trials: int | None = None, log: Log | None = print_line
+        self,
+        *,
+        worker_index: int = 0,
+        max_trials: int | None = None,
+        log: Log | None = print_line,
+        device: str = "cpu",
     ) -> WorkerStats:
-        """Run one worker in this process until the sweep is done (or ``max_trials``)."""
-        worker = Worker(
-            self.spec, self.load_objective(), self.storage_url, index=worker_index, log=log
-        )
+        """Run one worker in this process until the sweep is done (or ``max_trials``);
+        ``device``: where the built-in trainer trains (see ``run``)."""
+        objective = self.load_objective(_device(device))
+        worker = Worker(self.spec, objective, self.storage_url, index=worker_index, log=log)
         return worker.run(max_trials=max_trials)
 
     def run(
@@ -190,13 +198,17 @@ class Sweep:
         processes: bool | None = None,
         log: Log | None = print_line,
         progress: bool | None = False,
+        device: str = "cpu",
     ) -> SweepResults:
         """Prepare the sweep, run ``workers`` workers until it is done, return the results.
 
         With one worker it runs in this process (``processes=False``); with more, each worker
         is a separate single-threaded process. Re-running resumes: finished trials are kept and
         lost ones retried. ``progress`` draws a bar of finished trials with an ETA (tqdm; ``None``:
-        when stderr is a terminal); the log lines are then printed above it.
+        when stderr is a terminal); the log lines are then printed above it. ``device``: where
+        the built-in trainer's runs train in every worker — "cpu" (default), "auto" (the GPU
+        if torch sees one) or a torch device name; a property of this machine, not of the
+        sweep (not stored: another machine may join the same sweep with its own device).
         """
         if workers < 1:
             raise SweepError(f"workers must be >= 1, got {workers}")
@@ -208,18 +220,25 @@ class Sweep:
         use_processes = workers > 1 if processes is None else processes
         if workers > 1 and not use_processes:
             raise SweepError("several workers need processes=True")
-        self.load_objective()  # fail here, before any worker starts, if it cannot be loaded
+        device = _device(device)
+        self.load_objective(device)  # fail here, before any worker starts, if it cannot be loaded
         self.prepare()
         bar = Progress(storage_counter(self.studies, self.spec), enabled=progress)
         say: Log = bar.write if log is not None and bar.active else log or (lambda m: None)
         try:
             if not use_processes:
-                Worker(self.spec, self.load_objective(), self.storage_url, log=say).run(
+                Worker(self.spec, self.load_objective(device), self.storage_url, log=say).run(
                     on_trial=bar.refresh
                 )
             else:
                 codes = run_processes(
-                    self.spec, self.objective, self.storage_url, workers, log=say, progress=bar
+                    self.spec,
+                    self.objective,
+                    self.storage_url,
+                    workers,
+                    log=say,
+                    progress=bar,
+                    device=device,
                 )
                 self._check_exit_codes(codes, workers, say)
         finally:
@@ -289,6 +308,13 @@ def run_sweep(
 ) -> SweepResults:
     """``Sweep(name, widths, space, objective, **options).run(workers)``."""
     return Sweep(name, widths, space, objective, **options).run(workers)
+
+
+def _device(name: str) -> str:
+    """``name`` checked and resolved ("auto" → "cuda" or "cpu") before any worker starts."""
+    from ..training.devices import proxy_device
+
+    return str(proxy_device(name))
 
 
 def _callable_name(func: Callable[..., Any]) -> str:

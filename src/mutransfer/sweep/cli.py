@@ -51,6 +51,12 @@ def register(subparsers: Any) -> None:
         help="built-in trainer: each worker trains several trials of one width as one stacked "
         "model, each still its own trial (default: sweep.stack in the config, else off)",
     )
+    sweep.add_argument(
+        "--device",
+        default="cpu",
+        help="built-in trainer: where this machine's workers train — cpu (default), auto (the "
+        "GPU if there is one), cuda, cuda:1",
+    )
     sweep.set_defaults(func=cmd_sweep)
 
     tr = subparsers.add_parser(
@@ -158,12 +164,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     else:
         what = f"{per_width} {spec.sampler} trials"
     stacked = "; trials stacked" if spec.stack else ""
+    stacked += f"; runs on {args.device}" if args.device != "cpu" else ""
     print(
         f"sweep {spec.name!r}: widths {list(spec.widths)} × {what} × "
         f"{len(spec.seeds)} seed(s); storage {sweep.storage_url}{stacked}",
         flush=True,
     )
-    results = sweep.run(workers=args.workers, processes=True, progress=args.progress)
+    results = sweep.run(
+        workers=args.workers, processes=True, progress=args.progress, device=args.device
+    )
     print()
     print(results.table())
     print()

@@ -147,6 +147,9 @@ class TrainerObjective:
     runs_dir: str | None = None
     """Where finished runs are kept (``training.runs.RunStore``): a run the demo, a benchmark or
     an earlier sweep already trained with the same config and data is not trained again."""
+    device: str = "cpu"
+    """Where this worker trains its runs (``training.devices.proxy_device``). Not part of a
+    run's identity: the same config on another device differs by float rounding only."""
     _sources: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _fingerprints: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)
 
@@ -162,7 +165,9 @@ class TrainerObjective:
         found = self.stored(config)
         if found is None:
             on_step = LossReports(trial, self.report_every)
-            result = train(config, source=self.source(config), on_step=on_step).to_dict()
+            result = train(
+                config, source=self.source(config), on_step=on_step, device=self.device
+            ).to_dict()
             self.keep(config, result)  # a pruned run raised above: only whole runs are kept
         else:
             result = found
@@ -235,10 +240,13 @@ def load_objective(
     train: Mapping[str, Any] | None = None,
     report_every: int = 10,
     runs_dir: str | None = None,
+    device: str = "cpu",
 ) -> Callable[..., float]:
-    """Resolve ``"builtin"``, ``"file.py:function"`` or ``"package.module:function"``."""
+    """Resolve ``"builtin"``, ``"file.py:function"`` or ``"package.module:function"``;
+    ``device``: where the built-in trainer trains (a user's function chooses its own)."""
     if spec == BUILTIN:
-        return TrainerObjective(dict(train or {}), report_every, runs_dir)
+        return TrainerObjective(dict(train or {}), report_every, runs_dir, device)
+    check_device_for(spec, device)
     target, sep, func_name = spec.rpartition(":")
     if not sep or not target or not func_name:
         raise SweepError(
@@ -256,6 +264,17 @@ def load_objective(
     if not callable(func):
         raise SweepError(f"objective {spec!r}: {target} has no function {func_name!r}")
     return func
+
+
+def check_device_for(objective: str, device: str) -> None:
+    """``device`` is the built-in trainer's: refuse it for a user's objective, which puts its
+    model where it wants (silently ignoring it would leave a GPU sweep on the CPU)."""
+    if device != "cpu":
+        raise SweepError(
+            f"device {device!r} is where the built-in trainer trains; the objective "
+            f"{objective!r} is your own function and chooses its own device (e.g. from "
+            "torch.cuda.is_available()): leave the device at 'cpu' (no --device)"
+        )
 
 
 def _load_file(path: Path) -> Any:

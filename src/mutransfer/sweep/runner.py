@@ -531,9 +531,11 @@ def _worker_main(
     index: int,
     conn: multiprocessing.connection.Connection | None = None,
     workers: int = 1,
+    device: str = "cpu",
 ) -> None:
     """Entry point of a worker process (spawned: a fresh interpreter, one CPU thread);
-    ``workers``: how many the command started (a stacking worker's fair share)."""
+    ``workers``: how many the command started (a stacking worker's fair share); ``device``:
+    where the built-in trainer trains."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial is ours
@@ -550,6 +552,7 @@ def _worker_main(
             train=spec.train,
             report_every=spec.report_every,
             runs_dir=runs_dir(spec, storage_url),
+            device=device,
         )
     log: Log = _PipeLog(conn) if conn is not None else print_line
     try:
@@ -574,6 +577,7 @@ def run_processes(
     *,
     log: Log = print_line,
     progress: Progress | None = None,
+    device: str = "cpu",
 ) -> list[int]:
     """Start ``workers`` worker processes here and wait for them; returns their exit codes.
 
@@ -595,7 +599,7 @@ def run_processes(
     procs = [
         ctx.Process(
             target=_worker_main,
-            args=(spec.to_dict(), objective, storage_url, i, pipes[i][1], workers),
+            args=(spec.to_dict(), objective, storage_url, i, pipes[i][1], workers, device),
             name=f"mutransfer-sweep-worker-{i}",
         )
         for i in range(workers)

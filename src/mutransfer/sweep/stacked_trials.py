@@ -133,6 +133,7 @@ class StackedTrials:
             memory_budget=self.memory_budget,
             on_step=on_step,
             on_result=on_result,
+            device=self.objective.device,
         )
         undecided = [m.trial.number for m in members if m.outcome is None]
         assert not undecided, f"trials {undecided} left the pack without an outcome"

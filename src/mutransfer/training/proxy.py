@@ -32,6 +32,7 @@ from ..data import ArrayDataset, TextCorpus, fashion_mnist, fashion_mnist_images
 from ..errors import Diverged
 from ..models import ResNet, mask_tokens
 from ..plan import Plan
+from .devices import proxy_device
 from .options import RunOptions, lr_lambda, make_optimizers
 from .reference import build_reference, reference_model
 
@@ -143,9 +144,15 @@ def _loss(model: nn.Module, batch: Batch) -> torch.Tensor:
 class _Data:
     """Training batches and the fixed validation batches for one config."""
 
-    def __init__(self, config: TrainConfig, source: TextCorpus | ArrayDataset) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        source: TextCorpus | ArrayDataset,
+        device: torch.device | None = None,
+    ) -> None:
         self.config = config
         self.source = source
+        self.device = device or torch.device("cpu")
         self.generator = torch.Generator().manual_seed(10_000 + config.seed)
         eval_gen = torch.Generator().manual_seed(1234)
         self.eval = [
@@ -153,12 +160,14 @@ class _Data:
         ]
 
     def _batch(self, split: str, batch_size: int, generator: torch.Generator) -> Batch:
+        """Drawn on the CPU (the same numbers on every device), then moved to the device."""
         if isinstance(self.source, TextCorpus):
             batch = self.source.batch(split, batch_size, self.config.seq_len, generator)
             if self.config.model in MASKED_LM_MODELS:  # 15 % of the bytes are predicted
-                return mask_tokens(batch[0], generator)
-            return batch
-        return self.source.batch(split, batch_size, generator)
+                batch = mask_tokens(batch[0], generator)
+        else:
+            batch = self.source.batch(split, batch_size, generator)
+        return batch[0].to(self.device), batch[1].to(self.device)
 
     def next(self) -> Batch:
         return self._batch("train", self.config.batch_size, self.generator)
@@ -216,11 +225,18 @@ def train(
     *,
     source: TextCorpus | ArrayDataset | None = None,
     on_step: Callable[[int, float], None] | None = None,
+    device: str | torch.device | None = "cpu",
 ) -> TrainResult:
-    """Train one proxy run; ``on_step(step, loss)`` may raise to stop it (e.g. pruning)."""
+    """Train one proxy run; ``on_step(step, loss)`` may raise to stop it (e.g. pruning).
+
+    ``device``: where it trains (``devices.proxy_device``: "cpu", "auto", "cuda"...). The model
+    is initialised and the batches drawn on the CPU whatever the device, so that a run is the
+    same function of its config everywhere, up to the device's float rounding."""
     start = time.perf_counter()
-    data = _Data(config, source if source is not None else load_source(config))
+    where = proxy_device(device)
+    data = _Data(config, source if source is not None else load_source(config), where)
     model, plan = build_model(config)
+    model.to(where)
     optimizers = make_optimizers(config, model, plan)
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lr_lambda(config)) for o in optimizers]
     flops_per_step = step_flops(config, model)

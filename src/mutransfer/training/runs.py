@@ -53,6 +53,7 @@ from typing import Any
 import torch
 
 from ..data import ArrayDataset, TextCorpus
+from .devices import proxy_device
 from .proxy import TrainConfig, TrainResult, estimated_step_flops, load_source, train
 from .stacked import DEFAULT_MEMORY_BUDGET, plan_packs, train_stacked, worth_stacking
 
@@ -186,11 +187,15 @@ def _watch_parent(parent_pid: int) -> None:
 
 
 def _init_worker(
-    source: TextCorpus | ArrayDataset | None, folder: str, fingerprint: str, threads: int
+    source: TextCorpus | ArrayDataset | None,
+    folder: str,
+    fingerprint: str,
+    threads: int,
+    device: str = "cpu",
 ) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates us
     torch.set_num_threads(threads)
-    _WORKER.update(source=source, store=RunStore(folder, fingerprint))
+    _WORKER.update(source=source, store=RunStore(folder, fingerprint), device=device)
     threading.Thread(target=_watch_parent, args=(os.getppid(),), daemon=True).start()
 
 
@@ -201,7 +206,8 @@ def _run_in_worker(config_dicts: list[dict[str, Any]], memory_budget: int) -> li
     source = _WORKER.get("source")
     if source is None:
         source = _WORKER["source"] = load_source(configs[0])
-    return [r.to_dict() for r in _train_task(configs, source, _WORKER["store"], memory_budget)]
+    store, device = _WORKER["store"], _WORKER["device"]
+    return [r.to_dict() for r in _train_task(configs, source, store, memory_budget, device=device)]
 
 
 def _train_task(
@@ -210,17 +216,20 @@ def _train_task(
     store: RunStore,
     memory_budget: int,
     train_fn: Callable[..., TrainResult] = train,
+    device: str | torch.device = "cpu",
 ) -> list[TrainResult]:
     """Train one task's runs and save each one; one config alone goes to ``train_fn``."""
     if len(configs) == 1:
-        result = train_fn(configs[0], source=source)
+        result = train_fn(configs[0], source=source, device=device)
         store.save(configs[0], result)
         return [result]
 
     def save(index: int, result: TrainResult) -> None:
         store.save(configs[index], result)
 
-    return train_stacked(configs, source=source, memory_budget=memory_budget, on_result=save)
+    return train_stacked(
+        configs, source=source, memory_budget=memory_budget, on_result=save, device=device
+    )
 
 
 def _tasks(
@@ -250,6 +259,7 @@ def run_all(
     train_fn: Callable[..., TrainResult] = train,
     stacked: bool = False,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    device: str = "cpu",
 ) -> dict[TrainConfig, dict[str, Any]]:
     """Results of every config: finished ones from disk, the others computed and saved.
 
@@ -258,8 +268,11 @@ def run_all(
     (``train_fn`` replaces the trainer there, e.g. to count calls in tests: then every run is
     trained alone). ``stacked``: train the runs that share their shapes as packs
     (``training.stacked``, ``memory_budget`` bytes per pack); each run is still saved as
-    its own file, as soon as it leaves its pack. Returns a ``TrainResult.to_dict()`` per config.
+    its own file, as soon as it leaves its pack. ``device``: where the runs train, in this
+    process and in every worker (``devices.proxy_device``; checked here, before any run).
+    Returns a ``TrainResult.to_dict()`` per config.
     """
+    device = str(proxy_device(device))  # "auto" resolved once, here
     unique = list(dict.fromkeys(configs))
     results: dict[TrainConfig, dict[str, Any]] = {}
     todo: list[TrainConfig] = []
@@ -278,13 +291,15 @@ def run_all(
         if workers <= 1:
             for task in tasks:
                 for config, result in zip(
-                    task, _train_task(task, source, store, memory_budget, train_fn), strict=True
+                    task,
+                    _train_task(task, source, store, memory_budget, train_fn, device),
+                    strict=True,
                 ):
                     results[config] = result.to_dict()
                     if bar is not None:
                         bar.advance(config)
         else:
-            _run_pool(tasks, store, source, workers, threads, memory_budget, results, bar)
+            _run_pool(tasks, store, source, workers, threads, memory_budget, results, bar, device)
     finally:
         if bar is not None:
             bar.close()
@@ -300,12 +315,13 @@ def _run_pool(
     memory_budget: int,
     results: dict[TrainConfig, dict[str, Any]],
     bar: _Progress | None,
+    device: str,
 ) -> None:
     executor = ProcessPoolExecutor(
         max_workers=min(workers, len(tasks)),
         mp_context=multiprocessing.get_context("spawn"),
         initializer=_init_worker,
-        initargs=(source, str(store.folder), store.fingerprint, threads),
+        initargs=(source, str(store.folder), store.fingerprint, threads, device),
     )
     try:
         futures = {

@@ -58,6 +58,7 @@ from torch import nn
 from ..data import ArrayDataset, TextCorpus
 from ..models import mask_tokens
 from ..plan import Plan
+from .devices import proxy_device
 from .options import lr_lambda, make_optimizer
 from .proxy import (
     TrainConfig,
@@ -690,7 +691,7 @@ def train_stacked(
     max_pack: int = MAX_PACK,
     on_step: StepCallback | None = None,
     on_result: ResultCallback | None = None,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | None = "cpu",
 ) -> list[TrainResult]:
     """Train every config, packing those that share shapes; one ``TrainResult`` per config.
 
@@ -703,7 +704,9 @@ def train_stacked(
     reported with ``reason`` "stopped at step N", ``val_loss`` inf and ``diverged`` False.
     ``on_result(index, result)`` is called as each result is known (before the call returns).
     Configs that cannot be stacked (Lion, Muon) are trained one by one with ``proxy.train``.
+    ``device``: where every run trains, packed or alone (``devices.proxy_device``).
     """
+    where = proxy_device(device)
     results: list[TrainResult | None] = [None] * len(configs)
     packs, singles = plan_packs(configs, memory_budget, max_pack)
     sources: dict[str, TextCorpus | ArrayDataset] = {}
@@ -722,10 +725,10 @@ def train_stacked(
             on_result(index, result)
 
     for i in singles:
-        keep(i, _train_single(configs[i], i, data_for(configs[i]), on_step))
+        keep(i, _train_single(configs[i], i, data_for(configs[i]), on_step, where))
     for pack in packs:
         _train_pack(
-            [configs[i] for i in pack], pack, data_for(configs[pack[0]]), on_step, keep, device
+            [configs[i] for i in pack], pack, data_for(configs[pack[0]]), on_step, keep, where
         )
     assert all(r is not None for r in results)
     return [r for r in results if r is not None]
@@ -740,10 +743,11 @@ def _train_single(
     index: int,
     source: TextCorpus | ArrayDataset,
     on_step: StepCallback | None,
+    device: torch.device,
 ) -> TrainResult:
     """A config the stack cannot hold, trained by ``proxy.train`` with the same callback."""
     if on_step is None:
-        return train(config, source=source)
+        return train(config, source=source, device=device)
     losses: list[float] = []
     start = time.perf_counter()
 
@@ -753,7 +757,7 @@ def _train_single(
             raise _Stopped(f"stopped at step {step}")
 
     try:
-        return train(config, source=source, on_step=callback)
+        return train(config, source=source, on_step=callback, device=device)
     except _Stopped as exc:
         return TrainResult(
             config,
@@ -771,7 +775,7 @@ def _train_pack(
     source: TextCorpus | ArrayDataset,
     on_step: StepCallback | None,
     keep: ResultCallback,
-    device: str | torch.device,
+    device: torch.device,
 ) -> None:
     """One pack; splits it by forward signature first (runs with other hooks/scales)."""
     start = time.perf_counter()
@@ -791,12 +795,12 @@ def _train_pack(
                 source,
                 on_step,
                 keep,
-                torch.device(device),
+                device,
                 setup_seconds=(time.perf_counter() - start) * len(members) / len(configs),
             )
         except StackError:  # raised while stacking, before any step: train them one by one
             for j in members:
-                keep(indices[j], _train_single(configs[j], indices[j], source, on_step))
+                keep(indices[j], _train_single(configs[j], indices[j], source, on_step, device))
 
 
 def _train_members(
