@@ -14,8 +14,9 @@ the two ways (float32 rounding; a run at the edge of stability amplifies it).
 
     .venv/bin/python bench/stacked_sweep.py                 # the recorded numbers (batch 16, 4)
     .venv/bin/python bench/stacked_sweep.py --quick         # seconds (smoke)
+    .venv/bin/python bench/stacked_sweep.py --device cuda   # the workers train on the GPU
 
-Writes ``bench/results/stacked_sweep.json`` and ``.md``.
+Writes ``bench/results/stacked_sweep.json`` and ``.md`` (``stacked_sweep_cuda.*`` on a GPU).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import torch
 import common
 from mutransfer.sweep import Sweep
 from mutransfer.sweep.trials import point_of
+from mutransfer.training.devices import proxy_device
 
 NAME = "stacked_sweep"
 TITLE = "Stacked sweeps: a sweep's trials packed"
@@ -46,7 +48,7 @@ def children_cpu_seconds() -> float:
 
 
 def run_sweep(
-    folder: Path, *, stacked: bool, options: dict[str, Any], workers: int
+    folder: Path, *, stacked: bool, options: dict[str, Any], workers: int, device: str = "cpu"
 ) -> dict[str, Any]:
     """One sweep from an empty folder; its wall and worker CPU time, and each trial's value."""
     sweep = Sweep(
@@ -59,7 +61,7 @@ def run_sweep(
     load = os.getloadavg()[0]
     cpu = children_cpu_seconds()
     start = time.perf_counter()
-    results = sweep.run(workers=workers, processes=True, log=None)
+    results = sweep.run(workers=workers, processes=True, log=None, device=device)
     wall = time.perf_counter() - start
     cpu = children_cpu_seconds() - cpu
     values = {}
@@ -98,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
         default="AB",
         help="A = one trial at a time, B = stacked; e.g. ABBA to cancel a drift in the load",
     )
+    parser.add_argument("--device", default="cpu", help="where the workers train: cpu, cuda...")
     args = parser.parse_args(argv)
+    args.device = str(proxy_device(args.device))  # "auto" → what this machine has
     torch.set_num_threads(args.threads)  # this process only waits; each worker has one thread
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if set(args.order) - {"A", "B"} or not {"A", "B"} <= set(args.order):
@@ -115,7 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         "order": args.order,
         "grids": grids,
     }
-    common.write_results(NAME, payload, markdown(payload), args.out_dir)
+    if args.device != "cpu":
+        payload["device"] = args.device
+    name = NAME if args.device == "cpu" else f"{NAME}_{torch.device(args.device).type}"
+    common.write_results(name, payload, markdown(payload), args.out_dir)
     print(markdown(payload))
     return 0
 
@@ -136,7 +143,13 @@ def measure(args: Any, batch_size: int) -> dict[str, Any]:
     for letter in args.order:
         with tempfile.TemporaryDirectory() as folder:
             stacked = letter == "B"
-            run = run_sweep(Path(folder), stacked=stacked, options=options, workers=args.workers)
+            run = run_sweep(
+                Path(folder),
+                stacked=stacked,
+                options=options,
+                workers=args.workers,
+                device=args.device,
+            )
         runs[letter].append(run)
         way = "stacked" if stacked else "one trial at a time"
         print(
@@ -227,7 +240,8 @@ def markdown(p: dict[str, Any]) -> str:
         "",
         f"Every trial ended the same way both ways (state by state): {'yes' if same else 'no'}.",
         "",
-        f"Command: `{p['command']}`; {common.machine_line(p['machine'])}",
+        f"Command: `{p['command']}`; {common.machine_line(p['machine'])}"
+        + (f"; the workers trained on {p['device']}" if p.get("device") else ""),
     ]
     return "\n".join(lines)
 
