@@ -27,7 +27,7 @@ import torch
 
 import common
 from mutransfer.data import ArrayDataset, TextCorpus
-from mutransfer.training.devices import proxy_device
+from mutransfer.devices import resolve_device
 from mutransfer.training.proxy import TrainConfig, TrainResult, load_source, train
 from mutransfer.training.stacked import train_stacked
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--steps", type=int, default=50)
     args = parser.parse_args(argv)
-    device = proxy_device(args.device)
+    device = resolve_device(args.device)
     source = load_source(TrainConfig())
     lines = [f"# Stacked proxy runs on {device}", ""]
     worst = 0.0

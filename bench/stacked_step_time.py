@@ -27,7 +27,7 @@ from collections.abc import Callable
 import torch
 
 import common
-from mutransfer.training.devices import proxy_device
+from mutransfer.devices import resolve_device
 from mutransfer.training.proxy import TrainConfig, load_source, train
 from mutransfer.training.stacked import train_stacked
 
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pack", type=int, default=16)
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto...")
     args = parser.parse_args(argv)
-    device = proxy_device(args.device)
+    device = resolve_device(args.device)
     clock = time.thread_time if device.type == "cpu" else time.perf_counter
     torch.set_num_threads(1)
     source = load_source(TrainConfig())

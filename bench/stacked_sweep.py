@@ -33,9 +33,9 @@ import optuna
 import torch
 
 import common
+from mutransfer.devices import resolve_device
 from mutransfer.sweep import Sweep
 from mutransfer.sweep.trials import point_of
-from mutransfer.training.devices import proxy_device
 
 NAME = "stacked_sweep"
 TITLE = "Stacked sweeps: a sweep's trials packed"
@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="where the workers train: cpu, cuda...")
     args = parser.parse_args(argv)
-    args.device = str(proxy_device(args.device))  # "auto" → what this machine has
+    args.device = str(resolve_device(args.device))  # "auto" → what this machine has
     torch.set_num_threads(args.threads)  # this process only waits; each worker has one thread
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if set(args.order) - {"A", "B"} or not {"A", "B"} <= set(args.order):

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 
 import common
-from mutransfer.training.devices import proxy_device
+from mutransfer.devices import resolve_device
 from mutransfer.training.proxy import TrainConfig, TrainResult, load_source, train
 from mutransfer.training.stacked import train_stacked
 
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, auto...")
     args = parser.parse_args(argv)
-    device = str(proxy_device(args.device))
+    device = str(resolve_device(args.device))
     results_name = NAME if device == "cpu" else f"{NAME}_{torch.device(device).type}"
     if args.rerender or args.control:
         payload = common.read_results(results_name, args.out_dir)

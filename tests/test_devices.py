@@ -1,6 +1,7 @@
-"""Where proxy runs train (``training.devices``): the name is checked once, up front, with a
+"""Where things train (``mutransfer.devices``): the name is checked once, up front, with a
 clear error for a device this machine lacks, and it reaches every trainer — ``proxy.train``,
-``train_stacked``, the run store's workers, the demo and the sweep's workers.
+``train_stacked``, the run store's workers, the demo, the sweep's workers, the coordinate check
+and the big run's setup.
 
 CI has no GPU: there, "auto" must mean the CPU and "cuda" must be refused before any run starts.
 On a machine with a GPU the refusals are skipped (they cannot happen) and "auto" is the GPU.
@@ -13,11 +14,14 @@ from typing import Any
 
 import pytest
 import torch
+from torch import nn
 
 from mutransfer.cli import main
+from mutransfer.coord import coord_check
+from mutransfer.devices import DeviceError, resolve_device
 from mutransfer.sweep import Sweep, SweepError
 from mutransfer.sweep.objective import TrainerObjective, check_device_for
-from mutransfer.training.devices import DeviceError, proxy_device
+from mutransfer.training import distributed
 from mutransfer.training.proxy import TrainConfig, train
 from mutransfer.training.runs import RunStore, run_all
 from mutransfer.training.stacked import train_stacked
@@ -42,22 +46,35 @@ no_gpu = pytest.mark.skipif(HAS_CUDA, reason="this machine has a GPU: 'cuda' is 
 
 
 def test_device_names() -> None:
-    assert proxy_device("cpu") == torch.device("cpu")
-    assert proxy_device(None) == torch.device("cpu")
-    assert proxy_device(torch.device("cpu")) == torch.device("cpu")
-    assert proxy_device(" AUTO ") == torch.device("cuda" if HAS_CUDA else "cpu")
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(None) == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device(" AUTO ") == torch.device("cuda" if HAS_CUDA else "cpu")
     with pytest.raises(DeviceError, match="'gpu0' is not a device"):
-        proxy_device("gpu0")
-    with pytest.raises(DeviceError, match="proxy runs train on"):
-        proxy_device("meta")
+        resolve_device("gpu0")
+    with pytest.raises(DeviceError, match="no numbers"):
+        resolve_device("meta")
     with pytest.raises(DeviceError, match="cuda:99"):
-        proxy_device("cuda:99")
+        resolve_device("cuda:99")
 
 
 @no_gpu
 def test_cuda_without_a_gpu_is_refused_with_what_to_use() -> None:
     with pytest.raises(DeviceError, match="CUDA is not available here.*use device 'cpu'"):
-        proxy_device("cuda")
+        resolve_device("cuda")
+
+
+@no_gpu
+def test_the_coordinate_check_and_the_big_run_refuse_it_too() -> None:
+    def mlp(width: int) -> nn.Module:
+        return nn.Sequential(nn.Linear(8, width), nn.ReLU(), nn.Linear(width, 4))
+
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        coord_check(mlp, [16, 32], steps=1, seeds=1, device="cuda")
+    report = coord_check(mlp, [16, 32], steps=1, seeds=1, device="auto")
+    assert report.settings["device"] == ("cuda" if HAS_CUDA else "cpu")
+    with pytest.raises(DeviceError, match="CUDA is not available"):
+        distributed.setup(parallel="none", device="cuda")
 
 
 def test_the_trainers_train_on_the_device_they_are_given() -> None:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from ..devices import resolve_device
 from ..roles import canonical_name, depth_containers
 from ..rules import Rules, get_rules, optimizer_family
 from .batches import DataSpec, LossFn
@@ -106,7 +107,8 @@ def coord_check(
         strict: also fail when a series vanishes (an activation or update that shrinks with
             width at some step, beyond µP's explained shrinkages); by default those are
             warnings, and only blow-ups and layers that learn too slowly fail.
-        device: where to train (default: CPU).
+        device: where to train: "cpu" (default), "auto" (the GPU if torch sees one) or a
+            torch device name; one this machine lacks is refused before anything is built.
         workers: threads training different sizes and seeds at once (torch kernels release
             the GIL; torch's intra-op threads are divided between them). Results do not
             depend on it.
@@ -131,7 +133,7 @@ def coord_check(
         raise CoordCheckError(f"lr must be a positive finite number (got {lr!r})")
     rules_obj = get_rules(rules)
     base_size = base_width if base_width is not None else sizes[0]
-    target = torch.device(device) if device is not None else torch.device("cpu")
+    target = resolve_device(device)
     include = _include(modules)
     rename = _pool_blocks(factory, sizes) if vary == "depth" else None
     runner = Runner(

@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from ..data import ArrayDataset, TextCorpus, load_text
+from ..devices import resolve_device
 from ..machine import cpu_model
-from ..training.devices import proxy_device
 from ..training.proxy import TrainConfig, TrainResult, load_source, train
 from ..training.runs import RunStore, run_all, source_fingerprint, write_json_atomic
 from . import analysis, report
@@ -83,7 +83,7 @@ def run_demo(
             "rules, text, train options), not both; build settings with "
             "mutransfer.demo.settings_for(...)"
         )
-    device = str(proxy_device(device))  # a missing GPU is said before anything is loaded
+    device = str(resolve_device(device))  # a missing GPU is said before anything is loaded
     out = Path(out_dir)
     source = _source_for(settings)
     fingerprint = source_fingerprint(source)

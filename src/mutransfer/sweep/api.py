@@ -312,9 +312,9 @@ def run_sweep(
 
 def _device(name: str) -> str:
     """``name`` checked and resolved ("auto" → "cuda" or "cpu") before any worker starts."""
-    from ..training.devices import proxy_device
+    from ..devices import resolve_device
 
-    return str(proxy_device(name))
+    return str(resolve_device(name))
 
 
 def _callable_name(func: Callable[..., Any]) -> str:

@@ -148,7 +148,7 @@ class TrainerObjective:
     """Where finished runs are kept (``training.runs.RunStore``): a run the demo, a benchmark or
     an earlier sweep already trained with the same config and data is not trained again."""
     device: str = "cpu"
-    """Where this worker trains its runs (``training.devices.proxy_device``). Not part of a
+    """Where this worker trains its runs (``mutransfer.devices.resolve_device``). Not part of a
     run's identity: the same config on another device differs by float rounding only."""
     _sources: dict[tuple[str, str], Any] = field(default_factory=dict, repr=False)
     _fingerprints: dict[tuple[str, str], str] = field(default_factory=dict, repr=False)

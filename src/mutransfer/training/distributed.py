@@ -22,6 +22,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ..devices import resolve_device
 from .config import ConfigError
 
 
@@ -61,8 +62,8 @@ def setup(parallel: str = "auto", device: str = "auto") -> DistEnv:
     local_rank = _env_int("LOCAL_RANK", 0)
     if device == "auto":
         dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:
-        dev = torch.device(device)
+    else:  # checked first: a device this machine lacks is said in one line, not by CUDA
+        dev = resolve_device(device)
         if dev.type == "cuda" and dev.index is None:
             dev = torch.device("cuda", local_rank)
     if dev.type == "cuda":

@@ -29,10 +29,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ArrayDataset, TextCorpus, fashion_mnist, fashion_mnist_images, load_text
+from ..devices import resolve_device
 from ..errors import Diverged
 from ..models import ResNet, mask_tokens
 from ..plan import Plan
-from .devices import proxy_device
 from .options import RunOptions, lr_lambda, make_optimizers
 from .reference import build_reference, reference_model
 
@@ -229,11 +229,11 @@ def train(
 ) -> TrainResult:
     """Train one proxy run; ``on_step(step, loss)`` may raise to stop it (e.g. pruning).
 
-    ``device``: where it trains (``devices.proxy_device``: "cpu", "auto", "cuda"...). The model
-    is initialised and the batches drawn on the CPU whatever the device, so that a run is the
-    same function of its config everywhere, up to the device's float rounding."""
+    ``device``: where it trains ("cpu", "auto", "cuda"...: ``mutransfer.devices``). The model is
+    initialised and the batches drawn on the CPU whatever the device, so that a run is the same
+    function of its config everywhere, up to the device's float rounding."""
     start = time.perf_counter()
-    where = proxy_device(device)
+    where = resolve_device(device)
     data = _Data(config, source if source is not None else load_source(config), where)
     model, plan = build_model(config)
     model.to(where)

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 
 from ..data import ArrayDataset, TextCorpus
-from .devices import proxy_device
+from ..devices import resolve_device
 from .proxy import TrainConfig, TrainResult, estimated_step_flops, load_source, train
 from .stacked import DEFAULT_MEMORY_BUDGET, plan_packs, train_stacked, worth_stacking
 
@@ -269,10 +269,10 @@ def run_all(
     trained alone). ``stacked``: train the runs that share their shapes as packs
     (``training.stacked``, ``memory_budget`` bytes per pack); each run is still saved as
     its own file, as soon as it leaves its pack. ``device``: where the runs train, in this
-    process and in every worker (``devices.proxy_device``; checked here, before any run).
+    process and in every worker (``mutransfer.devices``; checked here, before any run).
     Returns a ``TrainResult.to_dict()`` per config.
     """
-    device = str(proxy_device(device))  # "auto" resolved once, here
+    device = str(resolve_device(device))  # "auto" resolved once, here
     unique = list(dict.fromkeys(configs))
     results: dict[TrainConfig, dict[str, Any]] = {}
     todo: list[TrainConfig] = []

@@ -56,9 +56,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import ArrayDataset, TextCorpus
+from ..devices import resolve_device
 from ..models import mask_tokens
 from ..plan import Plan
-from .devices import proxy_device
 from .options import lr_lambda, make_optimizer
 from .proxy import (
     TrainConfig,
@@ -704,9 +704,9 @@ def train_stacked(
     reported with ``reason`` "stopped at step N", ``val_loss`` inf and ``diverged`` False.
     ``on_result(index, result)`` is called as each result is known (before the call returns).
     Configs that cannot be stacked (Lion, Muon) are trained one by one with ``proxy.train``.
-    ``device``: where every run trains, packed or alone (``devices.proxy_device``).
+    ``device``: where every run trains, packed or alone (``mutransfer.devices.resolve_device``).
     """
-    where = proxy_device(device)
+    where = resolve_device(device)
     results: list[TrainResult | None] = [None] * len(configs)
     packs, singles = plan_packs(configs, memory_budget, max_pack)
     sources: dict[str, TextCorpus | ArrayDataset] = {}
