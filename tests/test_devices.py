@@ -159,3 +159,27 @@ def test_the_commands_say_what_is_wrong_in_one_line(
     assert f"mutransfer {command}: error: device 'cuda': CUDA is not available" in err
     assert "Traceback" not in err
     assert not (tmp_path / "demo").exists() and not (tmp_path / "s.journal").exists()
+
+
+def test_the_demo_records_where_its_runs_trained(tmp_path: Path) -> None:
+    from mutransfer import demo
+    from mutransfer.demo.report import _on_device, provenance_lines
+
+    summary = demo.run_demo(
+        tmp_path,
+        workers=0,
+        progress=False,
+        echo=None,
+        device="auto",
+        text="pydoc",
+        widths=[16, 32],
+        log2_lrs=[-7.0, -5.0],
+        steps=4,
+        **{k: v for k, v in TRAIN.items() if k in ("batch_size", "seq_len", "eval_batch_size")},
+        eval_batches=1,
+    )
+    assert summary["run"]["device"] == ("cuda" if HAS_CUDA else "cpu")
+    machine_line = next(line for line in provenance_lines(summary) if line.startswith("machine"))
+    assert ("every run on cuda" in machine_line) == HAS_CUDA
+    on_gpu = {"device": "cuda:1", "gpu": "NVIDIA H200"}
+    assert _on_device(on_gpu) == ", every run on cuda:1 (NVIDIA H200)"

@@ -541,6 +541,14 @@ def markdown_report(summary: dict[str, Any], figure: str | None = None) -> str:
     return "\n".join(out) + "\n"
 
 
+def _on_device(run: dict[str, Any]) -> str:
+    """Where the runs trained, when it was not the CPU (older summaries: the CPU)."""
+    device = run.get("device", "cpu")
+    if device == "cpu":
+        return ""
+    return f", every run on {device}" + (f" ({run['gpu']})" if run.get("gpu") else "")
+
+
 def provenance_lines(summary: dict[str, Any]) -> list[str]:
     summary = normalise(summary)
     run, machine, config = summary["run"], summary["machine"], summary["config"]
@@ -581,6 +589,7 @@ def provenance_lines(summary: dict[str, Any]) -> list[str]:
         f"machine: {machine['cpu']} ({machine['cpus']} CPUs), torch {machine['torch']}, "
         f"Python {machine['python']}, {run['workers']} worker process(es) × "
         f"{run['threads']} thread(s)"
+        + _on_device(run)
         + (
             f"; load average (1/5/15 min) before: {'/'.join(map(str, load['before']))}, "
             f"after: {'/'.join(map(str, load['after']))}"

@@ -130,8 +130,10 @@ def run_demo(
         trained=len(set(grid)) - on_disk,
         reused=on_disk,
         workers=workers,
-        command=command or _python_call(out, quick, workers, settings.axis, settings.base.model),
+        command=command
+        or _python_call(out, quick, workers, settings.axis, settings.base.model, device),
         load_before=load_before,
+        device=device,
     )
     _write(summary, out, settings.axis, say)
     return summary
@@ -202,6 +204,7 @@ def _summary(
     workers: int,
     command: str,
     load_before: list[float] | None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     claims = None
     reference, candidate = CLAIM_PAIRS[settings.axis]
@@ -258,6 +261,8 @@ def _summary(
             "reused": reused,
             "workers": max(1, workers),
             "threads": 1 if workers >= 2 else torch.get_num_threads(),
+            "device": device,
+            **({"gpu": torch.cuda.get_device_name(device)} if device.startswith("cuda") else {}),
         },
     }
 
@@ -301,9 +306,12 @@ def _load_average() -> list[float] | None:
         return None
 
 
-def _python_call(out: Path, quick: bool, workers: int, axis: str, model: str = "gpt") -> str:
+def _python_call(
+    out: Path, quick: bool, workers: int, axis: str, model: str = "gpt", device: str = "cpu"
+) -> str:
     vary = "" if axis == "width" else f", vary={axis!r}"
     vary += "" if model == "gpt" else f", model={model!r}"
+    vary += "" if device == "cpu" else f", device={device!r}"
     return f"mutransfer.demo.run_demo({str(out)!r}, quick={quick}, workers={workers}{vary})"
 
 
