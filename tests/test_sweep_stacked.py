@@ -274,7 +274,7 @@ def bowl(params: dict[str, Any], width: int, trial: TrialHandle) -> float:
         (dict(objective=bowl), "sweep.stack: packs trials of the built-in trainer only"),
         (dict(train={**TRAIN, "model": "resnet"}), "model 'resnet' has layers with no stacked"),
         (dict(train={**TRAIN, "optimizer": "lion"}), "optimizer 'lion' is not implemented"),
-        (dict(train={**TRAIN, "depth": 12}, widths=[512]), "GFLOP, above the 4 GFLOP"),
+        (dict(train={**TRAIN, "depth": 12}, widths=[512]), "GFLOP, above the 1 GFLOP"),
         (dict(stack_memory_mb=0), "sweep.stack_memory_mb: expected a number > 0"),
     ],
 )

@@ -21,7 +21,7 @@ missing runs small enough to gain from it (``stacked.worth_stacking``) into pack
 the moment it leaves the pack (at the end, or earlier when it diverges). The store sees what one
 run per task gives — the same files under the same keys, losses equal to float32 rounding — so
 a grid can be resumed with either path. It is off by default: on a 2-core CPU it gained only
-1.06–1.18× (docs/stacked.md), and a chaotic run (an LR near divergence) amplifies the float32
+1.03–1.18× (docs/stacked.md), and a chaotic run (an LR near divergence) amplifies the float32
 rounding differences over hundreds of steps, so a stacked grid's optimum can differ from one run
 per task's in a near-tie — opt in where the speed matters more (small batches, a GPU).
 

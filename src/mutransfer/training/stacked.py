@@ -116,13 +116,14 @@ DEFAULT_MEMORY_BUDGET = 2 * 2**30
 MAX_PACK = 64
 """Never more runs in one pack: beyond this the batched kernels gain nothing more on a CPU."""
 
-STACK_MAX_STEP_FLOPS = 4e9
+STACK_MAX_STEP_FLOPS = 1e9
 """Above this many FLOPs per training step (``proxy.estimated_step_flops``) a run gains nothing from
-a pack on a CPU core, and the run store (``runs.run_all``) trains it alone. Stacking removes
-a step's fixed overhead (about 6 ms on the 2-core CPU of BENCHMARKS.md), not its arithmetic:
-measured there with the demo's GPT at batch 16 × 64, 1.28× per step at width 32 (0.26 GFLOP
-per step), 1.05-1.37× for a grid at width 128 (2.9 GFLOP) with 2 workers, and 0.83× per step at
-width 256 (10.6 GFLOP): a pack is slower there (docs/stacked.md)."""
+a pack on a CPU core, and the run store (``runs.run_all``) and the sweep train it alone. Stacking
+removes a step's fixed overhead (2 ms idle, 6 ms busy on the 2-core CPU of BENCHMARKS.md), not
+its arithmetic. Measured there with the demo's GPT at batch 16 × 64 on an idle machine: a grid
+1.07× faster at width 32 (0.27 GFLOP per step), 1.03× at 64 (0.83 GFLOP), 0.92× at 128 (2.9
+GFLOP; 0.95× per step), and 0.83× per step at width 256 (10.6 GFLOP, busy): above about 1
+GFLOP a pack is slower (docs/stacked.md). Measured on a CPU only."""
 
 _BYTES = 4  # float32
 
