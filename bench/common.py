@@ -183,6 +183,32 @@ def reset_peak_rss() -> bool:
 
 
 # ------------------------------------------------------------------------------- results
+def demo_proxy_grid(
+    width: int,
+    steps: int,
+    log2_lrs: Sequence[float] = tuple(range(-11, -3)),
+    seeds: Sequence[int] = (0, 1),
+    **changes: Any,
+) -> list[Any]:
+    """The demo's proxy sweep at one width, one ``TrainConfig`` per (LR, seed): the byte-level
+    GPT (2 blocks, 4 heads, µP with base width 32) on Shakespeare, AdamW, batch 16 × 64 bytes;
+    ``changes`` replace any of those (the stacking benchmarks' shared grid)."""
+    from mutransfer.training.proxy import TrainConfig
+
+    options: dict[str, Any] = {
+        "model": "gpt",
+        "base_width": 32,
+        "depth": 2,
+        "n_heads": 4,
+        "seq_len": 64,
+        "batch_size": 16,
+        "optimizer": "adamw",
+        "data": "shakespeare",
+    }
+    base = TrainConfig(**{**options, "width": width, "steps": steps, **changes})
+    return [base.with_(lr=2.0**e, seed=s) for e in log2_lrs for s in seeds]
+
+
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub-flavoured markdown table; cells are formatted with ``str``."""
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]

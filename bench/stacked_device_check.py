@@ -35,20 +35,9 @@ BOUND = 1e-5
 
 
 def grid(optimizer: str, steps: int) -> list[TrainConfig]:
-    base = TrainConfig(
-        model="gpt",
-        width=32,
-        base_width=32,
-        depth=2,
-        n_heads=4,
-        seq_len=64,
-        batch_size=16,
-        steps=steps,
-        optimizer=optimizer,
-        eval_batches=1,
-    )
     shift = 0 if optimizer != "sgd" else 6  # SGD's LRs are larger
-    return [base.with_(lr=2.0 ** (e + shift), seed=s) for e in range(-11, -3) for s in (0, 1)]
+    lrs = [e + shift for e in range(-11, -3)]
+    return common.demo_proxy_grid(32, steps, lrs, optimizer=optimizer, eval_batches=1)
 
 
 def max_rel(a: Sequence[float], b: Sequence[float]) -> float:

@@ -47,18 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     source = load_source(TrainConfig())
     rows = []
     for batch in (int(b) for b in args.batch_sizes.split(",")):
-        base = TrainConfig(
-            model="gpt",
-            width=args.width,
-            base_width=32,
-            depth=2,
-            n_heads=4,
-            seq_len=64,
-            batch_size=batch,
-            optimizer="adamw",
-            eval_batches=1,
-        )
-        grid = [base.with_(lr=2.0**e, seed=s) for e in range(-11, -3) for s in (0, 1)]
+        grid = common.demo_proxy_grid(args.width, 1, batch_size=batch, eval_batches=1)
         grid = grid[: args.pack]
 
         def separate(steps: int, grid: list[TrainConfig] = grid) -> None:

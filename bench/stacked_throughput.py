@@ -87,19 +87,7 @@ def _gather(parts: Iterable[tuple[list[TrainResult], float]]) -> tuple[list[Trai
 def grid(
     width: int, steps: int, log2_lrs: Sequence[int], seeds: Sequence[int]
 ) -> list[TrainConfig]:
-    base = TrainConfig(
-        model="gpt",
-        width=width,
-        base_width=32,
-        depth=2,
-        n_heads=4,
-        seq_len=64,
-        batch_size=16,
-        steps=steps,
-        optimizer="adamw",
-        data="shakespeare",
-    )
-    return [base.with_(lr=2.0**e, seed=s) for e in log2_lrs for s in seeds]
+    return common.demo_proxy_grid(width, steps, log2_lrs, seeds)
 
 
 def _pool_gather(
