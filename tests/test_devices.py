@@ -183,3 +183,17 @@ def test_the_demo_records_where_its_runs_trained(tmp_path: Path) -> None:
     assert ("every run on cuda" in machine_line) == HAS_CUDA
     on_gpu = {"device": "cuda:1", "gpu": "NVIDIA H200"}
     assert _on_device(on_gpu) == ", every run on cuda:1 (NVIDIA H200)"
+
+
+def test_the_demo_command_passes_device_and_stacking_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mutransfer.demo import cli as demo_cli
+
+    seen: dict[str, Any] = {}
+    monkeypatch.setattr(demo_cli, "run_demo", lambda out, **kw: seen.update(kw, out=out))
+    argv = ["demo", "--quick", "--out", str(tmp_path), "--device", "auto", "--stack"]
+    assert main(argv) == 0
+    assert seen["device"] == "auto" and seen["stacked"] is True and seen["out"] == str(tmp_path)
+    assert main(["demo", "--quick", "--out", str(tmp_path)]) == 0
+    assert seen["device"] == "cpu" and seen["stacked"] is False

@@ -120,6 +120,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seeds", type=_int_list, help="seeds averaged per point, e.g. 0,1,2")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument(
+        "--stack",
+        action="store_true",
+        help="train the runs of one size that differ only in LR, seed or rules as one stacked "
+        "model per worker (each still its own run file; little gain on a CPU: docs/stacked.md)",
+    )
+    parser.add_argument(
         "--device",
         default="cpu",
         help="where the runs train: cpu (default), auto (the GPU if there is one), cuda, cuda:1",
@@ -182,6 +188,7 @@ def _main(args: argparse.Namespace) -> int:
             settings=settings,
             progress=args.progress,
             device=args.device,
+            stacked=args.stack,
             command="mutransfer " + shlex.join(sys.argv[1:]) if sys.argv[1:] else None,
         )
     except (DataNotFoundError, DemoError) as exc:
