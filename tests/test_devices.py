@@ -181,8 +181,10 @@ def test_the_demo_records_where_its_runs_trained(tmp_path: Path) -> None:
     assert summary["run"]["device"] == ("cuda" if HAS_CUDA else "cpu")
     machine_line = next(line for line in provenance_lines(summary) if line.startswith("machine"))
     assert ("every run on cuda" in machine_line) == HAS_CUDA
+    assert summary["run"]["stacked"] is False and "stacked" not in machine_line
     on_gpu = {"device": "cuda:1", "gpu": "NVIDIA H200"}
     assert _on_device(on_gpu) == ", every run on cuda:1 (NVIDIA H200)"
+    assert "runs of one size stacked" in _on_device({"device": "cpu", "stacked": True})
 
 
 def test_the_demo_command_passes_device_and_stacking_on(

@@ -542,11 +542,14 @@ def markdown_report(summary: dict[str, Any], figure: str | None = None) -> str:
 
 
 def _on_device(run: dict[str, Any]) -> str:
-    """Where the runs trained, when it was not the CPU (older summaries: the CPU)."""
+    """Where and how the runs trained, when it was not one by one on the CPU (older summaries:
+    that)."""
     device = run.get("device", "cpu")
-    if device == "cpu":
-        return ""
-    return f", every run on {device}" + (f" ({run['gpu']})" if run.get("gpu") else "")
+    where = "" if device == "cpu" else f", every run on {device}"
+    where += f" ({run['gpu']})" if run.get("gpu") else ""
+    if run.get("stacked"):
+        where += ", runs of one size stacked (`--stack`: the same runs up to float32 rounding)"
+    return where
 
 
 def provenance_lines(summary: dict[str, Any]) -> list[str]:

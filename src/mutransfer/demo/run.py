@@ -134,6 +134,7 @@ def run_demo(
         or _python_call(out, quick, workers, settings.axis, settings.base.model, device),
         load_before=load_before,
         device=device,
+        stacked=stacked,
     )
     _write(summary, out, settings.axis, say)
     return summary
@@ -205,6 +206,7 @@ def _summary(
     command: str,
     load_before: list[float] | None,
     device: str = "cpu",
+    stacked: bool = False,
 ) -> dict[str, Any]:
     claims = None
     reference, candidate = CLAIM_PAIRS[settings.axis]
@@ -262,6 +264,7 @@ def _summary(
             "workers": max(1, workers),
             "threads": 1 if workers >= 2 else torch.get_num_threads(),
             "device": device,
+            "stacked": stacked,
             **({"gpu": torch.cuda.get_device_name(device)} if device.startswith("cuda") else {}),
         },
     }
