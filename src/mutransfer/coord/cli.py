@@ -78,7 +78,9 @@ def register(subparsers: Any) -> None:
         help="a constant of the rules, e.g. output_multiplier=2 (repeatable)",
     )
     parser.add_argument("--out", default="coord_check", help="output folder")
-    parser.add_argument("--device", default=None, help="e.g. cuda (default: cpu)")
+    parser.add_argument(
+        "--device", default=None, help="cpu (default), auto (the GPU if there is one), cuda..."
+    )
     parser.add_argument(
         "--workers", type=int, default=1, help="threads training sizes/seeds at once"
     )
