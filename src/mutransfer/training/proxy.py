@@ -141,8 +141,35 @@ def _loss(model: nn.Module, batch: Batch) -> torch.Tensor:
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), y.reshape(-1))
 
 
+def draw_batch(
+    source: TextCorpus | ArrayDataset,
+    config: TrainConfig,
+    split: str,
+    batch_size: int,
+    generator: torch.Generator,
+) -> Batch:
+    """One batch of ``config``'s data, on the CPU (the same numbers whatever the device);
+    masked for the masked-LM models. The proxy trainer and the stacked one both draw here, so
+    a stacked run sees exactly its separate run's batches."""
+    if isinstance(source, TextCorpus):
+        batch = source.batch(split, batch_size, config.seq_len, generator)
+        if config.model in MASKED_LM_MODELS:  # 15 % of the bytes are predicted
+            return mask_tokens(batch[0], generator)
+        return batch
+    return source.batch(split, batch_size, generator)
+
+
+def eval_batches(source: TextCorpus | ArrayDataset, config: TrainConfig) -> list[Batch]:
+    """The fixed validation batches every proxy run is scored on (generator seed 1234)."""
+    generator = torch.Generator().manual_seed(1234)
+    return [
+        draw_batch(source, config, "val", config.eval_batch_size, generator)
+        for _ in range(config.eval_batches)
+    ]
+
+
 class _Data:
-    """Training batches and the fixed validation batches for one config."""
+    """Training batches and the fixed validation batches for one config, on its device."""
 
     def __init__(
         self,
@@ -154,20 +181,13 @@ class _Data:
         self.source = source
         self.device = device or torch.device("cpu")
         self.generator = torch.Generator().manual_seed(10_000 + config.seed)
-        eval_gen = torch.Generator().manual_seed(1234)
         self.eval = [
-            self._batch("val", config.eval_batch_size, eval_gen) for _ in range(config.eval_batches)
+            (x.to(self.device), y.to(self.device)) for x, y in eval_batches(source, config)
         ]
 
     def _batch(self, split: str, batch_size: int, generator: torch.Generator) -> Batch:
-        """Drawn on the CPU (the same numbers on every device), then moved to the device."""
-        if isinstance(self.source, TextCorpus):
-            batch = self.source.batch(split, batch_size, self.config.seq_len, generator)
-            if self.config.model in MASKED_LM_MODELS:  # 15 % of the bytes are predicted
-                batch = mask_tokens(batch[0], generator)
-        else:
-            batch = self.source.batch(split, batch_size, generator)
-        return batch[0].to(self.device), batch[1].to(self.device)
+        x, y = draw_batch(self.source, self.config, split, batch_size, generator)
+        return x.to(self.device), y.to(self.device)
 
     def next(self) -> Batch:
         return self._batch("train", self.config.batch_size, self.generator)

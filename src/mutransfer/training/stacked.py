@@ -57,14 +57,15 @@ from torch import nn
 
 from ..data import ArrayDataset, TextCorpus
 from ..devices import resolve_device
-from ..models import mask_tokens
 from ..plan import Plan
 from .options import lr_lambda, make_optimizer
 from .proxy import (
     TrainConfig,
     TrainResult,
     build_model,
+    draw_batch,
     estimated_step_flops,
+    eval_batches,
     load_source,
     step_flops,
     train,
@@ -629,35 +630,11 @@ class StackedOptimizer:
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-def _batch(
-    source: TextCorpus | ArrayDataset,
-    config: TrainConfig,
-    split: str,
-    batch_size: int,
-    generator: torch.Generator,
-) -> Batch:
-    """One batch, drawn exactly as ``proxy.train`` draws it for this config (BERT: masked)."""
-    if isinstance(source, TextCorpus):
-        batch = source.batch(split, batch_size, config.seq_len, generator)
-        if config.model == "bert":
-            return mask_tokens(batch[0], generator)
-        return batch
-    return source.batch(split, batch_size, generator)
-
-
 def _train_batch(
     source: TextCorpus | ArrayDataset, config: TrainConfig, generator: torch.Generator
 ) -> Batch:
-    return _batch(source, config, "train", config.batch_size, generator)
-
-
-def _eval_batches(source: TextCorpus | ArrayDataset, config: TrainConfig) -> list[Batch]:
-    """The fixed validation batches every proxy run is scored on (generator seed 1234)."""
-    generator = torch.Generator().manual_seed(1234)
-    return [
-        _batch(source, config, "val", config.eval_batch_size, generator)
-        for _ in range(config.eval_batches)
-    ]
+    """A training batch, drawn exactly as ``proxy.train`` draws it (``proxy.draw_batch``)."""
+    return draw_batch(source, config, "train", config.batch_size, generator)
 
 
 def _per_run_loss(logits: torch.Tensor, y: torch.Tensor, runs: int) -> torch.Tensor:
@@ -818,7 +795,7 @@ def _train_members(
     start = time.perf_counter() - setup_seconds
     head = configs[0]
     generators = {c.seed: torch.Generator().manual_seed(10_000 + c.seed) for c in configs}
-    evals = _eval_batches(source, head)
+    evals = eval_batches(source, head)
     probe = _train_batch(source, head, torch.Generator().manual_seed(0))[0].to(device)
     probe = torch.cat([probe, probe])  # at least two rows, whatever the batch size
     stack = StackedModel(models, probe)
