@@ -60,12 +60,9 @@ def setup(parallel: str = "auto", device: str = "auto") -> DistEnv:
     """Start (or join) the process group described by the environment and pick a device."""
     world = dist.get_world_size() if dist.is_initialized() else _env_int("WORLD_SIZE", 1)
     local_rank = _env_int("LOCAL_RANK", 0)
-    if device == "auto":
-        dev = torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
-    else:  # checked first: a device this machine lacks is said in one line, not by CUDA
-        dev = resolve_device(device)
-        if dev.type == "cuda" and dev.index is None:
-            dev = torch.device("cuda", local_rank)
+    dev = resolve_device(device)  # a device this machine lacks is said in one line, not by CUDA
+    if dev.type == "cuda" and dev.index is None:  # "auto" or "cuda": this process's own GPU
+        dev = torch.device("cuda", local_rank)
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world == 1:
